@@ -1,0 +1,29 @@
+"""Emulated analog chips: unique, noisy crossbar instances behind a small contract.
+
+Public names: ``PRESETS``, ``make_chip``, ``inspect``, ``load_chip``,
+``variant``, ``get_preset``, the spec models, ``ChipInfo`` and ``Ledger``.
+This package never imports ``mortal``.
+"""
+
+from .chip import AnalogChip, ChipInfo, ChipState, LayerState, inspect, load_chip, make_chip
+from .energy import Ledger
+from .presets import PRESETS, get_preset, variant
+from .spec import (
+    ADCSpec,
+    ChipSpec,
+    ConductanceSpec,
+    DACSpec,
+    DriftSpec,
+    EnergySpec,
+    FaultSpec,
+    NeuronSpec,
+    ProgrammingSpec,
+    ReadNoiseSpec,
+)
+
+__all__ = [
+    "AnalogChip", "ChipInfo", "ChipState", "LayerState", "Ledger", "PRESETS",
+    "get_preset", "inspect", "load_chip", "make_chip", "variant",
+    "ADCSpec", "ChipSpec", "ConductanceSpec", "DACSpec", "DriftSpec", "EnergySpec",
+    "FaultSpec", "NeuronSpec", "ProgrammingSpec", "ReadNoiseSpec",
+]

@@ -1,0 +1,231 @@
+"""One layer of a chip: a crossbar of differential device pairs and its periphery.
+
+:class:`Crossbar` holds the hidden state of one layer and calls the numba
+kernels of :mod:`devices._kernels`.  It trusts its inputs: the public
+:class:`devices.chip.AnalogChip` validates them first.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from . import _kernels as K
+from .spec import ChipSpec
+
+__all__ = ["Crossbar", "drift_parameters"]
+
+_STATE_ARRAYS = ("w_eff", "row_gsum", "g", "t_prog", "nu", "params", "endurance", "wear", "stuck")
+
+
+def drift_parameters(spec: ChipSpec) -> np.ndarray:
+    """The drift spec as the float64 vector the kernels index (``_kernels.D_*``)."""
+    d = spec.drift
+    return np.array(
+        [d.t0_s, d.mu_log_coeff, d.mu_offset, d.mu_min, d.mu_max,
+         d.sigma_log_coeff, d.sigma_offset, d.sigma_min, d.sigma_max],
+        dtype=np.float64,
+    )
+
+
+class Crossbar:
+    """Hidden state and physics of one ``(n_in + 1) x n_out`` layer.
+
+    In ``exact`` programming mode only ``w_eff`` exists (a float weight matrix);
+    in ``pulsed`` mode every weight is a pair of devices with their own
+    conductance, drift exponent, step sizes, endurance, wear and stuck flag,
+    and ``w_eff`` caches the effective weights at time ``t_eval``.
+    """
+
+    def __init__(self, spec: ChipSpec, n_in: int, n_out: int, fab: np.random.Generator) -> None:
+        self._derive(spec, n_in, n_out)
+        rows = self.n_in + 1
+        c = spec.conductance
+        self.t_eval = 0.0
+        self.t_prog_max = 0.0
+
+        w0 = fab.standard_normal((rows, self.n_out)) * (c.init_weight_std_fan_in / math.sqrt(rows))
+        w0[-1] = 0.0
+        w0 = np.clip(w0, -0.9 * self.w_max, 0.9 * self.w_max)
+        self._fabricate_neurons(fab)
+        self.row_gsum = np.zeros(rows, dtype=np.float64)
+        if self.exact:
+            self.w_eff = np.ascontiguousarray(w0, dtype=np.float32)
+            self.row_gsum[:] = np.abs(self.w_eff).sum(axis=1) / self.w_max
+            return
+        self._fabricate_devices(fab, w0)
+        self.refresh(0.0)
+
+    def _derive(self, spec: ChipSpec, n_in: int, n_out: int) -> None:
+        """Set the quantities that follow from the spec and the shape alone."""
+        self.spec = spec
+        self.n_in, self.n_out = int(n_in), int(n_out)
+        self.w_max = spec.conductance.weight_range_fan_in / math.sqrt(self.n_in + 1)
+        self.exact = spec.programming.mode == "exact"
+        self.pulse_step_w = spec.programming.step * self.w_max / 2.0
+        self.dp = drift_parameters(spec)
+        self.soft = spec.neuron.family == "soft"
+
+    # -- fabrication -------------------------------------------------------------------------
+    def _fabricate_neurons(self, fab: np.random.Generator) -> None:
+        nspec = self.spec.neuron
+        n = self.n_out
+        r = self.spec.adc.range
+        if self.soft:
+            draw = fab.standard_normal((4, n))
+            self.gain = np.exp(nspec.gain_dtod * draw[0] - 0.5 * nspec.gain_dtod**2).astype(np.float32)
+            self.offset = (nspec.offset_dtod * draw[1] * r).astype(np.float32)
+            curv = nspec.curvature_mean + nspec.curvature_dtod * draw[2]
+            self.curv = np.clip(curv, -0.45, 2.0).astype(np.float32)
+            sat = nspec.saturation_mean * (1.0 + nspec.saturation_dtod * draw[3])
+            self.sat = (np.clip(sat, 0.1 * nspec.saturation_mean, None) * r).astype(np.float32)
+        else:
+            self.gain = np.ones(n, np.float32)
+            self.offset = np.zeros(n, np.float32)
+            self.curv = np.zeros(n, np.float32)
+            self.sat = np.full(n, np.inf, np.float32)
+
+    def _fabricate_devices(self, fab: np.random.Generator, w0: np.ndarray) -> None:
+        p, c, f = self.spec.programming, self.spec.conductance, self.spec.faults
+        shape = (2, self.n_in + 1, self.n_out)
+        params = np.empty((4,) + shape, dtype=np.float32)
+        params[K.P_GSAT] = np.clip(1.0 + c.g_max_dtod * fab.standard_normal(shape), 0.5, 1.5)
+        base = p.step * np.exp(p.step_dtod * fab.standard_normal(shape) - 0.5 * p.step_dtod**2)
+        ud = np.clip(p.up_down + p.up_down_dtod * fab.standard_normal(shape), -0.9, 0.9)
+        params[K.P_STEP_UP] = base * (1.0 + ud)
+        params[K.P_STEP_DOWN] = base * (1.0 - ud)
+        params[K.P_XI] = fab.standard_normal(shape)
+        self.params = params
+
+        g = np.empty(shape, dtype=np.float32)
+        g[0] = np.maximum(w0, 0.0) / self.w_max
+        g[1] = np.maximum(-w0, 0.0) / self.w_max
+        g = np.minimum(g, params[K.P_GSAT])
+        fate = fab.random(shape)
+        stuck_on = fate < f.stuck_on_prob
+        stuck_off = (fate >= f.stuck_on_prob) & (fate < f.stuck_on_prob + f.stuck_off_prob)
+        g[stuck_on] = params[K.P_GSAT][stuck_on]
+        g[stuck_off] = 0.0
+        self.g = g
+        self.stuck = (stuck_on | stuck_off).astype(np.int8)
+        if f.endurance_pulses is None:
+            self.endurance = np.full(shape, np.inf, dtype=np.float32)
+        else:
+            life = f.endurance_pulses * np.exp(f.endurance_dtod * fab.standard_normal(shape))
+            self.endurance = life.astype(np.float32)
+        self.wear = np.zeros(shape, dtype=np.uint32)
+        self.t_prog = np.zeros(shape, dtype=np.float64)
+        self.nu = np.zeros(shape, dtype=np.float32)
+        self.w_eff = np.empty(shape[1:], dtype=np.float32)
+        if self.spec.drift.enabled:
+            self.nu[:] = self._exponents(self.g, self.params[K.P_XI])
+            self.nu[self.stuck.astype(bool)] = 0.0
+
+    def _exponents(self, g: np.ndarray, xi: np.ndarray) -> np.ndarray:
+        d = self.spec.drift
+        lg = np.log(np.maximum(g.astype(np.float64), 1e-6))
+        mu = np.clip(d.mu_log_coeff * lg + d.mu_offset, d.mu_min, d.mu_max)
+        sg = np.clip(d.sigma_log_coeff * lg + d.sigma_offset, d.sigma_min, d.sigma_max)
+        return np.abs(mu + sg * xi).astype(np.float32)
+
+    # -- time ---------------------------------------------------------------------------------
+    def refresh(self, now: float) -> None:
+        """Recompute the effective weights at time ``now`` (pulsed mode only)."""
+        if self.exact:
+            return
+        K.refresh_kernel(self.g, self.t_prog, self.nu, float(now), float(self.dp[K.D_T0]),
+                         float(self.w_max), self.w_eff, self.row_gsum)
+        self.t_eval = float(now)
+
+    def ensure_current(self, now: float) -> None:
+        """Refresh the cached weights if drift since ``t_eval`` may exceed the tolerance."""
+        if self.exact or not self.spec.drift.enabled or now <= self.t_eval:
+            return
+        age = self.t_eval - self.t_prog_max + self.spec.drift.t0_s
+        if now - self.t_eval > self.spec.drift.refresh_rel * age:
+            self.refresh(now)
+
+    # -- operations ---------------------------------------------------------------------------
+    def read(self, x: np.ndarray, now: float, seed: int) -> tuple[np.ndarray, float]:
+        """Measured outputs for float32 inputs ``x`` (batch, n_in); returns (y, input drive sum)."""
+        self.ensure_current(now)
+        spec = self.spec
+        batch = x.shape[0]
+        sq = np.zeros(batch, np.float64)
+        ab = np.zeros(batch, np.float64)
+        r_in = spec.dac.range
+        need_norms = spec.read_noise.weight_std > 0.0
+        if spec.dac.bits is not None or math.isfinite(r_in) or need_norms:
+            step = r_in / (2 ** (spec.dac.bits - 1) - 1) if spec.dac.bits is not None else 0.0
+            xq = np.empty_like(x)
+            K.dac_kernel(x, xq, float(r_in), float(step), sq, ab)
+        else:
+            xq = x
+        y = xq @ self.w_eff[:-1]
+        if need_norms:
+            noise_var_rows = (spec.read_noise.weight_std * self.w_max) ** 2 * sq
+        else:
+            noise_var_rows = np.zeros(0, np.float64)
+        r_out = spec.adc.range
+        out_sd = spec.read_noise.output_std * (r_out if math.isfinite(r_out) else 1.0)
+        adc_step = r_out / (2**spec.adc.bits - 1) if spec.adc.bits is not None else 0.0
+        K.periphery_kernel(y, self.w_eff[-1], float(spec.bias_level), noise_var_rows, float(out_sd**2),
+                           np.uint64(seed), self.soft, self.gain, self.offset, self.curv, self.sat,
+                           float(r_out), float(adc_step))
+        if xq is x:  # no converter: the drive is only needed when cells cost energy
+            drive = float(np.abs(x).sum(dtype=np.float64)) if spec.energy.v_read > 0 else 0.0
+        else:
+            drive = float(ab.sum()) / (r_in if math.isfinite(r_in) else 1.0)
+        return y, drive
+
+    def program(self, delta: np.ndarray, now: float, seed: int) -> tuple[int, int, int]:
+        """Apply a requested change; returns (pulses, rows touched, pulses of the slowest row)."""
+        if self.exact:
+            nz = delta != 0
+            self.w_eff += delta
+            self.row_gsum[:] = np.abs(self.w_eff).sum(axis=1) / self.w_max
+            n = int(np.count_nonzero(nz))
+            return n, int(np.count_nonzero(nz.any(axis=1))), int(n > 0)
+        self.ensure_current(now)
+        rows = self.n_in + 1
+        row_pulses = np.zeros(rows, np.int64)
+        row_max = np.zeros(rows, np.int64)
+        p = self.spec.programming
+        K.program_kernel(delta, self.g, self.t_prog, self.nu, self.params, self.endurance, self.wear,
+                         self.stuck, self.w_eff, float(now), float(self.pulse_step_w), float(self.w_max),
+                         int(p.max_pulses), float(p.pulse_std), bool(self.spec.drift.enabled), self.dp,
+                         np.uint64(seed), row_pulses, row_max)
+        total = int(row_pulses.sum())
+        if total:
+            self.t_prog_max = float(now)
+        return total, int(np.count_nonzero(row_pulses)), int(row_max.sum())
+
+    # -- inspection and persistence -------------------------------------------------------------
+    def effective_weights(self, now: float) -> np.ndarray:
+        """Exact effective weights at ``now`` (float32 (n_in + 1, n_out)), without caching."""
+        if self.exact or not self.spec.drift.enabled:
+            return self.w_eff.copy()
+        out = np.empty_like(self.w_eff)
+        K.refresh_kernel(self.g, self.t_prog, self.nu, float(now), float(self.dp[K.D_T0]),
+                         float(self.w_max), out, np.empty(self.n_in + 1, np.float64))
+        return out
+
+    def state(self) -> dict[str, Any]:
+        """Arrays and scalars that, with the spec, restore this layer exactly."""
+        arrays = {k: getattr(self, k) for k in _STATE_ARRAYS if hasattr(self, k)}
+        arrays.update(gain=self.gain, offset=self.offset, curv=self.curv, sat=self.sat)
+        scalars = {"t_eval": self.t_eval, "t_prog_max": self.t_prog_max}
+        return {"arrays": arrays, "scalars": scalars}
+
+    @classmethod
+    def from_state(cls, spec: ChipSpec, n_in: int, n_out: int, state: dict[str, Any]) -> "Crossbar":
+        """Rebuild a layer saved with :meth:`state`."""
+        self = cls.__new__(cls)
+        self._derive(spec, n_in, n_out)
+        for k, v in state["arrays"].items():
+            setattr(self, k, np.ascontiguousarray(v))
+        self.t_eval = float(state["scalars"]["t_eval"])
+        self.t_prog_max = float(state["scalars"]["t_prog_max"])
+        return self

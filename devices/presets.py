@@ -1,0 +1,242 @@
+"""Named chip specifications, each citing the measurements it is built from.
+
+Presets are frozen :class:`~devices.spec.ChipSpec` instances in a registry,
+not subclasses.  :func:`variant` derives a new spec and re-validates it.
+Figures marked [derived] are computed from the cited inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+from .spec import (
+    ADCSpec,
+    ChipSpec,
+    ConductanceSpec,
+    DACSpec,
+    DriftSpec,
+    EnergySpec,
+    FaultSpec,
+    NeuronSpec,
+    ProgrammingSpec,
+    ReadNoiseSpec,
+)
+
+__all__ = ["PRESETS", "get_preset", "variant"]
+
+IDEAL = ChipSpec(
+    name="ideal",
+    citation="Digital twin: exact float weights, ReLU neurons, no noise, no converters.",
+    conductance=ConductanceSpec(g_min_us=0.0, g_max_us=25.0),
+    programming=ProgrammingSpec(mode="exact"),
+    drift=DriftSpec(enabled=False),
+    read_noise=ReadNoiseSpec(),
+    dac=DACSpec(bits=None, range=math.inf),
+    adc=ADCSpec(bits=None, range=math.inf),
+    neuron=NeuronSpec(family="relu"),
+    faults=FaultSpec(),
+    energy=EnergySpec(
+        # Energy of the same arithmetic on a digital accelerator: NVIDIA H100 SXM at TDP
+        # and peak BF16, 0.71 pJ/FLOP = 1.41 pJ/MAC [derived from 700 W and 989.4 TFLOPS].
+        v_read=0.0,
+        t_read_s=0.0,
+        dac_conversion_j=0.0,
+        adc_fom_j_per_step=0.0,
+        adc_conversion_s=0.0,
+        neuron_j=0.0,
+        mac_j=1.41e-12,
+        # One weight update as one fp32 add, 0.9 pJ (Horowitz, ISSCC 2014, 45 nm).
+        pulse_j=0.9e-12,
+        pulse_s=0.0,
+    ),
+)
+
+PCM = ChipSpec(
+    name="pcm",
+    citation=(
+        "IBM PCM statistical model (Nandakumar et al., ICECS 2019; Joshi et al., Nat. Commun. 2020) "
+        "as published in aihwkit inference/noise/pcm.py; pulse response after aihwkit's "
+        "PCMPresetDevice (Nandakumar et al., Front. Neurosci. 2020); periphery after aihwkit's "
+        "StandardHWATrainingPreset (Rasch et al., Nat. Commun. 2023)."
+    ),
+    # g_max 25 uS per device, g_min 0, one device per sign (aihwkit SinglePairConductanceConverter).
+    conductance=ConductanceSpec(g_min_us=0.0, g_max_us=25.0, g_max_dtod=0.1),
+    programming=ProgrammingSpec(
+        mode="pulsed",
+        # PCMPresetDevice: dw_min 0.01 on a 0..2 range = 0.5 % of range; dtod 0.2 (log-normal);
+        # up_down dtod 0.05; cycle-to-cycle dw_min_std 0.6 (Nandakumar 2020).
+        step=0.005,
+        step_dtod=0.2,
+        up_down=0.0,
+        up_down_dtod=0.05,
+        pulse_std=0.6,
+    ),
+    drift=DriftSpec(
+        enabled=True,
+        # PCMLikeNoiseModel: t0 = 20 s; mu_nu = clip(-0.0155 ln g + 0.0244, 0.049, 0.1);
+        # sigma_nu = clip(-0.0125 ln g - 0.0059, 0.008, 0.045) (aihwkit inference/noise/pcm.py).
+        t0_s=20.0,
+        mu_log_coeff=-0.0155,
+        mu_offset=0.0244,
+        mu_min=0.049,
+        mu_max=0.1,
+        sigma_log_coeff=-0.0125,
+        sigma_offset=-0.0059,
+        sigma_min=0.008,
+        sigma_max=0.045,
+    ),
+    # StandardHWATrainingPreset: w_noise 0.0175 (PCM_READ), out_noise 0.04 on an out_bound of 10
+    # (0.4 % of full scale).
+    read_noise=ReadNoiseSpec(output_std=0.004, weight_std=0.0175),
+    # StandardIOParameters: 8-bit DAC and 8-bit ADC.
+    dac=DACSpec(bits=8, range=1.0),
+    adc=ADCSpec(bits=8, range=2.0, columns_per_adc=8),
+    # Mild column-to-column mismatch of the sense circuit; aihwkit models a per-output spread
+    # of an S-shaped output non-linearity (IOParameters.out_nonlinearity) with this form.
+    neuron=NeuronSpec(family="soft", gain_dtod=0.05, offset_dtod=0.005, saturation_mean=2.0, saturation_dtod=0.1),
+    faults=FaultSpec(
+        # PCM endurance ~1e9 cycles (Hindawi J. Nanomater. 2013, table 4); stuck-RESET and
+        # stuck-SET failures reported there; fabrication fraction set to aihwkit's
+        # corrupt_devices_prob range (0.01), split between the two states.
+        stuck_on_prob=0.005,
+        stuck_off_prob=0.005,
+        endurance_pulses=1e9,
+        endurance_dtod=0.5,
+    ),
+    energy=EnergySpec(
+        # Cell read V^2 G t: 0.2 V, 100 ns, 25 uS -> 100 fJ at full scale [derived, ref. sec. 8.2].
+        v_read=0.2,
+        t_read_s=100e-9,
+        # Bit-line charging C V^2 = 50 fF x (0.2 V)^2 = 2 fJ per level line, x 8 bits [derived].
+        dac_conversion_j=16e-15,
+        # Walden FOM between the 2013 record (2.2 fJ/step) and a typical 50 fJ/step.
+        adc_fom_j_per_step=20e-15,
+        # SAR conversion: bits + 1 cycles at NeuroSim's 1 GHz clock; 8 columns per ADC (NeuroSim).
+        adc_conversion_s=9e-9,
+        # Column current-to-voltage stage (dominant in NeuroSim's column power): taken equal to
+        # a 22 nm 5-bit SAR conversion, 46 fJ [derived, NeuroSim SarADC.cpp].
+        neuron_j=46e-15,
+        # PCM RESET/SET pulse 1-50 pJ (typical range), ~100 ns write (Hindawi 2013).
+        pulse_j=10e-12,
+        pulse_s=100e-9,
+        # Controller: fp32 multiply-add 4.6 pJ = 2.3 pJ/op (Horowitz, ISSCC 2014); 32 lanes at 1 GHz.
+        digital_op_j=2.3e-12,
+        digital_op_s=1e-9 / 32,
+    ),
+)
+
+RRAM = ChipSpec(
+    name="rram",
+    citation=(
+        "NeuRRAM-like RRAM (Wan et al., Nature 2022; aihwkit ReRamWan2022NoiseModel, CrossSim "
+        "RRAM_Wan); pulse response after aihwkit's ReRamArrayHfO2PresetDevice (Gong & Rasch, IEDM 2022)."
+    ),
+    # g_max 40 uS (aihwkit Wan2022 reference); NeuroSim-style on/off ratio 10 -> g_min 4 uS.
+    conductance=ConductanceSpec(g_min_us=4.0, g_max_us=40.0, g_max_dtod=0.2),
+    programming=ProgrammingSpec(
+        mode="pulsed",
+        # Finer steps than the HfO2 array preset (dw_min 0.46 of +-1 is too coarse for
+        # in-situ learning); spreads from ReRamArrayHfO2PresetDevice: dw_min dtod 0.71,
+        # up_down dtod 0.01, dw_min_std 0.22.
+        step=0.01,
+        step_dtod=0.7,
+        up_down=0.1,
+        up_down_dtod=0.01,
+        pulse_std=0.22,
+    ),
+    drift=DriftSpec(
+        enabled=True,
+        # CMO/HfOx relaxation: -0.089 uS per ln t on ~40 uS, ~2.5 % of range after a day;
+        # as a power law, nu ~ 0.002 [derived]; spread 0.001.
+        t0_s=1.0,
+        mu_offset=0.002,
+        mu_min=0.0,
+        mu_max=0.01,
+        sigma_offset=0.001,
+        sigma_min=0.0,
+        sigma_max=0.01,
+    ),
+    # aihwkit advises w_noise ~ 0.01 for NeuRRAM short-term read noise.
+    read_noise=ReadNoiseSpec(output_std=0.004, weight_std=0.01),
+    dac=DACSpec(bits=8, range=1.0),
+    adc=ADCSpec(bits=8, range=2.0, columns_per_adc=8),
+    neuron=NeuronSpec(family="soft", gain_dtod=0.08, offset_dtod=0.01, saturation_mean=2.0, saturation_dtod=0.1),
+    faults=FaultSpec(
+        # Measured HfO2 arrays: 9.77 % corrupt devices (Gong & Rasch, IEDM 2022); multi-level
+        # HfOx endurance ~1e6 cycles (Huang et al.).
+        stuck_on_prob=0.0488,
+        stuck_off_prob=0.0489,
+        endurance_pulses=1e6,
+        endurance_dtod=0.5,
+    ),
+    energy=EnergySpec(
+        # NeuroSim RRAM read 0.55 V, 10 ns pulse; SAR 22 nm; write 2 V x 100 uA x 10 ns = 2 pJ.
+        v_read=0.55,
+        t_read_s=10e-9,
+        dac_conversion_j=16e-15,
+        adc_fom_j_per_step=20e-15,
+        adc_conversion_s=9e-9,
+        neuron_j=46e-15,
+        pulse_j=2e-12,
+        pulse_s=10e-9,
+        digital_op_j=2.3e-12,
+        digital_op_s=1e-9 / 32,
+    ),
+)
+
+WILD = ChipSpec(
+    name="wild",
+    citation=(
+        "Black-box study chip: PCM devices and periphery of the 'pcm' preset with strongly varying "
+        "neurons (gain spread x2, offsets, curvature and saturation all differ per neuron)."
+    ),
+    conductance=PCM.conductance,
+    programming=PCM.programming,
+    drift=PCM.drift,
+    read_noise=PCM.read_noise,
+    dac=PCM.dac,
+    adc=PCM.adc,
+    neuron=NeuronSpec(
+        family="soft",
+        gain_dtod=0.5,
+        offset_dtod=0.03,
+        curvature_mean=0.3,
+        curvature_dtod=0.5,
+        saturation_mean=0.8,
+        saturation_dtod=0.3,
+    ),
+    faults=PCM.faults,
+    energy=PCM.energy,
+)
+
+#: Registry of presets by name.
+PRESETS: Mapping[str, ChipSpec] = {spec.name: spec for spec in (IDEAL, PCM, RRAM, WILD)}
+
+
+def get_preset(name: str) -> ChipSpec:
+    """Return the preset called ``name`` or raise ``ValueError`` listing the known ones."""
+    if not isinstance(name, str) or name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+def variant(base: ChipSpec | str, name: str | None = None, **changes: Any) -> ChipSpec:
+    """Derive a spec from ``base`` with nested changes, re-validated.
+
+    Groups are changed with dicts, e.g.
+    ``variant("pcm", adc={"bits": 6}, read_noise={"weight_std": 0.0})``.
+    Unknown fields raise pydantic's ``ValidationError``.
+    """
+    spec = get_preset(base) if isinstance(base, str) else base
+    data = spec.model_dump()
+    for key, value in changes.items():
+        if isinstance(value, Mapping) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    if name is not None:
+        data["name"] = name
+    elif changes:
+        data["name"] = f"{data['name']}*"
+    return ChipSpec.model_validate(data)

@@ -1,0 +1,262 @@
+"""Device specifications: frozen, validated data describing one kind of chip.
+
+A :class:`ChipSpec` is pure data; :func:`devices.make_chip` turns a spec and a
+seed into one unique chip instance.  Suffixes follow a fixed convention:
+
+* ``*_dtod``: device-to-device (or neuron-to-neuron) spread, drawn once at
+  fabrication and kept for the life of the chip;
+* ``*_std``: cycle-to-cycle spread, drawn anew on every event (pulse, read).
+
+Conductances are normalized: ``g = (G - G_min) / (G_max - G_min)``, so a
+device nominally spans ``[0, 1]``.  A weight is a differential pair,
+``w = (g_plus - g_minus) * w_max`` with ``w_max = weight_range_fan_in /
+sqrt(n_rows)`` in nominal weight units.  Outputs, ADC range and neuron
+saturation are in nominal output units (``x @ w`` for ideal devices).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "SpecModel",
+    "ConductanceSpec",
+    "ProgrammingSpec",
+    "DriftSpec",
+    "ReadNoiseSpec",
+    "DACSpec",
+    "ADCSpec",
+    "NeuronSpec",
+    "FaultSpec",
+    "EnergySpec",
+    "ChipSpec",
+]
+
+
+class SpecModel(BaseModel):
+    """Base of every spec group: frozen, unknown fields are errors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+class ConductanceSpec(SpecModel):
+    """Conductance range and the weight mapping of a differential pair."""
+
+    g_min_us: float = Field(0.0, ge=0.0)
+    """Lowest conductance of a device, microsiemens (sets read energy only)."""
+    g_max_us: float = Field(25.0, gt=0.0)
+    """Highest nominal conductance of a device, microsiemens."""
+    g_max_dtod: float = Field(0.0, ge=0.0, le=0.5)
+    """Relative spread of each device's own saturation level (normal, clipped)."""
+    weight_range_fan_in: float = Field(4.0, gt=0.0)
+    """w_max * sqrt(n_rows): the largest weight of a layer, scaled by fan-in."""
+    init_weight_std_fan_in: float = Field(1.0, ge=0.0)
+    """Std of the as-fabricated weights times sqrt(n_rows) (bias row starts at 0)."""
+
+    @model_validator(mode="after")
+    def _range(self) -> "ConductanceSpec":
+        if self.g_max_us <= self.g_min_us:
+            raise ValueError(f"g_max_us ({self.g_max_us}) must exceed g_min_us ({self.g_min_us})")
+        if self.init_weight_std_fan_in > 0.5 * self.weight_range_fan_in:
+            raise ValueError(
+                "init_weight_std_fan_in must be at most half of weight_range_fan_in "
+                f"(got {self.init_weight_std_fan_in} and {self.weight_range_fan_in})"
+            )
+        return self
+
+
+class ProgrammingSpec(SpecModel):
+    """How a requested weight change becomes write pulses.
+
+    ``mode="exact"`` adds the request to the weight exactly (digital twin).
+    ``mode="pulsed"``: the chip converts a request into ``n = round(|delta| /
+    pulse_step)`` pulses (``pulse_step`` = ``step`` * w_max / 2, the step at
+    mid-range), applied to the device of the pair with more room.  Each pulse
+    moves a device with soft bounds::
+
+        up:   g += step_up   * (1 - g / g_sat) * (1 + pulse_std * xi)
+        down: g -= step_down * (g / g_sat)     * (1 + pulse_std * xi)
+
+    with ``step_up = step (1 + up_down)``, ``step_down = step (1 - up_down)``,
+    each with its own device-to-device spread.
+    """
+
+    mode: Literal["exact", "pulsed"] = "pulsed"
+    step: float = Field(0.01, gt=0.0, le=0.5)
+    """Conductance change of one pulse at g = 0, as a fraction of the range."""
+    step_dtod: float = Field(0.0, ge=0.0, le=1.0)
+    """Relative device-to-device spread of ``step`` (log-normal)."""
+    up_down: float = Field(0.0, gt=-1.0, lt=1.0)
+    """Mean asymmetry between potentiation and depression steps."""
+    up_down_dtod: float = Field(0.0, ge=0.0, le=0.5)
+    """Device-to-device spread of ``up_down`` (normal, clipped to (-0.9, 0.9))."""
+    pulse_std: float = Field(0.0, ge=0.0, le=3.0)
+    """Cycle-to-cycle relative spread of one pulse's step."""
+    max_pulses: int = Field(32, ge=1, le=1024)
+    """Most pulses one ``program`` call applies to one device."""
+
+
+class DriftSpec(SpecModel):
+    """Power-law conductance drift, g(t) = g_prog ((t + t0) / t0) ** -nu.
+
+    Each device keeps its own exponent ``nu = |mu(g) + sigma(g) xi|`` where
+    ``xi ~ N(0, 1)`` is drawn once at fabrication and ``mu``, ``sigma`` are
+    evaluated at the conductance the device was last programmed to::
+
+        mu(g)    = clip(mu_log_coeff * ln g + mu_offset, mu_min, mu_max)
+        sigma(g) = clip(sigma_log_coeff * ln g + sigma_offset, sigma_min, sigma_max)
+
+    ``t`` is the time since that device was last programmed.
+    """
+
+    enabled: bool = True
+    t0_s: float = Field(20.0, gt=0.0)
+    mu_log_coeff: float = 0.0
+    mu_offset: float = 0.05
+    mu_min: float = Field(0.0, ge=0.0)
+    mu_max: float = Field(1.0, ge=0.0)
+    sigma_log_coeff: float = 0.0
+    sigma_offset: float = 0.0
+    sigma_min: float = Field(0.0, ge=0.0)
+    sigma_max: float = Field(1.0, ge=0.0)
+    refresh_rel: float = Field(0.01, gt=0.0, le=0.1)
+    """The cached effective weights are recomputed once the age of the most
+    recently programmed device has grown by this fraction (bounds the drift
+    error of a read by about nu * refresh_rel)."""
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "DriftSpec":
+        if self.mu_max < self.mu_min or self.sigma_max < self.sigma_min:
+            raise ValueError("drift clip bounds must satisfy min <= max")
+        return self
+
+
+class ReadNoiseSpec(SpecModel):
+    """Noise of one read, redrawn every call, referred to the output.
+
+    Per output the std is ``sqrt((output_std * adc range)^2 + (weight_std *
+    w_max * ||x||)^2)``: a constant floor plus the output image of independent
+    per-device read fluctuations of relative size ``weight_std``.
+    """
+
+    output_std: float = Field(0.0, ge=0.0, le=1.0)
+    """Additive output noise as a fraction of the ADC full scale."""
+    weight_std: float = Field(0.0, ge=0.0, le=1.0)
+    """Read fluctuation of each weight as a fraction of w_max."""
+
+
+class DACSpec(SpecModel):
+    """Input converter: inputs are clipped to [-range, range] and quantized."""
+
+    bits: Optional[int] = Field(8, ge=2, le=16)
+    """Signed resolution; ``None`` passes inputs through unquantized."""
+    range: float = Field(1.0, gt=0.0)
+    """Largest input level; ``inf`` disables clipping."""
+
+
+class ADCSpec(SpecModel):
+    """Output converter: outputs are clipped to [0, range] and quantized."""
+
+    bits: Optional[int] = Field(8, ge=1, le=16)
+    """Resolution: at most 2**bits distinct values; ``None`` for none."""
+    range: float = Field(2.0, gt=0.0)
+    """Full scale in nominal output units; ``inf`` disables saturation."""
+    columns_per_adc: int = Field(8, ge=1)
+    """Columns sharing one converter (sets read latency)."""
+
+
+class NeuronSpec(SpecModel):
+    """The analog neuron after each column, with random per-neuron parameters.
+
+    ``relu``: ``y = max(u, 0)``.  ``soft``::
+
+        z = gain * (u - offset * R)           R = ADC full scale
+        r = max(z, 0)
+        h = r + curvature * r^2 / (1 + r / R)
+        y = h / (1 + h / (saturation * R))
+
+    gain is log-normal around 1 (``gain_dtod``), offset, curvature and
+    saturation normal around their means (``*_dtod``), curvature clipped to
+    [-0.45, 2] / R so that every neuron stays monotone.
+    """
+
+    family: Literal["relu", "soft"] = "relu"
+    gain_dtod: float = Field(0.0, ge=0.0, le=1.5)
+    offset_dtod: float = Field(0.0, ge=0.0, le=0.5)
+    curvature_mean: float = Field(0.0, ge=-0.45, le=2.0)
+    curvature_dtod: float = Field(0.0, ge=0.0, le=2.0)
+    saturation_mean: float = Field(1.0, gt=0.0)
+    saturation_dtod: float = Field(0.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _relu_has_no_spread(self) -> "NeuronSpec":
+        if self.family == "relu":
+            spread = (self.gain_dtod, self.offset_dtod, self.curvature_dtod, self.saturation_dtod)
+            if any(v != 0.0 for v in spread) or self.curvature_mean != 0.0:
+                raise ValueError("neuron family 'relu' takes no gain/offset/curvature/saturation parameters")
+        return self
+
+
+class FaultSpec(SpecModel):
+    """Stuck devices at fabrication and the endurance limit."""
+
+    stuck_on_prob: float = Field(0.0, ge=0.0, le=0.5)
+    """Fraction of devices stuck at their highest conductance at fabrication."""
+    stuck_off_prob: float = Field(0.0, ge=0.0, le=0.5)
+    """Fraction of devices stuck at zero conductance at fabrication."""
+    endurance_pulses: Optional[float] = Field(None, gt=0.0)
+    """Median number of pulses a device survives; ``None`` for unlimited."""
+    endurance_dtod: float = Field(0.0, ge=0.0, le=3.0)
+    """Log-normal sigma of each device's endurance."""
+
+
+class EnergySpec(SpecModel):
+    """Energy and latency of each operation (joules, seconds, volts)."""
+
+    v_read: float = Field(0.2, ge=0.0)
+    """Read voltage across a cell at full-scale input."""
+    t_read_s: float = Field(100e-9, ge=0.0)
+    """Integration time of one read."""
+    dac_conversion_j: float = Field(16e-15, ge=0.0)
+    adc_fom_j_per_step: float = Field(20e-15, ge=0.0)
+    """Walden figure of merit; one conversion costs fom * 2**bits."""
+    adc_conversion_s: float = Field(9e-9, ge=0.0)
+    neuron_j: float = Field(46e-15, ge=0.0)
+    """One neuron (column sense and activation) evaluation."""
+    pulse_j: float = Field(10e-12, ge=0.0)
+    pulse_s: float = Field(100e-9, ge=0.0)
+    """Duration of one pulse; rows are programmed one after another."""
+    mac_j: float = Field(0.0, ge=0.0)
+    """Energy per multiply-accumulate, for digital twins (else 0)."""
+    digital_op_j: float = Field(2.3e-12, ge=0.0)
+    digital_op_s: float = Field(1e-9 / 32, ge=0.0)
+
+
+class ChipSpec(SpecModel):
+    """Everything that defines one kind of chip."""
+
+    name: str = "custom"
+    citation: str = ""
+    bias_level: float = Field(1.0, gt=0.0)
+    """Input level driving the bias row (in DAC units)."""
+    conductance: ConductanceSpec = ConductanceSpec()
+    programming: ProgrammingSpec = ProgrammingSpec()
+    drift: DriftSpec = DriftSpec()
+    read_noise: ReadNoiseSpec = ReadNoiseSpec()
+    dac: DACSpec = DACSpec()
+    adc: ADCSpec = ADCSpec()
+    neuron: NeuronSpec = NeuronSpec()
+    faults: FaultSpec = FaultSpec()
+    energy: EnergySpec = EnergySpec()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ChipSpec":
+        if self.bias_level > self.dac.range:
+            raise ValueError(f"bias_level {self.bias_level} exceeds the DAC range {self.dac.range}")
+        if self.faults.stuck_on_prob + self.faults.stuck_off_prob > 0.5:
+            raise ValueError("stuck_on_prob + stuck_off_prob must be at most 0.5")
+        if self.neuron.family == "soft" and self.adc.range == float("inf"):
+            raise ValueError("a 'soft' neuron needs a finite ADC range (its scale R)")
+        return self
