@@ -26,7 +26,7 @@ import math
 import numba
 import numpy as np
 
-# Flags in one place (checked by tests/test_kernels_flags.py): no fastmath, no cache.
+# Flags in one place (checked by tests/test_kernels.py): no fastmath, no cache.
 FASTMATH = False
 CACHE = False
 # error_model="numpy" drops Python's division-by-zero checks so that loops vectorize.
@@ -79,10 +79,8 @@ def xorshift_next(state):
 @_jit
 def normal_from_bits(r):
     """Unit normal (Irwin-Hall n=4) from the four 16-bit quarters of ``r``."""
-    s = 0.0
-    for k in range(4):
-        s += (float((r >> np.uint64(16 * k)) & _MASK16) + 0.5) * (1.0 / 65536.0)
-    return (s - 2.0) * _SQRT3
+    s = (r & _MASK16) + ((r >> np.uint64(16)) & _MASK16) + ((r >> np.uint64(32)) & _MASK16) + (r >> np.uint64(48))
+    return (float(s) + 2.0) * (_SQRT3 / 65536.0) - 2.0 * _SQRT3
 
 
 @_jit
@@ -331,6 +329,11 @@ def program_kernel(delta, g, t_prog, nu, params, endurance, wear, stuck, w_eff,
                 gk = min(max(gk, 0.0), gsat)
                 wear[k, i, j] += 1
                 applied += 1
+                # Stick at once on reaching the endurance, so that the device freezes
+                # (nu = 0) in the call that wore it out and later requests go to its partner.
+                if wear[k, i, j] >= endurance[k, i, j]:
+                    stuck[k, i, j] = 1
+                    break
             if applied == 0:
                 continue
             g[k, i, j] = np.float32(gk)
@@ -349,3 +352,28 @@ def program_kernel(delta, g, t_prog, nu, params, endurance, wear, stuck, w_eff,
                 most = applied
         row_pulses[i] = total
         row_max[i] = most
+
+
+@_jit
+def add_exact(w, delta, track_rows, row_gsum, w_max):
+    """Exact programming: ``w += delta``; returns (non-zero entries, rows touched).
+
+    If ``track_rows``, ``row_gsum[i]`` becomes ``sum_j |w[i, j]| / w_max`` for the read-energy model.
+    """
+    rows, cols = w.shape
+    nonzero = 0
+    touched = 0
+    for i in range(rows):
+        k = 0
+        for j in range(cols):
+            d = delta[i, j]
+            w[i, j] += d
+            k += d != 0.0
+        nonzero += k
+        touched += k > 0
+        if track_rows:
+            acc = 0.0
+            for j in range(cols):
+                acc += abs(float(w[i, j]))
+            row_gsum[i] = acc / w_max
+    return nonzero, touched

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -212,9 +213,11 @@ def _as_float32(a: Any, name: str, shape: tuple, expected: str) -> np.ndarray:
                          "expected a real-valued array")
     if arr.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, arr.shape)):
         raise ValueError(f"{name} has shape {arr.shape}, expected {expected}")
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
+    with np.errstate(over="ignore"):  # values beyond float32 become inf and are rejected below
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+    # One float64 sum is NaN or inf exactly when an element is (finite float32 values cannot overflow it).
+    if not math.isfinite(float(np.add.reduce(arr, axis=None, dtype=np.float64))):
+        raise ValueError(f"{name} contains NaN or infinite values (or values beyond the float32 range)")
     return arr
 
 
@@ -261,7 +264,15 @@ def load_chip(path: str | os.PathLike) -> AnalogChip:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no saved chip at {path}")
-    with np.load(path, allow_pickle=False) as z:
+    fh = open(path, "rb")  # opened here so that it is closed even when np.load fails
+    try:
+        z = np.load(fh, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError("not an .npz archive")
+    except (ValueError, EOFError, zipfile.BadZipFile) as exc:
+        fh.close()
+        raise ValueError(f"{path} is not a saved chip ({exc})") from exc
+    with fh, z:
         if "meta" not in z.files:
             raise ValueError(f"{path} is not a saved chip (no 'meta' entry)")
         meta = json.loads(z["meta"].tobytes().decode())

@@ -183,11 +183,9 @@ class Crossbar:
     def program(self, delta: np.ndarray, now: float, seed: int) -> tuple[int, int, int]:
         """Apply a requested change; returns (pulses, rows touched, pulses of the slowest row)."""
         if self.exact:
-            nz = delta != 0
-            self.w_eff += delta
-            self.row_gsum[:] = np.abs(self.w_eff).sum(axis=1) / self.w_max
-            n = int(np.count_nonzero(nz))
-            return n, int(np.count_nonzero(nz.any(axis=1))), int(n > 0)
+            n, touched = K.add_exact(self.w_eff, delta, self.spec.energy.v_read > 0, self.row_gsum,
+                                     float(self.w_max))
+            return int(n), int(touched), int(n > 0)
         self.ensure_current(now)
         rows = self.n_in + 1
         row_pulses = np.zeros(rows, np.int64)
@@ -200,6 +198,9 @@ class Crossbar:
         total = int(row_pulses.sum())
         if total:
             self.t_prog_max = float(now)
+            if not self.spec.drift.enabled:
+                # Without drift no refresh ever renews the row sums the read-energy model uses.
+                self.row_gsum[:] = self.g.sum(axis=(0, 2), dtype=np.float64)
         return total, int(np.count_nonzero(row_pulses)), int(row_max.sum())
 
     # -- inspection and persistence -------------------------------------------------------------

@@ -1,0 +1,46 @@
+"""Shared helpers of the benchmark scripts: timing, GEMM peak, environment notes."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from typing import Callable
+
+import numpy as np
+
+BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def median_time(fn: Callable[[], object], repeat: int = 30, warmup: int = 3) -> float:
+    """Median wall time of ``fn()`` in seconds."""
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts))
+
+
+def gemm_peak_gflops(n: int = 2000, m: int = 1000, repeat: int = 10) -> float:
+    """float32 GEMM throughput of (m x n) @ (n x n) here, best of ``repeat``, GFLOP/s."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((m, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    a @ b
+    best = min(_once(lambda: a @ b) for _ in range(repeat))
+    return 2.0 * m * n * n / best / 1e9
+
+
+def _once(fn: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def machine_line() -> str:
+    """One line describing where the benchmark ran."""
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}, "
+            f"OpenBLAS tuning vars: {', '.join(f'{v}={os.environ.get(v)}' for v in BLAS_VARS)}")

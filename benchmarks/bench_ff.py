@@ -1,0 +1,139 @@
+"""Forward-Forward on full MNIST: test error, seconds per epoch, throughput.
+
+Accuracy run (Hinton's recipe; hold-out as in his code is not used, the
+10,000 MNIST test images are the test set):
+
+    python benchmarks/bench_ff.py --preset ideal --layers 1000,1000,1000 --epochs 100 --out runs/ff-ideal
+
+Speed comparison of presets in one process (same data, same seed):
+
+    python benchmarks/bench_ff.py --speed --presets ideal,pcm --train-size 10000 --epochs 1
+
+Throughput is the learner's GEMM work (three forward passes and one
+weight-gradient product per batch and layer, plus the head) divided by the
+training wall time, as a fraction of the float32 GEMM peak measured in the
+same process.  ``--unset-blas-tuning`` drops OPENBLAS_CORETYPE and
+OPENBLAS_L2_SIZE for this process (both together), before numpy loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+if "--unset-blas-tuning" in sys.argv:  # before numpy loads OpenBLAS; both variables together
+    for _var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        os.environ.pop(_var, None)
+
+import numpy as np  # noqa: E402
+
+import devices  # noqa: E402
+from _common import gemm_peak_gflops, machine_line  # noqa: E402
+from mortal.data import load_mnist  # noqa: E402
+from mortal.ff import FFConfig, FFLearner  # noqa: E402
+
+
+def training_flops(sizes: tuple[int, ...], n_images: int, batch: int, readout_from: int = 1) -> float:
+    """Floating-point operations of the GEMMs of one training epoch."""
+    n_batches = n_images // batch
+    per_batch = 0.0
+    for i in range(len(sizes) - 1):
+        n_in, n_out = sizes[i], sizes[i + 1]
+        per_batch += 3 * 2 * batch * n_in * n_out          # neutral, positive, negative reads
+        per_batch += 2 * (2 * batch) * (n_in + 1) * n_out  # weight gradient of both phases
+    head_in = sum(sizes[1 + readout_from:]) if len(sizes) > 2 else sizes[-1]
+    per_batch += 2 * 2 * batch * head_in * 10               # head logits and gradient
+    return per_batch * n_batches
+
+
+def parse_layers(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(","))
+
+
+def run(preset: str, sizes: tuple[int, ...], cfg: FFConfig, data, n_train: int, log_path: str | None,
+        eval_test: bool = True) -> tuple[FFLearner, object]:
+    chip = devices.make_chip(preset, sizes, cfg.seed)
+    learner = FFLearner(cfg)
+
+    def log(rec: dict) -> None:
+        te = rec.get("test_error", {})
+        print(f"[{preset}] epoch {rec['epoch']} train {rec['train_wall_s']:.1f}s online-err "
+              f"{rec['train_error_online']:.4f} test {te}", flush=True)
+        if log_path:
+            with open(log_path, "a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+
+    kw = {"test_images": data.test_images, "test_labels": data.test_labels} if eval_test else {}
+    learner.fit(chip, data.train_images[:n_train], data.train_labels[:n_train], log=log, progress=False, **kw)
+    return learner, chip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="ideal")
+    ap.add_argument("--presets", default="ideal,pcm", help="with --speed: presets to compare")
+    ap.add_argument("--speed", action="store_true", help="compare seconds per epoch of --presets")
+    ap.add_argument("--layers", type=parse_layers, default=(1000, 1000, 1000))
+    ap.add_argument("--epochs", type=int, default=100)
+    ap.add_argument("--train-size", type=int, default=60000)
+    ap.add_argument("--policy", default="direct")
+    ap.add_argument("--estimator", default="nominal")
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--data", default=None, help="MNIST .npz or folder (default: MORTAL_DATA)")
+    ap.add_argument("--eval-every", type=int, default=10)
+    ap.add_argument("--out", default=None, help="folder for per-epoch JSON lines and the summary")
+    ap.add_argument("--unset-blas-tuning", action="store_true")
+    args = ap.parse_args()
+
+    data = load_mnist(args.data)
+    sizes = (784,) + args.layers
+    extra = {"lr": args.lr} if args.lr is not None else {}
+    cfg = FFConfig(epochs=args.epochs, seed=args.seed, policy=args.policy, estimator=args.estimator,
+                   eval_every=args.eval_every, **extra)
+    print(f"# {machine_line()}")
+    peak = gemm_peak_gflops()
+    print(f"# float32 GEMM peak here: {peak:.1f} GFLOP/s")
+    flops = training_flops(sizes, args.train_size, cfg.batch_size)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+
+    if args.speed:
+        times = {}
+        for preset in args.presets.split(","):
+            learner, _ = run(preset, sizes, cfg, data, args.train_size, None, eval_test=False)
+            times[preset] = float(np.median([r["train_wall_s"] for r in learner.history]))
+            gf = flops / times[preset] / 1e9
+            print(f"| {preset} | {times[preset]:.2f} s/epoch | {gf:.1f} GFLOP/s | {gf / peak:.1%} of peak |")
+        base = next(iter(times.values()))
+        for preset, t in times.items():
+            print(f"{preset}: {t / base:.2f}x the first preset's seconds per epoch")
+        return
+
+    t0 = time.perf_counter()
+    log_path = os.path.join(args.out, "epochs.jsonl") if args.out else None
+    learner, chip = run(args.preset, sizes, cfg, data, args.train_size, log_path)
+    train_s = [r["train_wall_s"] for r in learner.history]
+    gf = flops / float(np.median(train_s)) / 1e9
+    summary = {
+        "preset": args.preset, "layers": list(sizes), "epochs": args.epochs, "policy": args.policy,
+        "estimator": args.estimator, "seed": args.seed, "train_size": args.train_size,
+        "test_error": learner.history[-1].get("test_error"),
+        "best_test_error": {m: min(r["test_error"][m] for r in learner.history if "test_error" in r)
+                            for m in learner.history[-1].get("test_error", {})},
+        "median_train_s_per_epoch": float(np.median(train_s)),
+        "gflops": gf, "gemm_peak_gflops": peak, "fraction_of_peak": gf / peak,
+        "energy_j": chip.ledger.energy_j, "total_energy_j": chip.ledger.total_energy_j,
+        "pulses": chip.ledger.counts.get("pulses", 0), "wall_s": time.perf_counter() - t0,
+    }
+    print(json.dumps(summary, indent=2))
+    if args.out:
+        with open(os.path.join(args.out, "summary.json"), "w") as fh:
+            json.dump(summary, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()

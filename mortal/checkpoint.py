@@ -1,0 +1,131 @@
+"""Checkpoints of a training run: learner state and chip, saved together atomically.
+
+Layout of a checkpoint directory ``DIR``::
+
+    DIR/LATEST              name of the newest complete checkpoint, e.g. "epoch-0005"
+    DIR/epoch-0005/learner.npz
+    DIR/epoch-0005/chip.npz  written by the chip's own ``save(path)``
+
+Each checkpoint is written into a temporary folder that is renamed into
+place, then ``LATEST`` is replaced atomically, so a crash at any point leaves
+the previous checkpoint usable.  Older checkpoints are removed afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .chip import Chip
+
+if TYPE_CHECKING:
+    from .ff import FFLearner
+
+__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "CHIP_FILE", "LEARNER_FILE"]
+
+CHIP_FILE = "chip.npz"
+LEARNER_FILE = "learner.npz"
+_FORMAT = "mortal-learner/1"
+
+
+def latest_checkpoint(directory: str | os.PathLike) -> Path:
+    """The newest complete checkpoint folder under ``directory`` (or ``directory`` itself if it is one)."""
+    d = Path(directory)
+    if (d / LEARNER_FILE).is_file():
+        return d
+    pointer = d / "LATEST"
+    if not pointer.is_file():
+        raise FileNotFoundError(f"no checkpoint in {d} (neither {LEARNER_FILE} nor LATEST found)")
+    target = d / pointer.read_text().strip()
+    if not (target / LEARNER_FILE).is_file():
+        raise FileNotFoundError(f"{pointer} names {target.name}, which holds no {LEARNER_FILE}")
+    return target
+
+
+def _fingerprint(chip: Chip) -> dict[str, float]:
+    return {"energy_j": float(chip.ledger.total_energy_j), "time_s": float(chip.ledger.total_time_s)}
+
+
+def save_checkpoint(learner: "FFLearner", chip: Chip, directory: str | os.PathLike) -> Path:
+    """Save ``learner`` and ``chip`` as ``directory/epoch-NNNN`` and point ``LATEST`` at it."""
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"epoch-{learner.epoch:04d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+    try:
+        chip.save(tmp / CHIP_FILE)  # type: ignore[attr-defined]
+        arrays: dict[str, np.ndarray] = {
+            "head": learner.head, "head_smooth": learner.head_smooth,
+        }
+        for i in range(len(learner.smooth)):
+            arrays[f"smooth{i}"] = learner.smooth[i]
+            arrays[f"shadow{i}"] = learner.shadow[i]
+            arrays[f"peer{i}"] = learner.peer_mean[i]
+            arrays[f"slope{i}"] = learner.slopes[i][0]
+        for k, v in learner.policy.state().items():
+            arrays[f"policy_{k}"] = v
+        meta = {
+            "format": _FORMAT,
+            "epoch": learner.epoch,
+            "config": learner.config.model_dump(mode="json"),
+            "sizes": list(learner._sizes or ()),
+            "slope_widths": [float(w) for _, w in learner.slopes],
+            "history": learner.history,
+            "chip": _fingerprint(chip),
+        }
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        with open(tmp / LEARNER_FILE, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        final = root / name
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fd, ptmp = tempfile.mkstemp(prefix=".LATEST.", dir=root)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(name + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(ptmp, root / "LATEST")
+    for old in root.glob("epoch-*"):
+        if old.name != name and old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(learner: "FFLearner", chip: Chip, directory: str | os.PathLike) -> dict[str, Any]:
+    """Restore ``learner`` from a checkpoint; ``chip`` must be that checkpoint's chip."""
+    ck = latest_checkpoint(directory)
+    with np.load(ck / LEARNER_FILE, allow_pickle=False) as z:
+        meta = json.loads(z["meta"].tobytes().decode())
+        if meta.get("format") != _FORMAT:
+            raise ValueError(f"{ck / LEARNER_FILE}: unsupported format {meta.get('format')!r}")
+        if meta["config"] != learner.config.model_dump(mode="json"):
+            raise ValueError(f"the checkpoint in {ck} was made with a different FFConfig; "
+                             "resume with the same configuration")
+        if tuple(meta["sizes"]) != tuple(learner._sizes or ()):
+            raise ValueError(f"the checkpoint is for layer sizes {meta['sizes']}, the chip has {learner._sizes}")
+        if _fingerprint(chip) != meta["chip"]:
+            raise ValueError(f"the chip passed to fit(resume=...) is not the chip saved in {ck}; "
+                             f"load it with devices.load_chip({str(ck / CHIP_FILE)!r})")
+        learner.head[...] = z["head"]
+        learner.head_smooth[...] = z["head_smooth"]
+        for i in range(len(learner.smooth)):
+            learner.smooth[i][...] = z[f"smooth{i}"]
+            learner.shadow[i][...] = z[f"shadow{i}"]
+            learner.peer_mean[i][...] = z[f"peer{i}"]
+            learner.slopes[i] = (z[f"slope{i}"].copy(), meta["slope_widths"][i])
+        learner.policy.load_state({k[len("policy_"):]: z[k] for k in z.files if k.startswith("policy_")})
+    learner.epoch = int(meta["epoch"])
+    learner.history = list(meta["history"])
+    return meta

@@ -1,0 +1,163 @@
+"""The ``mortal`` command.
+
+Exit codes: 0 success, 1 the run failed, 2 bad command line or bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from pydantic import ValidationError
+
+from . import __version__
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def _layers(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--layers must be comma-separated integers, got {text!r}") from None
+    if not sizes or any(s <= 0 for s in sizes):
+        raise argparse.ArgumentTypeError(f"--layers needs positive widths, got {text!r}")
+    return sizes
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mortal", description=(
+        "Emulate unique, noisy analog chips and train them in situ with Forward-Forward."))
+    p.add_argument("--version", action="version", version=f"mortal {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train one chip on MNIST with Forward-Forward")
+    t.add_argument("--preset", default="pcm", help="device preset (ideal, pcm, rram, wild)")
+    t.add_argument("--layers", type=_layers, default=(1000, 1000, 1000), help="hidden widths, e.g. 1000,1000,1000")
+    t.add_argument("--epochs", type=int, default=100)
+    t.add_argument("--seed", type=int, default=0, help="seeds the chip and the learner")
+    t.add_argument("--data", default=None, help="MNIST .npz or IDX folder (default: MORTAL_DATA, cache, download)")
+    t.add_argument("--mini", action="store_true", help="use the small MNIST subset bundled with the package")
+    t.add_argument("--train-size", type=int, default=None, help="use only the first N training images")
+    t.add_argument("--out", default=None, help="output folder (JSON lines, checkpoints, summary)")
+    t.add_argument("--policy", choices=("direct", "mixed"), default="direct")
+    t.add_argument("--estimator", choices=("nominal", "perturbed"), default="nominal")
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--checkpoint-every", type=int, default=0, help="epochs between checkpoints (0: only with --out, at the end)")
+    t.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
+    t.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    return p
+
+
+def _error(msg: str) -> int:
+    print(f"mortal: error: {msg}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import devices
+    from .checkpoint import CHIP_FILE, latest_checkpoint
+    from .data import load_mnist, load_mnist_mini
+    from .ff import FFConfig, FFLearner
+
+    try:
+        cfg_args = {"epochs": args.epochs, "seed": args.seed, "policy": args.policy, "estimator": args.estimator}
+        if args.lr is not None:
+            cfg_args["lr"] = args.lr
+        if args.batch_size is not None:
+            cfg_args["batch_size"] = args.batch_size
+        out = Path(args.out) if args.out else None
+        if out is not None:
+            cfg_args["checkpoint_every"] = args.checkpoint_every or args.epochs
+        cfg = FFConfig(**cfg_args)
+        data = load_mnist_mini() if args.mini else load_mnist(args.data)
+        sizes = (784,) + tuple(args.layers)
+        ckdir = out / "checkpoints" if out else None
+        if args.resume:
+            if out is None:
+                return _error("--resume needs --out (the folder of the run to continue)")
+            chip = devices.load_chip(latest_checkpoint(ckdir) / CHIP_FILE)
+        else:
+            chip = devices.make_chip(args.preset, sizes, args.seed)
+    except (ValueError, FileNotFoundError, ValidationError) as exc:
+        return _error(str(exc))
+
+    n = args.train_size or data.train_images.shape[0]
+    x, y = data.train_images[:n], data.train_labels[:n]
+    log_path = None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        log_path = out / "epochs.jsonl"
+        (out / "config.json").write_text(json.dumps({
+            "preset": chip.spec.name, "layer_sizes": list(chip.info.layer_sizes), "seed": args.seed,
+            "chip_seed": chip.seed, "data": data.source, "train_size": int(n), "ff": cfg.model_dump(mode="json"),
+        }, indent=2))
+
+    def show(rec: dict) -> None:
+        if not args.quiet:
+            te = rec.get("test_error", {})
+            te_s = " ".join(f"{k} {v:.4f}" for k, v in te.items())
+            print(f"epoch {rec['epoch']:4d}  loss+ {rec['loss_pos']:.3f}  loss- {rec['loss_neg']:.3f}  "
+                  f"online err {rec['train_error_online']:.4f}  test {te_s or '-'}  "
+                  f"E {rec['total_energy_j']:.3e} J  {rec['wall_s']:.1f} s", flush=True)
+        if log_path is not None:
+            with open(log_path, "a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+
+    learner = FFLearner(cfg)
+    t0 = time.perf_counter()
+    try:
+        learner.fit(chip, x, y, test_images=data.test_images, test_labels=data.test_labels,
+                    checkpoint_dir=ckdir, resume=ckdir if args.resume else None, log=show,
+                    progress=False if args.quiet else None)
+    except ValueError as exc:
+        return _error(str(exc))
+    final = learner.history[-1]
+    summary = {
+        "preset": chip.spec.name, "layers": list(chip.info.layer_sizes), "epochs": learner.epoch,
+        "test_error": final.get("test_error"), "energy_j": final["energy_j"],
+        "total_energy_j": final["total_energy_j"], "chip_time_s": final["chip_time_s"],
+        "pulses": chip.ledger.counts.get("pulses", 0), "wall_s": time.perf_counter() - t0,
+    }
+    if out is not None:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    _print_table(summary)
+    return EXIT_OK
+
+
+def _print_table(s: dict) -> None:
+    rows = [("preset", s["preset"]), ("layers", ",".join(map(str, s["layers"]))), ("epochs", s["epochs"])]
+    for k, v in (s["test_error"] or {}).items():
+        rows.append((f"test error ({k})", f"{100 * v:.2f} %"))
+    rows.append(("energy, total", f"{s['total_energy_j']:.4g} J"))
+    for k, v in s["energy_j"].items():
+        if v:
+            rows.append((f"  {k}", f"{v:.4g} J"))
+    rows += [("chip time", f"{s['chip_time_s']:.4g} s"), ("pulses", f"{s['pulses']:,}"),
+             ("wall time", f"{s['wall_s']:.1f} s")]
+    w = max(len(r[0]) for r in rows)
+    for k, v in rows:
+        print(f"{k:<{w}}  {v}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0) if exc.code in (0, None) else EXIT_USAGE
+    if args.command is None:
+        parser.print_help()
+        return EXIT_OK
+    if args.command == "train":
+        return cmd_train(args)
+    return _error(f"unknown command {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

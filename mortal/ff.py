@@ -1,0 +1,470 @@
+"""Forward-Forward learning in situ, through the ``Chip`` protocol only.
+
+The learner follows Hinton's supervised recipe (see the README): per layer,
+the goodness ``G = sum(a**2)`` of the *measured* activities is pushed above a
+threshold for positive data (image with its true label in the first 10
+pixels) and below it for negative data (a wrong label, sampled from the
+model's own one-pass predictions).  Each layer's update uses only what the
+controller sent in and measured out; activities are length-normalized in the
+controller before they go to the next layer.
+
+Scaling between model and chip: a normalized input ``h`` (RMS 1) is sent as
+``s * h`` with ``s = input_range / input_clip_rms`` and the measured output
+``y`` becomes the activity ``a = y / s``.  For ReLU-like neurons this makes
+the model's weights equal to the chip's nominal weights, so wanted changes
+are sent as they are (the bias row scaled by ``s / bias_level``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Optional
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from . import _kernels as K
+from ._progress import Progress
+from .chip import Chip, check_chip
+from .checkpoint import load_checkpoint, save_checkpoint
+from .slopes import nominal_tables, perturbed_tables
+from .updates import make_policy
+
+__all__ = ["FFConfig", "FFLearner", "EvalResult", "N_CLASSES"]
+
+N_CLASSES = 10
+N_PIXELS = 784
+
+
+class FFConfig(BaseModel):
+    """Hyper-parameters of the Forward-Forward learner (defaults: Hinton's ffcode)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    epochs: int = Field(10, ge=1, le=100_000)
+    batch_size: int = Field(100, ge=2, le=100_000)
+    lr: float = Field(0.01, gt=0.0, le=10.0)
+    """Learning rate of the layers."""
+    lr_head: float = Field(0.1, gt=0.0, le=10.0)
+    """Learning rate of the softmax head."""
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    """Gradient smoothing: g <- momentum g + (1 - momentum) grad."""
+    weight_cost: float = Field(0.001, ge=0.0, le=1.0)
+    weight_cost_head: float = Field(0.003, ge=0.0, le=1.0)
+    peer_strength: float = Field(0.03, ge=0.0, le=1.0)
+    """Peer normalization: pulls every unit's mean activity to the layer mean."""
+    label_strength: float = Field(1.0, gt=0.0, le=10.0)
+    neutral_level: float = Field(0.1, ge=0.0, le=1.0)
+    threshold_per_unit: float = Field(1.0, gt=0.0)
+    """Goodness threshold per unit: theta = threshold_per_unit * layer width."""
+    temperature: float = Field(1.0, gt=0.0)
+    hard_negatives: bool = True
+    """Sample negative labels from the head's predictions (else uniformly among wrong ones)."""
+    skip_first_layer: bool = True
+    """Leave the first hidden layer out of both readouts (needs two or more layers)."""
+    estimator: Literal["nominal", "perturbed"] = "nominal"
+    """Neuron slope in the update: nominal ReLU slope, or measured by extra reads."""
+    policy: Literal["direct", "mixed"] = "direct"
+    input_clip_rms: float = Field(4.0, gt=0.0)
+    """Normalized inputs beyond this many RMS are clipped by the chip's DAC."""
+    slope_bins: int = Field(16, ge=2, le=256)
+    slope_probes: int = Field(16, ge=1, le=1024)
+    slope_levels: int = Field(32, ge=4, le=1024)
+    eval_every: int = Field(1, ge=0)
+    """Evaluate on the test set every this many epochs (0: only at the end)."""
+    eval_method: Literal["goodness", "softmax", "both"] = "both"
+    checkpoint_every: int = Field(0, ge=0)
+    """Save learner and chip every this many epochs (0: never)."""
+    seed: int = Field(0, ge=0)
+
+
+@dataclass
+class EvalResult:
+    """Result of :meth:`FFLearner.evaluate`.
+
+    ``errors`` maps the method (``goodness``, ``softmax``) to the error rate;
+    ``energy_j`` by category and ``chip_time_s`` are what the evaluation cost.
+    """
+
+    errors: dict[str, float]
+    n: int
+    energy_j: dict[str, float]
+    chip_time_s: float
+
+    @property
+    def total_energy_j(self) -> float:
+        return float(sum(self.energy_j.values()))
+
+
+@dataclass
+class _Pass:
+    """One forward pass: per layer, the normalized input, measured output and goodness."""
+
+    inputs: list[np.ndarray] = field(default_factory=list)   # unit-RMS inputs h, (B, n_in)
+    outputs: list[np.ndarray] = field(default_factory=list)  # measured y, (B, n_out)
+    normed: list[np.ndarray] = field(default_factory=list)   # unit-RMS activities, (B, n_out)
+    goodness: list[np.ndarray] = field(default_factory=list)  # (B,)
+
+
+def _as_images(images: Any, name: str = "images") -> np.ndarray:
+    """Validate images and return float32 (n, 784) in [0, 1]."""
+    arr = np.asarray(images)
+    if arr.ndim == 3 and arr.shape[1:] == (28, 28):
+        arr = arr.reshape(arr.shape[0], N_PIXELS)
+    if arr.ndim != 2 or arr.shape[1] != N_PIXELS:
+        raise ValueError(f"{name} has shape {np.shape(images)}, expected (n, 28, 28) or (n, 784)")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty")
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / np.float32(255.0)
+    if arr.dtype.kind != "f":
+        raise ValueError(f"{name} has dtype {arr.dtype}, expected uint8 (0..255) or float in [0, 1]")
+    out = arr.astype(np.float32)
+    if not np.isfinite(out).all() or out.min() < 0.0 or out.max() > 1.0:
+        raise ValueError(f"float {name} must be finite and within [0, 1]")
+    return out
+
+
+def _as_labels(labels: Any, n: int, name: str = "labels") -> np.ndarray:
+    arr = np.asarray(labels)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ValueError(f"{name} has shape {arr.shape}, expected ({n},) to match the images")
+    if arr.dtype.kind not in "iu":
+        raise ValueError(f"{name} has dtype {arr.dtype}, expected integers 0..9")
+    if arr.size and (arr.min() < 0 or arr.max() >= N_CLASSES):
+        raise ValueError(f"{name} must lie in 0..9, got values in {arr.min()}..{arr.max()}")
+    return arr.astype(np.int64)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+class FFLearner:
+    """Forward-Forward learner for any object that satisfies ``mortal.chip.Chip``.
+
+    Parameters
+    ----------
+    config : FFConfig
+        Hyper-parameters; ``config.seed`` seeds every random choice of the learner.
+
+    The learner keeps controller memory per layer: the smoothed gradient, the
+    sum of requested weight changes (for the weight cost: the chip's true
+    weights are hidden), the peer-normalization means, the softmax head and,
+    for the ``mixed`` policy, the update accumulators.
+    """
+
+    def __init__(self, config: FFConfig | None = None) -> None:
+        self.config = config if config is not None else FFConfig()
+        if not isinstance(self.config, FFConfig):
+            raise ValueError(f"config must be an FFConfig, got {type(self.config).__name__}")
+        self.epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self._sizes: Optional[tuple[int, ...]] = None
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def _check_chip(self, chip: Any) -> tuple[int, ...]:
+        check_chip(chip)
+        sizes = tuple(int(s) for s in chip.info.layer_sizes)
+        if sizes[0] != N_PIXELS:
+            raise ValueError(f"the chip's first layer takes {sizes[0]} inputs; MNIST images need {N_PIXELS}")
+        if sizes[-1] < 1:
+            raise ValueError("the chip has an empty layer")
+        if self._sizes is not None and sizes != self._sizes:
+            raise ValueError(f"this learner was set up for layer sizes {self._sizes}, the chip has {sizes}")
+        return sizes
+
+    def _readout_layers(self, n_layers: int) -> list[int]:
+        if self.config.skip_first_layer and n_layers >= 2:
+            return list(range(1, n_layers))
+        return list(range(n_layers))
+
+    def _init_state(self, chip: Chip, sizes: tuple[int, ...]) -> None:
+        self._sizes = sizes
+        n_layers = len(sizes) - 1
+        self.smooth = [np.zeros((sizes[i] + 1, sizes[i + 1]), np.float32) for i in range(n_layers)]
+        self.shadow = [np.zeros((sizes[i], sizes[i + 1]), np.float32) for i in range(n_layers)]
+        self.peer_mean = [np.full(sizes[i + 1], 0.5, np.float64) for i in range(n_layers)]
+        width = sum(sizes[i + 1] for i in self._readout_layers(n_layers))
+        self.head = np.zeros((width, N_CLASSES), np.float32)
+        self.head_smooth = np.zeros_like(self.head)
+        self.slopes = nominal_tables(sizes)
+        self.policy = make_policy(self.config.policy, chip)
+        self.epoch = 0
+        self.history = []
+
+    def _scales(self, chip: Chip) -> list[float]:
+        """Per layer, the factor from unit-RMS inputs to chip input levels."""
+        out = []
+        for r in chip.info.input_range:
+            out.append(float(r) / self.config.input_clip_rms if math.isfinite(r) else 1.0)
+        return out
+
+    # -- forward passes ---------------------------------------------------------------------------
+    def _forward(self, chip: Chip, x: np.ndarray, n_layers: int | None = None) -> _Pass:
+        """Run unit-RMS-normalized ``x`` (B, 784) through the chip's layers."""
+        scales = self._scales(chip)
+        n_layers = len(scales) if n_layers is None else n_layers
+        out = _Pass()
+        h = np.empty_like(x)
+        K.normalize_rows(x, 1.0, h)
+        batch = x.shape[0]
+        for layer in range(n_layers):
+            s = scales[layer]
+            y = chip.read(layer, h * np.float32(s) if s != 1.0 else h)
+            normed = np.empty_like(y)
+            good = np.empty(batch, np.float64)
+            K.measure_rows(y, 1.0 / s, normed, 1.0, good)
+            out.inputs.append(h)
+            out.outputs.append(y)
+            out.normed.append(normed)
+            out.goodness.append(good)
+            h = normed
+        # normalization, goodness and scaling: about 5 operations per value
+        chip.ledger.charge_digital(5 * batch * sum(chip.info.layer_sizes[: n_layers + 1]))
+        return out
+
+    def _head_logits(self, chip: Chip, p: _Pass) -> np.ndarray:
+        feats = np.concatenate([p.normed[i] for i in self._readout_layers(len(p.normed))], axis=1)
+        chip.ledger.charge_digital(2 * feats.shape[0] * feats.shape[1] * N_CLASSES)
+        return feats @ self.head, feats
+
+    def _embed(self, x: np.ndarray, labels: np.ndarray | int | None) -> np.ndarray:
+        out = x.copy()
+        if labels is None:
+            out[:, :N_CLASSES] = self.config.neutral_level
+        else:
+            out[:, :N_CLASSES] = 0.0
+            lab = np.broadcast_to(np.asarray(labels), (x.shape[0],))
+            out[np.arange(x.shape[0]), lab] = self.config.label_strength
+        return out
+
+    # -- training -----------------------------------------------------------------------------------
+    def fit(self, chip: Chip, images: Any, labels: Any, *, test_images: Any = None, test_labels: Any = None,
+            checkpoint_dir: str | Path | None = None, resume: str | Path | None = None,
+            log: Callable[[dict[str, Any]], None] | str | Path | None = None,
+            progress: bool | None = None) -> "FFLearner":
+        """Train ``chip`` in situ on ``images`` (uint8 (n, 28, 28)) and ``labels``.
+
+        Parameters
+        ----------
+        test_images, test_labels : optional
+            Evaluated every ``config.eval_every`` epochs and at the end.
+        checkpoint_dir : path, optional
+            Where ``config.checkpoint_every`` writes the learner state and the
+            chip (the chip must have ``save(path)``).
+        resume : path, optional
+            A checkpoint directory to continue from.  ``chip`` must be the chip
+            restored from that checkpoint (``devices.load_chip(dir / "chip.npz")``).
+        log : callable or path, optional
+            Receives one dict per epoch; a path appends one JSON line per epoch.
+        progress : bool, optional
+            A progress bar on stderr (default: when stderr is a terminal).
+        """
+        cfg = self.config
+        sizes = self._check_chip(chip) if resume is None else None
+        x_all = _as_images(images)
+        y_all = _as_labels(labels, x_all.shape[0])
+        if x_all.shape[0] < cfg.batch_size:
+            raise ValueError(f"{x_all.shape[0]} training images is fewer than one batch ({cfg.batch_size})")
+        has_test = test_images is not None or test_labels is not None
+        if has_test:
+            if test_images is None or test_labels is None:
+                raise ValueError("give both test_images and test_labels, or neither")
+            x_test = _as_images(test_images, "test_images")
+            y_test = _as_labels(test_labels, x_test.shape[0], "test_labels")
+        if cfg.checkpoint_every and checkpoint_dir is None:
+            raise ValueError("config.checkpoint_every is set but no checkpoint_dir was given")
+        if (cfg.checkpoint_every or resume is not None) and not callable(getattr(chip, "save", None)):
+            raise ValueError("checkpoints need a chip with a save(path) method")
+        if resume is not None:
+            self._sizes = None
+            sizes = self._check_chip(chip)
+            self._init_state(chip, sizes)
+            load_checkpoint(self, chip, Path(resume))
+        elif self._sizes is None or self.epoch == 0:
+            self._init_state(chip, sizes)
+        sink = _log_sink(log)
+        show = sys.stderr.isatty() if progress is None else bool(progress)
+        n_batches = x_all.shape[0] // cfg.batch_size
+
+        while self.epoch < cfg.epochs:
+            e = self.epoch
+            t_wall = time.perf_counter()
+            before = _ledger_snapshot(chip)
+            rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(cfg.seed, spawn_key=(e,))))
+            order = rng.permutation(x_all.shape[0])
+            if cfg.estimator == "perturbed":
+                probe = self._embed(x_all[order[: cfg.slope_probes]], None)
+                self.slopes = perturbed_tables(self, chip, probe, cfg.slope_levels, cfg.slope_bins)
+            gain = 1.0 if e + 1 <= cfg.epochs / 2 else (1.0 + 2.0 * (cfg.epochs - (e + 1))) / cfg.epochs
+            stats = np.zeros(4)
+            bar = Progress(n_batches, f"epoch {e + 1}/{cfg.epochs}", enabled=show)
+            for k in range(n_batches):
+                idx = order[k * cfg.batch_size:(k + 1) * cfg.batch_size]
+                stats += self._train_batch(chip, x_all[idx], y_all[idx], gain, rng)
+                bar.update(k + 1)
+            bar.close()
+            train_wall = time.perf_counter() - t_wall
+            after = _ledger_snapshot(chip)
+            record: dict[str, Any] = {
+                "epoch": e + 1,
+                "loss_pos": stats[0] / n_batches,
+                "loss_neg": stats[1] / n_batches,
+                "train_error_online": stats[2] / stats[3],
+                "lr_gain": gain,
+                "train_energy_j": {c: after[0][c] - before[0].get(c, 0.0) for c in after[0]},
+                "chip_time_s": after[1],
+            }
+            self.epoch = e + 1
+            last = self.epoch == cfg.epochs
+            if has_test and (last or (cfg.eval_every and self.epoch % cfg.eval_every == 0)):
+                res = self.evaluate(chip, x_test, y_test)
+                record["test_error"] = res.errors
+                record["eval_energy_j"] = res.total_energy_j
+            record["energy_j"] = dict(_ledger_snapshot(chip)[0])
+            record["total_energy_j"] = float(sum(record["energy_j"].values()))
+            record["train_wall_s"] = train_wall
+            record["wall_s"] = time.perf_counter() - t_wall
+            self.history.append(record)
+            sink(record)
+            if cfg.checkpoint_every and (self.epoch % cfg.checkpoint_every == 0 or last):
+                save_checkpoint(self, chip, Path(checkpoint_dir))
+        return self
+
+    def _train_batch(self, chip: Chip, x: np.ndarray, labels: np.ndarray, gain: float,
+                     rng: np.random.Generator) -> np.ndarray:
+        cfg = self.config
+        batch = x.shape[0]
+        # Neutral pass: trains the head and proposes hard negatives.
+        neutral = self._forward(chip, self._embed(x, None))
+        logits, feats = self._head_logits(chip, neutral)
+        online_err = float(np.count_nonzero(logits.argmax(axis=1) != labels))
+        if cfg.hard_negatives:
+            z = logits.astype(np.float64)
+            z[np.arange(batch), labels] = -np.inf
+            z -= z.max(axis=1, keepdims=True)
+            prob = np.exp(z)
+            prob /= prob.sum(axis=1, keepdims=True)
+            u = rng.random(batch)[:, None]
+            wrong = np.minimum((np.cumsum(prob, axis=1) < u).sum(axis=1), N_CLASSES - 1)
+            wrong = np.where(wrong == labels, (labels + 1) % N_CLASSES, wrong)
+        else:
+            wrong = (labels + rng.integers(1, N_CLASSES, batch)) % N_CLASSES
+        self._update_head(chip, feats, logits, labels, gain)
+        pos = self._forward(chip, self._embed(x, labels))
+        neg = self._forward(chip, self._embed(x, wrong))
+        scales = self._scales(chip)
+        loss = np.zeros(2)
+        for layer in range(len(pos.outputs)):
+            loss += self._update_layer(chip, layer, pos, neg, scales[layer], gain)
+        return np.array([loss[0], loss[1], online_err, batch])
+
+    def _update_layer(self, chip: Chip, layer: int, pos: _Pass, neg: _Pass, s: float, gain: float) -> np.ndarray:
+        cfg = self.config
+        n_out = pos.outputs[layer].shape[1]
+        batch = pos.outputs[layer].shape[0]
+        theta = cfg.threshold_per_unit * n_out
+        p_pos = _sigmoid((pos.goodness[layer] - theta) / cfg.temperature)
+        p_neg = _sigmoid((neg.goodness[layer] - theta) / cfg.temperature)
+        mean_act = pos.outputs[layer].mean(axis=0, dtype=np.float64) / s
+        self.peer_mean[layer] = 0.9 * self.peer_mean[layer] + 0.1 * mean_act
+        peer = (cfg.peer_strength * (self.peer_mean[layer].mean() - self.peer_mean[layer])).astype(np.float32)
+        table, width = self.slopes[layer]
+        sig = np.empty((2 * batch, n_out), np.float32)
+        K.ff_signal(pos.outputs[layer], 1.0 / s, (1.0 - p_pos) / cfg.temperature, table, width, peer, sig[:batch])
+        K.ff_signal(neg.outputs[layer], 1.0 / s, -p_neg / cfg.temperature, table, width,
+                    np.zeros(n_out, np.float32), sig[batch:])
+        h = np.concatenate([pos.inputs[layer], neg.inputs[layer]], axis=0)
+        grad = np.empty((h.shape[1] + 1, n_out), np.float32)
+        np.matmul(h.T, sig, out=grad[:-1])
+        grad[-1] = sig.sum(axis=0)
+        grad *= np.float32(1.0 / batch)
+        delta = np.empty_like(grad)
+        bias_level = float(chip.info.bias_level)
+        K.smooth_step(grad, self.smooth[layer], self.shadow[layer], cfg.momentum, cfg.lr * gain,
+                      cfg.weight_cost, s / bias_level, delta)
+        # signal ~6, gradient product 2 per multiply-add, smoothing/step ~6 per weight
+        chip.ledger.charge_digital(6 * sig.size + 2 * h.size * n_out + 6 * grad.size)
+        if chip.info.trainable[layer]:
+            self.policy.apply(layer, delta)
+        eps = 1e-12
+        return np.array([-np.log(p_pos + eps).mean(), -np.log(1.0 - p_neg + eps).mean()])
+
+    def _update_head(self, chip: Chip, feats: np.ndarray, logits: np.ndarray, labels: np.ndarray,
+                     gain: float) -> None:
+        cfg = self.config
+        z = logits - logits.max(axis=1, keepdims=True)
+        prob = np.exp(z)
+        prob /= prob.sum(axis=1, keepdims=True)
+        target = np.zeros_like(prob)
+        target[np.arange(labels.shape[0]), labels] = 1.0
+        grad = feats.T @ (target - prob).astype(np.float32) / np.float32(labels.shape[0])
+        m = np.float32(cfg.momentum)
+        self.head_smooth *= m
+        self.head_smooth += (1 - m) * grad
+        self.head += np.float32(cfg.lr_head * gain) * (self.head_smooth - np.float32(cfg.weight_cost_head) * self.head)
+        chip.ledger.charge_digital(2 * feats.size * N_CLASSES + 8 * self.head.size)
+
+    # -- prediction -----------------------------------------------------------------------------------
+    def predict(self, chip: Chip, images: Any, method: Literal["goodness", "softmax"] = "goodness",
+                batch_size: int = 1000) -> np.ndarray:
+        """Predicted labels (int64 (n,)) by per-label goodness (10 passes) or the softmax head (1 pass)."""
+        sizes = self._check_chip(chip)
+        if self._sizes is None:
+            raise ValueError("the learner has not been fitted yet (call fit first)")
+        if method not in ("goodness", "softmax"):
+            raise ValueError(f"unknown method {method!r}; expected 'goodness' or 'softmax'")
+        x = _as_images(images)
+        readout = self._readout_layers(len(sizes) - 1)
+        out = np.empty(x.shape[0], np.int64)
+        for start in range(0, x.shape[0], batch_size):
+            xb = x[start:start + batch_size]
+            if method == "softmax":
+                logits, _ = self._head_logits(chip, self._forward(chip, self._embed(xb, None)))
+                out[start:start + xb.shape[0]] = logits.argmax(axis=1)
+            else:
+                score = np.zeros((xb.shape[0], N_CLASSES))
+                for label in range(N_CLASSES):
+                    p = self._forward(chip, self._embed(xb, label), n_layers=readout[-1] + 1)
+                    score[:, label] = sum(p.goodness[i] for i in readout)
+                out[start:start + xb.shape[0]] = score.argmax(axis=1)
+        return out
+
+    def evaluate(self, chip: Chip, images: Any, labels: Any,
+                 method: Literal["goodness", "softmax", "both"] | None = None) -> EvalResult:
+        """Error rate(s) on ``images`` and the energy and chip time the evaluation cost."""
+        x = _as_images(images)
+        y = _as_labels(labels, x.shape[0])
+        method = method or self.config.eval_method
+        methods = ["goodness", "softmax"] if method == "both" else [method]
+        before = _ledger_snapshot(chip)
+        errors = {m: float(np.mean(self.predict(chip, x, m) != y)) for m in methods}
+        after = _ledger_snapshot(chip)
+        energy = {c: after[0][c] - before[0].get(c, 0.0) for c in after[0]}
+        return EvalResult(errors=errors, n=int(x.shape[0]), energy_j=energy, chip_time_s=after[1] - before[1])
+
+
+def _ledger_snapshot(chip: Chip) -> tuple[dict[str, float], float]:
+    led = chip.ledger
+    return {k: float(v) for k, v in led.energy_j.items()}, float(led.total_time_s)
+
+
+def _log_sink(log: Callable[[dict[str, Any]], None] | str | Path | None) -> Callable[[dict[str, Any]], None]:
+    if log is None:
+        return lambda record: None
+    if callable(log):
+        return log
+    path = Path(log)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(record: dict[str, Any]) -> None:
+        with open(path, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    return write

@@ -1,0 +1,118 @@
+"""Neuron slope estimates for the local update.
+
+The learner never knows a neuron's transfer function.  The update of a unit
+is its measured activity times an estimate of the neuron's slope at that
+activity, relative to its slope at low activity (a ReLU has relative slope 1
+everywhere it is on):
+
+``nominal``
+    Relative slope 1 (the ReLU assumption).
+``perturbed``
+    Measured by extra reads: probe vectors ``v`` are swept in amplitude,
+    ``t * v`` for ``t`` on a grid up to the DAC limit.  Each unit then sees a
+    pre-activation that is affine in ``t``, so finite differences of its
+    output trace the shape of its non-linearity up to a constant factor.
+    Differences are normalized by the unit's first active one, binned by
+    output level and averaged over probes.  The reads are charged like any other.
+
+A table is ``(table, bin_width)``: float32 ``(n_out, bins)`` of relative slopes
+by output bin of ``bin_width`` chip units; ``(n_out, 0)`` means nominal.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .chip import Chip
+
+if TYPE_CHECKING:
+    from .ff import FFLearner
+
+__all__ = ["nominal_tables", "perturbed_tables", "curve_slopes"]
+
+_MAX_REL_SLOPE = 4.0
+
+
+def nominal_tables(sizes: tuple[int, ...]) -> list[tuple[np.ndarray, float]]:
+    """Nominal (ReLU) slope tables for a chip with these layer sizes."""
+    return [(np.zeros((sizes[i + 1], 0), np.float32), 1.0) for i in range(len(sizes) - 1)]
+
+
+def curve_slopes(y: np.ndarray, bins: int, bin_width: float) -> np.ndarray:
+    """Relative slope table from amplitude sweeps.
+
+    Parameters
+    ----------
+    y : float32 (levels, probes, n_out)
+        Outputs for inputs ``t_k * v_p`` with ``t_k`` equally spaced and increasing.
+    bins, bin_width : int, float
+        Output bins of the table, in chip units.
+
+    Returns
+    -------
+    float32 (n_out, bins): mean relative slope per output bin; bins without
+    data take the nearest filled bin's value, units without data 1.
+    """
+    y = y.astype(np.float64)
+    d = np.diff(y, axis=0)                         # (levels-1, probes, n)
+    mid = 0.5 * (y[1:] + y[:-1])
+    active = (y[:-1] > 0) & (y[1:] > 0) & (d > 0)
+    first = np.argmax(active, axis=0)              # (probes, n)
+    has = active.any(axis=0)
+    ref = np.take_along_axis(d, first[None], axis=0)[0]
+    ok = active & has[None] & (ref[None] > 0)
+    rho = np.where(ok, d / np.where(ref > 0, ref, 1.0)[None], 0.0)
+    rho = np.minimum(rho, _MAX_REL_SLOPE)
+    # Flat segments after the first active one are saturation: keep them (slope 0).
+    after = (np.arange(d.shape[0])[:, None, None] >= first[None]) & has[None] & (ref[None] > 0) & (y[:-1] > 0)
+    use = ok | (after & (d <= 0))
+    n_out = y.shape[2]
+    b = np.clip((mid / bin_width).astype(np.int64), 0, bins - 1)
+    unit = np.broadcast_to(np.arange(n_out)[None, None, :], b.shape)
+    sums = np.zeros((n_out, bins))
+    counts = np.zeros((n_out, bins))
+    np.add.at(sums, (unit[use], b[use]), np.maximum(rho[use], 0.0))
+    np.add.at(counts, (unit[use], b[use]), 1.0)
+    table = np.full((n_out, bins), np.nan)
+    filled = counts > 0
+    table[filled] = sums[filled] / counts[filled]
+    # nearest filled bin: forward fill, then backward fill, then 1
+    for k in range(1, bins):
+        gap = np.isnan(table[:, k])
+        table[gap, k] = table[gap, k - 1]
+    for k in range(bins - 2, -1, -1):
+        gap = np.isnan(table[:, k])
+        table[gap, k] = table[gap, k + 1]
+    table[np.isnan(table)] = 1.0
+    return table.astype(np.float32)
+
+
+def perturbed_tables(learner: "FFLearner", chip: Chip, probe: np.ndarray, levels: int,
+                     bins: int) -> list[tuple[np.ndarray, float]]:
+    """Measure every layer's slope table with amplitude sweeps of ``probe`` (P, 784).
+
+    The probes (neutral-label images) are first run through the chip; each
+    layer's measured input vectors are then swept from 0 to the DAC limit in
+    ``levels`` steps.
+    """
+    base = learner._forward(chip, probe)
+    scales = learner._scales(chip)
+    tables = []
+    for layer, h in enumerate(base.inputs):
+        v = h * np.float32(scales[layer])
+        r = float(chip.info.input_range[layer])
+        peak = float(np.abs(v).max())
+        t_max = r / peak if math.isfinite(r) and peak > 0 else 4.0
+        t = np.linspace(0.0, t_max, levels, dtype=np.float32)
+        sweep = (t[:, None, None] * v[None]).reshape(levels * v.shape[0], v.shape[1])
+        y = chip.read(layer, sweep).reshape(levels, v.shape[0], -1)
+        top = float(chip.info.output_range[layer])
+        if not math.isfinite(top):
+            top = max(float(y.max()), 1e-6)
+        width = top / bins
+        tables.append((curve_slopes(y, bins, width), width))
+        chip.ledger.charge_digital(12 * y.size)
+    return tables

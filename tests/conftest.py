@@ -1,0 +1,71 @@
+"""Shared fixtures: the chip under test (one per preset) and state snapshots.
+
+The ``chip`` fixture is parametrized over every preset in ``devices.PRESETS``,
+so the contract suite runs on each of them; a new preset is tested without
+touching the tests.  ``snapshot`` and ``assert_same_state`` compare the whole
+observable and hidden state of two chips (or one chip before and after).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import devices
+
+#: Layer sizes of the small chips most tests use: two layers, odd widths.
+SMALL_SIZES = (12, 10, 6)
+SEED = 20240607
+
+
+@pytest.fixture(params=sorted(devices.PRESETS))
+def preset_name(request) -> str:
+    """Name of each preset in the registry in turn."""
+    return request.param
+
+
+@pytest.fixture
+def chip(preset_name):
+    """A small fresh chip of each preset (fixed seed)."""
+    return devices.make_chip(preset_name, SMALL_SIZES, seed=SEED)
+
+
+def _snapshot(chip) -> dict:
+    """Plain-data copy of a chip's ledger and every array of its inspected state."""
+    st = devices.inspect(chip)
+    snap = {"clock_s": st.clock_s, "seed": st.seed, "ledger": chip.ledger.to_dict(), "layers": []}
+    for L in st.layers:
+        snap["layers"].append({f.name: getattr(L, f.name) for f in dataclasses.fields(L)})
+    return snap
+
+
+def _assert_same_state(a: dict, b: dict) -> None:
+    """Bit-for-bit equality of two snapshots (NaN-aware, dtypes included)."""
+    assert a["clock_s"] == b["clock_s"]
+    assert a["seed"] == b["seed"]
+    assert a["ledger"] == b["ledger"]
+    assert len(a["layers"]) == len(b["layers"])
+    for la, lb in zip(a["layers"], b["layers"]):
+        assert la.keys() == lb.keys()
+        for name in la:
+            va, vb = la[name], lb[name]
+            if isinstance(va, np.ndarray) or isinstance(vb, np.ndarray):
+                assert isinstance(va, np.ndarray) and isinstance(vb, np.ndarray), name
+                assert va.dtype == vb.dtype, name
+                np.testing.assert_array_equal(va, vb, err_msg=name, strict=True)
+            else:
+                assert va == vb, name
+
+
+@pytest.fixture
+def snapshot():
+    """Function ``snapshot(chip) -> dict`` copying the chip's whole state."""
+    return _snapshot
+
+
+@pytest.fixture
+def assert_same_state():
+    """Function ``assert_same_state(snap_a, snap_b)`` asserting bit-identical state."""
+    return _assert_same_state

@@ -1,0 +1,219 @@
+"""Bad input is rejected with a message saying what was wrong, and changes nothing.
+
+Every rejected ``read``, ``program`` or ``wait`` must leave the chip exactly as
+it was: same ledger, same hidden state, and the same random streams (checked
+by comparing the next operations with a twin that never saw the bad calls).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pydantic
+import pytest
+
+import devices
+
+SIZES = (6, 5, 4)
+
+
+def _chip(preset="pcm", **kwargs):
+    return devices.make_chip(preset, SIZES, seed=77, **kwargs)
+
+
+def _good_x(batch=3):
+    return np.full((batch, SIZES[0]), 0.5, np.float32)
+
+
+def _good_delta():
+    return np.full((SIZES[0] + 1, SIZES[1]), 0.01, np.float32)
+
+
+def _bad_arrays(good: np.ndarray):
+    """(array, key phrase of the message) pairs, each wrong in one way."""
+    nan = good.copy()
+    nan.flat[1] = np.nan
+    inf = good.copy()
+    inf.flat[-1] = -np.inf
+    return [
+        (good[0], "shape"),                          # 1-D
+        (good[:, :-1], "shape"),                     # one column short
+        (good[..., None], "shape"),                  # 3-D
+        (good.astype(np.complex64), "dtype"),
+        (good.astype(object), "dtype"),
+        (good.astype(str), "dtype"),
+        (np.full(good.shape, "a"), "dtype"),
+        (nan, "NaN or infinite"),
+        (inf, "NaN or infinite"),
+        (good.astype(np.float64) * 1e300, "NaN or infinite"),  # beyond float32
+        (np.zeros(good.shape, "datetime64[s]"), "dtype"),
+    ]
+
+
+def _rejected(chip, twin, snapshot, assert_same_state, call, exc=ValueError, match=None):
+    """Run ``call(chip)`` expecting ``exc``; assert the chip is unchanged (also vs. ``twin``)."""
+    before = snapshot(chip)
+    with pytest.raises(exc, match=match):
+        call(chip)
+    assert_same_state(snapshot(chip), before)
+    # The random streams were not advanced either: the next operations match the twin's.
+    for c in (chip, twin):
+        c.program(0, _good_delta())
+    np.testing.assert_array_equal(chip.read(0, _good_x()), twin.read(0, _good_x()))
+    assert_same_state(snapshot(chip), snapshot(twin))
+
+
+# -- read -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", range(len(_bad_arrays(_good_x()))))
+def test_read_rejects_bad_inputs(case, snapshot, assert_same_state):
+    x, phrase = _bad_arrays(_good_x())[case]
+    _rejected(_chip(), _chip(), snapshot, assert_same_state,
+              lambda c: c.read(0, x), match=phrase)
+
+
+def test_read_rejects_an_empty_batch_and_ragged_lists(snapshot, assert_same_state):
+    chip, twin = _chip(), _chip()
+    _rejected(chip, twin, snapshot, assert_same_state,
+              lambda c: c.read(0, np.zeros((0, SIZES[0]), np.float32)), match="at least one")
+    _rejected(chip, twin, snapshot, assert_same_state,
+              lambda c: c.read(0, [[0.1] * SIZES[0], [0.2]]))
+    _rejected(chip, twin, snapshot, assert_same_state,
+              lambda c: c.read(1, _good_x()), match=r"shape \(3, 6\), expected \(batch, 5\)")
+
+
+@pytest.mark.parametrize("layer,phrase", [
+    (-1, "out of range"), (2, "out of range"), (10**9, "out of range"),
+    (0.0, "integer"), (1.5, "integer"), ("0", "integer"), (None, "integer"),
+    (True, "integer"), (np.float64(0), "integer"), ([0], "integer"),
+])
+def test_layer_index_must_be_an_integer_in_range(layer, phrase, snapshot, assert_same_state):
+    chip, twin = _chip(), _chip()
+    _rejected(chip, twin, snapshot, assert_same_state, lambda c: c.read(layer, _good_x()), match=phrase)
+    _rejected(chip, twin, snapshot, assert_same_state, lambda c: c.program(layer, _good_delta()),
+              match=phrase)
+
+
+def test_numpy_integer_layer_indices_are_accepted():
+    chip = _chip()
+    assert chip.read(np.int64(1), np.ones((2, SIZES[1]), np.float32)).shape == (2, SIZES[2])
+    chip.program(np.int32(0), _good_delta())
+
+
+# -- program ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", range(len(_bad_arrays(_good_delta()))))
+def test_program_rejects_bad_requests(case, snapshot, assert_same_state):
+    delta, phrase = _bad_arrays(_good_delta())[case]
+    _rejected(_chip(), _chip(), snapshot, assert_same_state, lambda c: c.program(0, delta), match=phrase)
+
+
+def test_program_needs_the_bias_row(snapshot, assert_same_state):
+    without_bias = np.zeros((SIZES[0], SIZES[1]), np.float32)
+    _rejected(_chip(), _chip(), snapshot, assert_same_state, lambda c: c.program(0, without_bias),
+              match=r"shape \(6, 5\), expected \(7, 5\)")
+
+
+@pytest.mark.parametrize("preset", ["ideal", "pcm"])
+def test_program_on_a_fixed_layer_is_rejected(preset, snapshot, assert_same_state):
+    chip, twin = _chip(preset, trainable=(True, False)), _chip(preset, trainable=(True, False))
+    delta = np.zeros(chip.info.weight_shapes[1], np.float32)
+    _rejected(chip, twin, snapshot, assert_same_state, lambda c: c.program(1, delta), match="not trainable")
+    chip.read(1, np.ones((1, SIZES[1]), np.float32))  # reading it is fine
+
+
+# -- wait -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("seconds,phrase", [
+    (-1.0, ">= 0"), (-1e-12, ">= 0"), (math.nan, "finite"), (math.inf, "finite"), (np.float32(np.nan), "finite"),
+    ("10", "real number"), (None, "real number"), (True, "real number"), (1 + 2j, "real number"),
+    (np.array([1.0]), "real number"),
+])
+def test_wait_rejects_bad_times(seconds, phrase, snapshot, assert_same_state):
+    _rejected(_chip(), _chip(), snapshot, assert_same_state, lambda c: c.wait(seconds), match=phrase)
+
+
+def test_wait_accepts_integers_and_numpy_scalars():
+    chip = _chip()
+    chip.wait(3)
+    chip.wait(np.float32(0.5))
+    chip.wait(np.int64(2))
+    assert chip.ledger.total_time_s == pytest.approx(5.5)
+
+
+# -- make_chip --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["PCM", "nope", "", "ideal "])
+def test_unknown_preset_names_are_rejected(name):
+    with pytest.raises(ValueError, match="unknown preset"):
+        devices.make_chip(name, SIZES, seed=0)
+    with pytest.raises(ValueError, match="unknown preset"):
+        devices.get_preset(name)
+    with pytest.raises(ValueError, match="unknown preset"):
+        devices.variant(name, adc={"bits": 4})
+
+
+@pytest.mark.parametrize("spec", [None, 3, {"name": "pcm"}])
+def test_spec_must_be_a_chip_spec_or_a_name(spec):
+    with pytest.raises(ValueError, match="ChipSpec"):
+        devices.make_chip(spec, SIZES, seed=0)
+
+
+@pytest.mark.parametrize("sizes", [
+    (), (5,), (5, 0), (5, -3), (0, 4), (5.0, 4), (5, 4.5), (True, 4), ("5", 4), "ab", None, 5, (5, None),
+])
+def test_bad_layer_sizes_are_rejected(sizes):
+    with pytest.raises(ValueError, match="layer_sizes"):
+        devices.make_chip("pcm", sizes, seed=0)
+
+
+@pytest.mark.parametrize("seed", [-1, np.int64(-5), 1.5, "7", None, True, [1, 2]])
+def test_bad_seeds_are_rejected(seed):
+    with pytest.raises(ValueError, match="seed"):
+        devices.make_chip("pcm", SIZES, seed=seed)
+
+
+def test_trainable_needs_one_flag_per_layer():
+    with pytest.raises(ValueError, match="one flag per layer"):
+        devices.make_chip("pcm", SIZES, seed=0, trainable=(True,))
+
+
+# -- specs ------------------------------------------------------------------------------------------
+def test_unknown_spec_fields_are_validation_errors():
+    with pytest.raises(pydantic.ValidationError, match="bitz"):
+        devices.variant("pcm", adc={"bitz": 6})
+    with pytest.raises(pydantic.ValidationError, match="colour"):
+        devices.variant("pcm", colour="red")
+    with pytest.raises(pydantic.ValidationError, match="extra"):
+        devices.ChipSpec(dacs=devices.DACSpec())
+    with pytest.raises(pydantic.ValidationError):
+        devices.ADCSpec(bits=8, rang=2.0)
+
+
+@pytest.mark.parametrize("build,phrase", [
+    (lambda: devices.ADCSpec(bits=0), "greater than or equal"),
+    (lambda: devices.DACSpec(bits=1), "greater than or equal"),
+    (lambda: devices.DACSpec(range=-1.0), "greater than"),
+    (lambda: devices.ProgrammingSpec(mode="analog"), "exact"),
+    (lambda: devices.ProgrammingSpec(max_pulses=2.5), "integer"),
+    (lambda: devices.ConductanceSpec(g_min_us=30.0, g_max_us=25.0), "must exceed"),
+    (lambda: devices.ConductanceSpec(init_weight_std_fan_in=3.0), "at most half"),
+    (lambda: devices.DriftSpec(mu_min=0.2, mu_max=0.1), "min <= max"),
+    (lambda: devices.NeuronSpec(family="relu", gain_dtod=0.1), "no gain"),
+    (lambda: devices.NeuronSpec(family="sigmoid"), "relu"),
+    (lambda: devices.ChipSpec(bias_level=2.0), "exceeds the DAC range"),
+    (lambda: devices.variant("pcm", faults={"stuck_on_prob": 0.3, "stuck_off_prob": 0.3}), "at most 0.5"),
+    (lambda: devices.variant("pcm", adc={"range": math.inf}), "finite ADC range"),
+    (lambda: devices.variant("pcm", read_noise={"weight_std": -0.1}), "greater than or equal"),
+    (lambda: devices.variant("pcm", programming={"step": "big"}), "valid number"),
+])
+def test_inconsistent_specs_are_rejected(build, phrase):
+    with pytest.raises(pydantic.ValidationError, match=phrase):
+        build()
+
+
+def test_specs_are_frozen_and_presets_unchanged_by_variants():
+    pcm = devices.PRESETS["pcm"]
+    dumped = pcm.model_dump()
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
+        pcm.bias_level = 0.5  # type: ignore[misc]
+    v = devices.variant("pcm", adc={"bits": 4})
+    assert v.adc.bits == 4 and v.dac == pcm.dac and v.name == "pcm*"
+    assert devices.PRESETS["pcm"].model_dump() == dumped
