@@ -100,8 +100,11 @@ class Crossbar:
         self.params = params
 
         g = np.empty(shape, dtype=np.float32)
-        g[0] = np.maximum(w0, 0.0) / self.w_max
-        g[1] = np.maximum(-w0, 0.0) / self.w_max
+        # Split each weight around the common mode c; pairs that would go below 0 are lifted.
+        span = np.abs(w0) / self.w_max
+        low = np.maximum(self.spec.conductance.init_common_mode - 0.5 * span, 0.0)
+        g[0] = np.where(w0 > 0, low + span, low)
+        g[1] = np.where(w0 > 0, low, low + span)
         g = np.minimum(g, params[K.P_GSAT])
         fate = fab.random(shape)
         stuck_on = fate < f.stuck_on_prob

@@ -54,6 +54,11 @@ class ConductanceSpec(SpecModel):
     """w_max * sqrt(n_rows): the largest weight of a layer, scaled by fan-in."""
     init_weight_std_fan_in: float = Field(1.0, ge=0.0)
     """Std of the as-fabricated weights times sqrt(n_rows) (bias row starts at 0)."""
+    init_common_mode: float = Field(0.5, ge=0.0, le=1.0)
+    """Common-mode conductance of a fresh pair: the initial weight is split around it,
+    ``g+- = c +- w / (2 w_max)``, both lifted if the lower would fall below 0 (``c = 0``
+    leaves one device of each pair at 0).  At 0.5, the symmetry point of soft-bounded
+    devices, up and down pulses have equal size."""
 
     @model_validator(mode="after")
     def _range(self) -> "ConductanceSpec":

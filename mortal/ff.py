@@ -59,6 +59,11 @@ class FFConfig(BaseModel):
     peer_strength: float = Field(0.03, ge=0.0, le=1.0)
     """Peer normalization: pulls every unit's mean activity to the layer mean."""
     label_strength: float = Field(1.0, gt=0.0, le=10.0)
+    label_copies: Optional[int] = Field(None, ge=1, le=78)
+    """The one-hot label is written into pixels ``10 c + label`` for ``c < label_copies``
+    (the top rows of MNIST images are blank).  More copies let bounded weights carry
+    the label (on an ideal chip, label weights grow to ~10x the largest image weight).
+    ``None``: 1 on chips with unbounded weights (Hinton's recipe), 8 otherwise."""
     neutral_level: float = Field(0.1, ge=0.0, le=1.0)
     threshold_per_unit: float = Field(1.0, gt=0.0)
     """Goodness threshold per unit: theta = threshold_per_unit * layer width."""
@@ -166,6 +171,7 @@ class FFLearner:
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
         self._sizes: Optional[tuple[int, ...]] = None
+        self._copies = 1
 
     # -- set-up ---------------------------------------------------------------------------------
     def _check_chip(self, chip: Any) -> tuple[int, ...]:
@@ -184,8 +190,14 @@ class FFLearner:
             return list(range(1, n_layers))
         return list(range(n_layers))
 
+    def _label_copies(self, chip: Chip) -> int:
+        if self.config.label_copies is not None:
+            return self.config.label_copies
+        return 1 if all(math.isinf(float(r)) for r in chip.info.weight_range) else 8
+
     def _init_state(self, chip: Chip, sizes: tuple[int, ...]) -> None:
         self._sizes = sizes
+        self._copies = self._label_copies(chip)
         n_layers = len(sizes) - 1
         self.smooth = [np.zeros((sizes[i] + 1, sizes[i + 1]), np.float32) for i in range(n_layers)]
         self.shadow = [np.zeros((sizes[i], sizes[i + 1]), np.float32) for i in range(n_layers)]
@@ -235,13 +247,16 @@ class FFLearner:
         return feats @ self.head, feats
 
     def _embed(self, x: np.ndarray, labels: np.ndarray | int | None) -> np.ndarray:
+        copies = self._copies
         out = x.copy()
         if labels is None:
-            out[:, :N_CLASSES] = self.config.neutral_level
+            out[:, :N_CLASSES * copies] = self.config.neutral_level
         else:
-            out[:, :N_CLASSES] = 0.0
+            out[:, :N_CLASSES * copies] = 0.0
             lab = np.broadcast_to(np.asarray(labels), (x.shape[0],))
-            out[np.arange(x.shape[0]), lab] = self.config.label_strength
+            rows = np.arange(x.shape[0])
+            for c in range(copies):
+                out[rows, N_CLASSES * c + lab] = self.config.label_strength
         return out
 
     # -- training -----------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ from devices.crossbar import drift_parameters
 #: No device-to-device spread, no faults: pcm's pulse response and drift alone.
 QUIET = dict(
     programming={"step_dtod": 0.0, "up_down_dtod": 0.0},
-    conductance={"g_max_dtod": 0.0},
+    # One device of each fresh pair at g = 0, so tests can pick the pulsed device by sign.
+    conductance={"g_max_dtod": 0.0, "init_common_mode": 0.0},
     faults={"stuck_on_prob": 0.0, "stuck_off_prob": 0.0, "endurance_pulses": None},
 )
 
@@ -326,7 +327,8 @@ def test_read_energy_follows_the_programmed_conductances(drift):
     # cached weights: without drift right after programming; with drift once the
     # refresh policy acts (after refresh_rel of the youngest device's age, here a
     # wait of 1 s > 0.01 * 20 s).
-    spec = devices.variant("pcm", drift={"enabled": drift})
+    # Pairs start with one device at 0, so that programming can raise the conductances a lot.
+    spec = devices.variant("pcm", drift={"enabled": drift}, conductance={"init_common_mode": 0.0})
     chip = devices.make_chip(spec, (64, 32), seed=12)
     x = np.full((10, 64), 64 / 127, np.float32)  # on the DAC grid
     e, c = spec.energy, spec.conductance
