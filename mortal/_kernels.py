@@ -121,13 +121,12 @@ def accumulate_pulses(acc, wanted, step, send):
     ``|acc| < step``) and ``acc -= send``.  All float32 (rows, cols).
     """
     rows, cols = acc.shape
-    inv = np.float32(1.0 / step)
     st = np.float32(step)
     count = 0
     for i in range(rows):
         for j in range(cols):
             a = acc[i, j] + wanted[i, j]
-            s = np.trunc(a * inv) * st
+            s = np.trunc(a / st) * st
             send[i, j] = s
             acc[i, j] = a - s
             count += s != 0.0

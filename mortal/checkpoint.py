@@ -27,7 +27,7 @@ from .chip import Chip
 if TYPE_CHECKING:
     from .ff import FFLearner
 
-__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "CHIP_FILE", "LEARNER_FILE"]
+__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "read_history", "CHIP_FILE", "LEARNER_FILE"]
 
 CHIP_FILE = "chip.npz"
 LEARNER_FILE = "learner.npz"
@@ -46,6 +46,19 @@ def latest_checkpoint(directory: str | os.PathLike) -> Path:
     if not (target / LEARNER_FILE).is_file():
         raise FileNotFoundError(f"{pointer} names {target.name}, which holds no {LEARNER_FILE}")
     return target
+
+
+def _read_meta(checkpoint: Path) -> dict[str, Any]:
+    with np.load(checkpoint / LEARNER_FILE, allow_pickle=False) as z:
+        meta = json.loads(z["meta"].tobytes().decode())
+    if meta.get("format") != _FORMAT:
+        raise ValueError(f"{checkpoint / LEARNER_FILE}: unsupported format {meta.get('format')!r}")
+    return meta
+
+
+def read_history(directory: str | os.PathLike) -> list[dict[str, Any]]:
+    """The per-epoch records stored in the newest checkpoint under ``directory``."""
+    return list(_read_meta(latest_checkpoint(directory))["history"])
 
 
 def _fingerprint(chip: Chip) -> dict[str, float]:
@@ -106,10 +119,8 @@ def save_checkpoint(learner: "FFLearner", chip: Chip, directory: str | os.PathLi
 def load_checkpoint(learner: "FFLearner", chip: Chip, directory: str | os.PathLike) -> dict[str, Any]:
     """Restore ``learner`` from a checkpoint; ``chip`` must be that checkpoint's chip."""
     ck = latest_checkpoint(directory)
+    meta = _read_meta(ck)
     with np.load(ck / LEARNER_FILE, allow_pickle=False) as z:
-        meta = json.loads(z["meta"].tobytes().decode())
-        if meta.get("format") != _FORMAT:
-            raise ValueError(f"{ck / LEARNER_FILE}: unsupported format {meta.get('format')!r}")
         if meta["config"] != learner.config.model_dump(mode="json"):
             raise ValueError(f"the checkpoint in {ck} was made with a different FFConfig; "
                              "resume with the same configuration")

@@ -61,7 +61,7 @@ def _error(msg: str) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     import devices
-    from .checkpoint import CHIP_FILE, latest_checkpoint
+    from .checkpoint import CHIP_FILE, latest_checkpoint, read_history
     from .data import load_mnist, load_mnist_mini
     from .ff import FFConfig, FFLearner
 
@@ -72,7 +72,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.batch_size is not None:
             cfg_args["batch_size"] = args.batch_size
         out = Path(args.out) if args.out else None
-        if out is not None:
+        if out is not None and args.epochs >= 1:
             cfg_args["checkpoint_every"] = args.checkpoint_every or args.epochs
         cfg = FFConfig(**cfg_args)
         data = load_mnist_mini() if args.mini else load_mnist(args.data)
@@ -87,12 +87,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, ValidationError) as exc:
         return _error(str(exc))
 
-    n = args.train_size or data.train_images.shape[0]
+    n_all = data.train_images.shape[0]
+    n = n_all if args.train_size is None else args.train_size
+    if not 1 <= n <= n_all:
+        return _error(f"--train-size must be between 1 and {n_all} (the training images available), got {n}")
     x, y = data.train_images[:n], data.train_labels[:n]
     log_path = None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         log_path = out / "epochs.jsonl"
+        if args.resume:  # keep only the epochs the checkpoint holds; the rest will be redone
+            history = read_history(ckdir)
+            log_path.write_text("".join(json.dumps(r) + "\n" for r in history))
         (out / "config.json").write_text(json.dumps({
             "preset": chip.spec.name, "layer_sizes": list(chip.info.layer_sizes), "seed": args.seed,
             "chip_seed": chip.seed, "data": data.source, "train_size": int(n), "ff": cfg.model_dump(mode="json"),

@@ -171,6 +171,7 @@ class FFLearner:
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
         self._sizes: Optional[tuple[int, ...]] = None
+        self._chip: Optional[Chip] = None
         self._copies = 1
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -196,6 +197,7 @@ class FFLearner:
         return 1 if all(math.isinf(float(r)) for r in chip.info.weight_range) else 8
 
     def _init_state(self, chip: Chip, sizes: tuple[int, ...]) -> None:
+        self._chip = chip
         self._sizes = sizes
         self._copies = self._label_copies(chip)
         n_layers = len(sizes) - 1
@@ -302,8 +304,11 @@ class FFLearner:
             sizes = self._check_chip(chip)
             self._init_state(chip, sizes)
             load_checkpoint(self, chip, Path(resume))
-        elif self._sizes is None or self.epoch == 0:
+        elif self._chip is None:
             self._init_state(chip, sizes)
+        elif chip is not self._chip:
+            raise ValueError("this learner is bound to the chip it was fitted on; use a new FFLearner "
+                             "for another chip, or fit(..., resume=DIR) with the checkpointed chip")
         sink = _log_sink(log)
         show = sys.stderr.isatty() if progress is None else bool(progress)
         n_batches = x_all.shape[0] // cfg.batch_size
@@ -347,9 +352,10 @@ class FFLearner:
             record["train_wall_s"] = train_wall
             record["wall_s"] = time.perf_counter() - t_wall
             self.history.append(record)
-            sink(record)
+            # Checkpoint first: a log line then never runs ahead of the saved state.
             if cfg.checkpoint_every and (self.epoch % cfg.checkpoint_every == 0 or last):
                 save_checkpoint(self, chip, Path(checkpoint_dir))
+            sink(record)
         return self
 
     def _train_batch(self, chip: Chip, x: np.ndarray, labels: np.ndarray, gain: float,
@@ -385,8 +391,9 @@ class FFLearner:
         n_out = pos.outputs[layer].shape[1]
         batch = pos.outputs[layer].shape[0]
         theta = cfg.threshold_per_unit * n_out
-        p_pos = _sigmoid((pos.goodness[layer] - theta) / cfg.temperature)
-        p_neg = _sigmoid((neg.goodness[layer] - theta) / cfg.temperature)
+        z_pos = (pos.goodness[layer] - theta) / cfg.temperature
+        z_neg = (neg.goodness[layer] - theta) / cfg.temperature
+        p_pos, p_neg = _sigmoid(z_pos), _sigmoid(z_neg)
         mean_act = pos.outputs[layer].mean(axis=0, dtype=np.float64) / s
         self.peer_mean[layer] = 0.9 * self.peer_mean[layer] + 0.1 * mean_act
         peer = (cfg.peer_strength * (self.peer_mean[layer].mean() - self.peer_mean[layer])).astype(np.float32)
@@ -408,8 +415,7 @@ class FFLearner:
         chip.ledger.charge_digital(6 * sig.size + 2 * h.size * n_out + 6 * grad.size)
         if chip.info.trainable[layer]:
             self.policy.apply(layer, delta)
-        eps = 1e-12
-        return np.array([-np.log(p_pos + eps).mean(), -np.log(1.0 - p_neg + eps).mean()])
+        return np.array([np.logaddexp(0.0, -z_pos).mean(), np.logaddexp(0.0, z_neg).mean()])
 
     def _update_head(self, chip: Chip, feats: np.ndarray, logits: np.ndarray, labels: np.ndarray,
                      gain: float) -> None:
