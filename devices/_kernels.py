@@ -43,7 +43,7 @@ _XS_MUL = np.uint64(0x2545F4914F6CDD1D)
 _MASK16 = np.uint64(0xFFFF)
 
 # Indices into the drift-parameter vector (see devices.crossbar.drift_parameters).
-D_T0, D_MU_A, D_MU_B, D_MU_LO, D_MU_HI, D_S_A, D_S_B, D_S_LO, D_S_HI = range(9)
+D_T0, D_MU_A, D_MU_B, D_MU_LO, D_MU_HI, D_S_A, D_S_B, D_S_LO, D_S_HI, D_G_FLAT, D_MU_FLAT, D_S_FLAT = range(12)
 # Indices into the per-device parameter stack ``params`` of shape (4, 2, rows, cols).
 P_GSAT, P_STEP_UP, P_STEP_DOWN, P_XI = range(4)
 
@@ -85,18 +85,32 @@ def normal_from_bits(r):
 
 @_jit
 def drift_factor(age, nu, t0):
-    """((age + t0) / t0) ** -nu, with a series for young devices (a < 1e-3)."""
+    """((age + t0) / t0) ** -nu.
+
+    For young devices (a = age / t0 < 0.05) both the logarithm and the
+    exponential are short series: ``log1p(a)`` to a^5 (error < a^6 / 6 = 3e-9)
+    and ``exp(-x)`` to x^4 with ``x = nu log1p(a) <= 0.05`` (error < 3e-9),
+    far below float32 resolution and without a libm call.
+    """
     if nu == 0.0 or age <= 0.0:
         return 1.0
     a = age / t0
-    if a < 1e-3:
-        return 1.0 - nu * a + 0.5 * nu * (nu + 1.0) * a * a
+    if a < 0.05:
+        lg = a * (1.0 - a * (0.5 - a * (1.0 / 3.0 - a * (0.25 - a * 0.2))))
+        x = nu * lg
+        return 1.0 - x * (1.0 - x * (0.5 - x * (1.0 / 6.0 - x * (1.0 / 24.0))))
     return math.exp(-nu * math.log1p(a))
 
 
 @_jit
 def drift_exponent(g, xi, dp):
-    """Per-device exponent |mu(g) + sigma(g) xi| for a device programmed to ``g``."""
+    """Per-device exponent |mu(g) + sigma(g) xi| for a device programmed to ``g``.
+
+    Above ``dp[D_G_FLAT]`` both clipped laws are constant (``dp[D_MU_FLAT]``,
+    ``dp[D_S_FLAT]``) and no logarithm is needed.
+    """
+    if g >= dp[D_G_FLAT]:
+        return abs(dp[D_MU_FLAT] + dp[D_S_FLAT] * xi)
     lg = math.log(max(g, 1e-6))
     mu = min(max(dp[D_MU_A] * lg + dp[D_MU_B], dp[D_MU_LO]), dp[D_MU_HI])
     sg = min(max(dp[D_S_A] * lg + dp[D_S_B], dp[D_S_LO]), dp[D_S_HI])
@@ -313,27 +327,32 @@ def program_kernel(delta, g, t_prog, nu, params, endurance, wear, stuck, w_eff,
                 continue
             gk = g0 if k == 0 else g1
             gsat = float(params[P_GSAT, k, i, j])
+            inv_sat = 1.0 / gsat
+            step = float(params[P_STEP_UP if use_up else P_STEP_DOWN, k, i, j])
+            worn = float(wear[k, i, j])
+            life = float(endurance[k, i, j])
             applied = 0
+            if worn >= life:
+                stuck[k, i, j] = 1
+                continue
             for _ in range(n):
-                if wear[k, i, j] >= endurance[k, i, j]:
-                    stuck[k, i, j] = 1
-                    break
                 xi = 0.0
                 if pulse_std > 0.0:
                     st, r = xorshift_next(st)
                     xi = normal_from_bits(r)
                 if use_up:
-                    gk += float(params[P_STEP_UP, k, i, j]) * (1.0 - gk / gsat) * (1.0 + pulse_std * xi)
+                    gk += step * (1.0 - gk * inv_sat) * (1.0 + pulse_std * xi)
                 else:
-                    gk -= float(params[P_STEP_DOWN, k, i, j]) * (gk / gsat) * (1.0 + pulse_std * xi)
+                    gk -= step * (gk * inv_sat) * (1.0 + pulse_std * xi)
                 gk = min(max(gk, 0.0), gsat)
-                wear[k, i, j] += 1
+                worn += 1.0
                 applied += 1
                 # Stick at once on reaching the endurance, so that the device freezes
                 # (nu = 0) in the call that wore it out and later requests go to its partner.
-                if wear[k, i, j] >= endurance[k, i, j]:
+                if worn >= life:
                     stuck[k, i, j] = 1
                     break
+            wear[k, i, j] += applied
             if applied == 0:
                 continue
             g[k, i, j] = np.float32(gk)

@@ -20,12 +20,23 @@ __all__ = ["Crossbar", "drift_parameters"]
 _STATE_ARRAYS = ("w_eff", "row_gsum", "g", "t_prog", "nu", "params", "endurance", "wear", "stuck")
 
 
+def _flat_from(coeff: float, offset: float, lo: float, hi: float) -> tuple[float, float]:
+    """Where ``clip(coeff ln g + offset, lo, hi)`` becomes constant for all larger g, and its value."""
+    if coeff == 0.0:
+        return 0.0, min(max(offset, lo), hi)
+    edge = lo if coeff < 0 else hi
+    return math.exp((edge - offset) / coeff), edge
+
+
 def drift_parameters(spec: ChipSpec) -> np.ndarray:
     """The drift spec as the float64 vector the kernels index (``_kernels.D_*``)."""
     d = spec.drift
+    g_mu, mu_flat = _flat_from(d.mu_log_coeff, d.mu_offset, d.mu_min, d.mu_max)
+    g_s, s_flat = _flat_from(d.sigma_log_coeff, d.sigma_offset, d.sigma_min, d.sigma_max)
     return np.array(
         [d.t0_s, d.mu_log_coeff, d.mu_offset, d.mu_min, d.mu_max,
-         d.sigma_log_coeff, d.sigma_offset, d.sigma_min, d.sigma_max],
+         d.sigma_log_coeff, d.sigma_offset, d.sigma_min, d.sigma_max,
+         max(g_mu, g_s), mu_flat, s_flat],
         dtype=np.float64,
     )
 

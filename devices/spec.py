@@ -126,7 +126,7 @@ class DriftSpec(SpecModel):
     sigma_offset: float = 0.0
     sigma_min: float = Field(0.0, ge=0.0)
     sigma_max: float = Field(1.0, ge=0.0)
-    refresh_rel: float = Field(0.01, gt=0.0, le=0.1)
+    refresh_rel: float = Field(0.05, gt=0.0, le=0.1)
     """The cached effective weights are recomputed once the age of the most
     recently programmed device has grown by this fraction (bounds the drift
     error of a read by about nu * refresh_rel)."""

@@ -237,10 +237,11 @@ def test_drift_factor_matches_reference():
     for nu in (0.0, 0.001, 0.05, 0.1, 0.5, 1.0):
         got = np.array([K.drift_factor(a, nu, t0) for a in ages])
         want = ref.drift_factor(ages, nu, t0)
-        # For a = age / t0 < 1e-3 the kernel uses the second-order series; its
-        # truncation error is at most nu (nu + 1) (nu + 2) / 6 * a^3 (relative).
+        # For a = age / t0 < 0.05 the kernel sums log1p(a) to a^5 and exp(-x) to x^4
+        # (x = nu log1p(a) <= nu a).  Both series alternate, so each truncation error
+        # is below its first omitted term: nu a^6 / 6 in x, and x^5 / 120 (relative).
         a = np.maximum(ages, 0) / t0
-        series_err = np.where(a < 1e-3, nu * (nu + 1) * (nu + 2) / 6 * a**3, 0.0)
+        series_err = np.where(a < 0.05, (nu * a**6 / 6 + (nu * a) ** 5 / 120) * want, 0.0)
         assert (np.abs(got - want) <= series_err + 8 * np.finfo(np.float64).eps * want).all()
 
 
