@@ -24,6 +24,26 @@ def median_time(fn: Callable[[], object], repeat: int = 30, warmup: int = 3) -> 
     return float(np.median(ts))
 
 
+def paired_median_times(base: Callable[[], object], other: Callable[[], object],
+                        repeat: int = 30, warmup: int = 3) -> tuple[float, float]:
+    """Median wall times (s) of ``base()`` and ``other()``, timed alternately.
+
+    Alternating the two calls exposes both to the same load on a shared machine.
+    """
+    for _ in range(warmup):
+        base()
+        other()
+    tb, to = [], []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        base()
+        tb.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        other()
+        to.append(time.perf_counter() - t)
+    return float(np.median(tb)), float(np.median(to))
+
+
 def gemm_peak_gflops(n: int = 2000, m: int = 1000, repeat: int = 10) -> float:
     """float32 GEMM throughput of (m x n) @ (n x n) here, best of ``repeat``, GFLOP/s."""
     rng = np.random.default_rng(0)
@@ -43,4 +63,5 @@ def _once(fn: Callable[[], object]) -> float:
 def machine_line() -> str:
     """One line describing where the benchmark ran."""
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}, "
-            f"OpenBLAS tuning vars: {', '.join(f'{v}={os.environ.get(v)}' for v in BLAS_VARS)}")
+            f"OpenBLAS tuning vars: {', '.join(f'{v}={os.environ.get(v)}' for v in BLAS_VARS)}, "
+            f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}")

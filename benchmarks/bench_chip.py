@@ -4,7 +4,7 @@ Run:  python benchmarks/bench_chip.py [--repeat 50] [--unset-blas-tuning]
 
 For each preset: ``read`` of a 512x512 layer at batch 256 and of a 784x1000
 layer at batch 100, as a ratio to ``x @ W`` of the same shape timed in the
-same process (medians); ``program`` of a dense random delta and of one with
+same process (medians of alternating calls); ``program`` of a dense random delta and of one with
 1 % non-zeros on the 784x1000 layer, in milliseconds and as a ratio to the
 same matmul.  ``--unset-blas-tuning`` drops OPENBLAS_CORETYPE and
 OPENBLAS_L2_SIZE for this process (both together).
@@ -23,7 +23,7 @@ if "--unset-blas-tuning" in sys.argv:  # before numpy loads OpenBLAS; both varia
 import numpy as np  # noqa: E402
 
 import devices  # noqa: E402
-from _common import machine_line, median_time  # noqa: E402
+from _common import machine_line, paired_median_times  # noqa: E402
 
 SHAPES = ((512, 512, 256), (784, 1000, 100))
 
@@ -42,8 +42,7 @@ def main() -> None:
         w = rng.standard_normal((n_in, n_out)).astype(np.float32)
         for name in devices.PRESETS:
             chip = devices.make_chip(name, (n_in, n_out), seed=1)
-            base = median_time(lambda: x @ w, args.repeat)
-            t = median_time(lambda: chip.read(0, x), args.repeat)
+            base, t = paired_median_times(lambda: x @ w, lambda: chip.read(0, x), args.repeat)
             print(f"| {name} | read | {n_in}x{n_out}, batch {batch} | {t * 1e3:.3f} | {base * 1e3:.3f} | "
                   f"{t / base:.2f} |", flush=True)
     n_in, n_out, batch = SHAPES[1]
@@ -54,8 +53,7 @@ def main() -> None:
     for name in devices.PRESETS:
         for label, delta in (("dense", dense), ("1% non-zero", sparse)):
             chip = devices.make_chip(name, (n_in, n_out), seed=1)
-            base = median_time(lambda: x @ w, args.repeat)
-            t = median_time(lambda: chip.program(0, delta), max(args.repeat // 5, 5))
+            base, t = paired_median_times(lambda: x @ w, lambda: chip.program(0, delta), max(args.repeat // 3, 5))
             print(f"| {name} | program, {label} | {n_in + 1}x{n_out} | {t * 1e3:.3f} | {base * 1e3:.3f} | "
                   f"{t / base:.2f} |", flush=True)
 
