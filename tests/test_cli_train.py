@@ -18,24 +18,6 @@ TRAIN = ["train", "--preset", "ideal", "--layers", "100,100", "--epochs", "1", "
          "--quiet"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    """Run with one BLAS thread when ``threadpoolctl`` is available.
-
-    The matrices here are small: one thread is as fast on an idle machine and
-    many times faster on a loaded one (measured 0.3 s against 8.4 s an epoch of
-    784-300-300 while other jobs held both cores).  It also fixes the summation
-    order, which follows the thread count (see tests/test_ff.py).
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # not a dependency of the package
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
-
-
 def test_version_exits_zero_and_prints_it(capsys):
     assert main(["--version"]) == 0
     assert mortal.__version__ in capsys.readouterr().out

@@ -29,25 +29,6 @@ def mnist():
     return load_mnist_mini()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    """Run with one BLAS thread when ``threadpoolctl`` is available.
-
-    The matrices here are small: one thread is as fast on an idle machine and
-    many times faster on a loaded one (measured 0.3 s against 8.4 s an epoch of
-    784-300-300 while other jobs held both cores).  It also fixes the summation
-    order, which follows the thread count (the ideal run below measured 0.118 /
-    0.1605 with two threads, 0.126 / 0.159 with one).
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # not a dependency of the package
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
-
-
 def _learner_arrays(learner: FFLearner) -> dict[str, np.ndarray]:
     """Every array of the learner's controller memory, by name."""
     out = {"head": learner.head, "head_smooth": learner.head_smooth}
