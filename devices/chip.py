@@ -215,8 +215,11 @@ def _as_float32(a: Any, name: str, shape: tuple, expected: str) -> np.ndarray:
         raise ValueError(f"{name} has shape {arr.shape}, expected {expected}")
     with np.errstate(over="ignore"):  # values beyond float32 become inf and are rejected below
         arr = np.ascontiguousarray(arr, dtype=np.float32)
-    # One float64 sum is NaN or inf exactly when an element is (finite float32 values cannot overflow it).
-    if not math.isfinite(float(np.add.reduce(arr, axis=None, dtype=np.float64))):
+    # A finite sum proves every element finite (one fast pass); only if it is not,
+    # look element by element (a large but finite input can overflow the sum).
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = float(arr.sum())
+    if not math.isfinite(total) and not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinite values (or values beyond the float32 range)")
     return arr
 
