@@ -377,9 +377,19 @@ def program_kernel(delta, g, t_prog, nu, params, endurance, wear, stuck, w_eff,
 def add_exact(w, delta, track_rows, row_gsum, w_max):
     """Exact programming: ``w += delta``; returns (non-zero entries, rows touched).
 
+    Returns (-1, -1) and changes nothing if a sum would leave the float32 range (|w| > 3e38).
+
     If ``track_rows``, ``row_gsum[i]`` becomes ``sum_j |w[i, j]| / w_max`` for the read-energy model.
     """
     rows, cols = w.shape
+    # First pass without writing: refuse (-1, -1) if any sum would overflow float32.
+    big = np.float32(3.0e38)
+    for i in range(rows):
+        bad = False
+        for j in range(cols):
+            bad |= abs(w[i, j] + delta[i, j]) > big
+        if bad:
+            return -1, -1
     nonzero = 0
     touched = 0
     for i in range(rows):

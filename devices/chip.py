@@ -137,7 +137,8 @@ class AnalogChip:
             raise ValueError(f"layer {layer} is not trainable on this chip (info.trainable)")
         shape = (L.n_in + 1, L.n_out)
         delta = _as_float32(delta, "delta", shape, f"{shape}")
-        seed = int(self._write_rng.integers(0, 2**63))
+        # Exact weights use no write noise: no draw, so a refused request leaves the stream alone.
+        seed = 0 if L.exact else int(self._write_rng.integers(0, 2**63))
         pulses, rows, slow = L.program(delta, self.clock_s, seed)
         e = self.spec.energy
         self.ledger.charge("program", pulses * e.pulse_j, slow * e.pulse_s)

@@ -163,7 +163,7 @@ class Crossbar:
 
     # -- operations ---------------------------------------------------------------------------
     def read(self, x: np.ndarray, now: float, seed: int) -> tuple[np.ndarray, float]:
-        """Measured outputs for float32 inputs ``x`` (batch, n_in); returns (y, input drive sum)."""
+        """Measured outputs for float32 inputs ``x`` (batch, n_in); returns (y, sum of (x / range)^2)."""
         self.ensure_current(now)
         spec = self.spec
         batch = x.shape[0]
@@ -188,10 +188,11 @@ class Crossbar:
         K.periphery_kernel(y, self.w_eff[-1], float(spec.bias_level), noise_var_rows, float(out_sd**2),
                            np.uint64(seed), self.soft, self.gain, self.offset, self.curv, self.sat,
                            float(r_out), float(adc_step))
+        # Cell energy follows V^2: the drive is sum (x / r)^2 over the batch.
         if xq is x:  # no converter: the drive is only needed when cells cost energy
-            drive = float(np.abs(x).sum(dtype=np.float64)) if spec.energy.v_read > 0 else 0.0
+            drive = float(np.square(x, dtype=np.float64).sum()) if spec.energy.v_read > 0 else 0.0
         else:
-            drive = float(ab.sum()) / (r_in if math.isfinite(r_in) else 1.0)
+            drive = float(sq.sum()) / (r_in**2 if math.isfinite(r_in) else 1.0)
         return y, drive
 
     def program(self, delta: np.ndarray, now: float, seed: int) -> tuple[int, int, int]:
@@ -199,6 +200,8 @@ class Crossbar:
         if self.exact:
             n, touched = K.add_exact(self.w_eff, delta, self.spec.energy.v_read > 0, self.row_gsum,
                                      float(self.w_max))
+            if n < 0:
+                raise ValueError("delta would push weights beyond the float32 range (|w| > 3e38); nothing was changed")
             return int(n), int(touched), int(n > 0)
         self.ensure_current(now)
         rows = self.n_in + 1

@@ -124,14 +124,16 @@ def read_cost(spec: ChipSpec, batch: int, n_in: int, n_out: int, input_level_sum
     Parameters
     ----------
     input_level_sum : float
-        Sum over the batch of sum_i |x_i| / input range (the drive of the rows, 0..n_in per vector).
+        Sum over the batch of sum_i (x_i / input range)^2 (the squared row voltages
+        relative to full scale, 0..n_in per vector).
     mean_row_g : float
         Mean over the input rows of the row's summed conductance, normalized units.
     bias_g : float
         Summed conductance of the bias row, normalized units.
 
     Cell energy is V^2 G t per cell, with the row voltage proportional to the
-    input level; ADC energy is fom * 2**bits per conversion; latency is the
+    input level (so it scales with the squared input); rows are taken to hold
+    the mean row conductance; ADC energy is fom * 2**bits per conversion; latency is the
     integration time plus ``ceil(n_out / columns_per_adc)`` conversions per vector.
     """
     e = spec.energy
@@ -139,7 +141,7 @@ def read_cost(spec: ChipSpec, batch: int, n_in: int, n_out: int, input_level_sum
     g_scale_s = (c.g_max_us - c.g_min_us) * 1e-6
     g_floor_s = c.g_min_us * 1e-6
     r_in = spec.dac.range if math.isfinite(spec.dac.range) else 1.0
-    bias_drive = batch * spec.bias_level / r_in
+    bias_drive = batch * (spec.bias_level / r_in) ** 2
     row_g_s = mean_row_g * g_scale_s + 2 * n_out * g_floor_s
     bias_g_s = bias_g * g_scale_s + 2 * n_out * g_floor_s
     array_j = e.v_read**2 * e.t_read_s * (input_level_sum * row_g_s + bias_drive * bias_g_s)

@@ -36,9 +36,10 @@ __all__ = [
 
 
 class SpecModel(BaseModel):
-    """Base of every spec group: frozen, unknown fields are errors."""
+    """Base of every spec group: frozen, unknown fields are errors, no NaN or inf
+    (the converter ranges, which may be ``inf`` for an ideal chip, opt back in)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 class ConductanceSpec(SpecModel):
@@ -155,6 +156,8 @@ class ReadNoiseSpec(SpecModel):
 class DACSpec(SpecModel):
     """Input converter: inputs are clipped to [-range, range] and quantized."""
 
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, allow_inf_nan=True)
+
     bits: Optional[int] = Field(8, ge=2, le=16)
     """Signed resolution; ``None`` passes inputs through unquantized."""
     range: float = Field(1.0, gt=0.0)
@@ -163,6 +166,8 @@ class DACSpec(SpecModel):
 
 class ADCSpec(SpecModel):
     """Output converter: outputs are clipped to [0, range] and quantized."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, allow_inf_nan=True)
 
     bits: Optional[int] = Field(8, ge=1, le=16)
     """Resolution: at most 2**bits distinct values; ``None`` for none."""
@@ -264,4 +269,9 @@ class ChipSpec(SpecModel):
             raise ValueError("stuck_on_prob + stuck_off_prob must be at most 0.5")
         if self.neuron.family == "soft" and self.adc.range == float("inf"):
             raise ValueError("a 'soft' neuron needs a finite ADC range (its scale R)")
+        for name, conv in (("dac", self.dac), ("adc", self.adc)):
+            if conv.bits is not None and conv.range == float("inf"):
+                raise ValueError(f"{name}.bits needs a finite {name}.range (the levels span it)")
+        if self.read_noise.output_std > 0 and self.adc.range == float("inf"):
+            raise ValueError("read_noise.output_std is a fraction of the ADC full scale; it needs a finite adc.range")
         return self

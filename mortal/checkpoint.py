@@ -23,11 +23,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .chip import Chip
+from .errors import InputError
 
 if TYPE_CHECKING:
     from .ff import FFLearner
 
-__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "read_history", "CHIP_FILE", "LEARNER_FILE"]
+__all__ = ["save_checkpoint", "check_checkpoint", "load_checkpoint", "latest_checkpoint", "read_history",
+           "CHIP_FILE", "LEARNER_FILE"]
 
 CHIP_FILE = "chip.npz"
 LEARNER_FILE = "learner.npz"
@@ -52,7 +54,7 @@ def _read_meta(checkpoint: Path) -> dict[str, Any]:
     with np.load(checkpoint / LEARNER_FILE, allow_pickle=False) as z:
         meta = json.loads(z["meta"].tobytes().decode())
     if meta.get("format") != _FORMAT:
-        raise ValueError(f"{checkpoint / LEARNER_FILE}: unsupported format {meta.get('format')!r}")
+        raise InputError(f"{checkpoint / LEARNER_FILE}: unsupported format {meta.get('format')!r}")
     return meta
 
 
@@ -65,7 +67,7 @@ def _fingerprint(chip: Chip) -> dict[str, float]:
     return {"energy_j": float(chip.ledger.total_energy_j), "time_s": float(chip.ledger.total_time_s)}
 
 
-def save_checkpoint(learner: "FFLearner", chip: Chip, directory: str | os.PathLike) -> Path:
+def save_checkpoint(learner: "FFLearner", chip: Chip, directory: str | os.PathLike, data_id: str = "") -> Path:
     """Save ``learner`` and ``chip`` as ``directory/epoch-NNNN`` and point ``LATEST`` at it."""
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
@@ -91,6 +93,7 @@ def save_checkpoint(learner: "FFLearner", chip: Chip, directory: str | os.PathLi
             "slope_widths": [float(w) for _, w in learner.slopes],
             "history": learner.history,
             "chip": _fingerprint(chip),
+            "data": data_id,
         }
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         with open(tmp / LEARNER_FILE, "wb") as fh:
@@ -116,19 +119,32 @@ def save_checkpoint(learner: "FFLearner", chip: Chip, directory: str | os.PathLi
     return final
 
 
-def load_checkpoint(learner: "FFLearner", chip: Chip, directory: str | os.PathLike) -> dict[str, Any]:
-    """Restore ``learner`` from a checkpoint; ``chip`` must be that checkpoint's chip."""
+def check_checkpoint(config: Any, chip: Chip, sizes: tuple[int, ...], data_id: str,
+                     directory: str | os.PathLike) -> dict[str, Any]:
+    """Check that the newest checkpoint under ``directory`` matches this run; return its metadata.
+
+    The configuration, the layer sizes, the chip (its ledger totals) and the training
+    data (a digest) must all be those of the checkpoint; nothing is changed.
+    """
     ck = latest_checkpoint(directory)
     meta = _read_meta(ck)
+    if meta["config"] != config.model_dump(mode="json"):
+        raise InputError(f"the checkpoint in {ck} was made with a different FFConfig; resume with the same configuration")
+    if tuple(meta["sizes"]) != tuple(sizes):
+        raise InputError(f"the checkpoint is for layer sizes {meta['sizes']}, the chip has {list(sizes)}")
+    if _fingerprint(chip) != meta["chip"]:
+        raise InputError(f"the chip passed to fit(resume=...) is not the chip saved in {ck}; "
+                         f"load it with devices.load_chip({str(ck / CHIP_FILE)!r})")
+    if meta.get("data", "") != data_id:
+        raise InputError(f"the training images or labels differ from those the checkpoint in {ck} was trained on")
+    meta["path"] = str(ck)
+    return meta
+
+
+def load_checkpoint(learner: "FFLearner", meta: dict[str, Any]) -> None:
+    """Restore ``learner`` from the checkpoint that :func:`check_checkpoint` accepted."""
+    ck = Path(meta["path"])
     with np.load(ck / LEARNER_FILE, allow_pickle=False) as z:
-        if meta["config"] != learner.config.model_dump(mode="json"):
-            raise ValueError(f"the checkpoint in {ck} was made with a different FFConfig; "
-                             "resume with the same configuration")
-        if tuple(meta["sizes"]) != tuple(learner._sizes or ()):
-            raise ValueError(f"the checkpoint is for layer sizes {meta['sizes']}, the chip has {learner._sizes}")
-        if _fingerprint(chip) != meta["chip"]:
-            raise ValueError(f"the chip passed to fit(resume=...) is not the chip saved in {ck}; "
-                             f"load it with devices.load_chip({str(ck / CHIP_FILE)!r})")
         learner.head[...] = z["head"]
         learner.head_smooth[...] = z["head_smooth"]
         for i in range(len(learner.smooth)):
@@ -139,4 +155,3 @@ def load_checkpoint(learner: "FFLearner", chip: Chip, directory: str | os.PathLi
         learner.policy.load_state({k[len("policy_"):]: z[k] for k in z.files if k.startswith("policy_")})
     learner.epoch = int(meta["epoch"])
     learner.history = list(meta["history"])
-    return meta

@@ -63,6 +63,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import devices
     from .checkpoint import CHIP_FILE, latest_checkpoint, read_history
     from .data import load_mnist, load_mnist_mini
+    from .errors import InputError
     from .ff import FFConfig, FFLearner
 
     try:
@@ -121,8 +122,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         learner.fit(chip, x, y, test_images=data.test_images, test_labels=data.test_labels,
                     checkpoint_dir=ckdir, resume=ckdir if args.resume else None, log=show,
                     progress=False if args.quiet else None)
-    except ValueError as exc:
+    except InputError as exc:
         return _error(str(exc))
+    except Exception as exc:  # the run itself failed (exit 1): say what and where the checkpoints are
+        where = f"; checkpoints in {ckdir}" if ckdir is not None else ""
+        print(f"mortal: training failed after {learner.epoch} epochs: {type(exc).__name__}: {exc}{where}",
+              file=sys.stderr)
+        return EXIT_FAIL
     final = learner.history[-1]
     summary = {
         "preset": chip.spec.name, "layers": list(chip.info.layer_sizes), "epochs": learner.epoch,

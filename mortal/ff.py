@@ -17,6 +17,7 @@ are sent as they are (the bias row scaled by ``s / bias_level``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sys
@@ -31,7 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from . import _kernels as K
 from ._progress import Progress
 from .chip import Chip, check_chip
-from .checkpoint import load_checkpoint, save_checkpoint
+from .errors import InputError
+from .checkpoint import check_checkpoint, load_checkpoint, save_checkpoint
 from .slopes import nominal_tables, perturbed_tables
 from .updates import make_policy
 
@@ -122,27 +124,27 @@ def _as_images(images: Any, name: str = "images") -> np.ndarray:
     if arr.ndim == 3 and arr.shape[1:] == (28, 28):
         arr = arr.reshape(arr.shape[0], N_PIXELS)
     if arr.ndim != 2 or arr.shape[1] != N_PIXELS:
-        raise ValueError(f"{name} has shape {np.shape(images)}, expected (n, 28, 28) or (n, 784)")
+        raise InputError(f"{name} has shape {np.shape(images)}, expected (n, 28, 28) or (n, 784)")
     if arr.shape[0] == 0:
-        raise ValueError(f"{name} is empty")
+        raise InputError(f"{name} is empty")
     if arr.dtype == np.uint8:
         return arr.astype(np.float32) / np.float32(255.0)
     if arr.dtype.kind != "f":
-        raise ValueError(f"{name} has dtype {arr.dtype}, expected uint8 (0..255) or float in [0, 1]")
+        raise InputError(f"{name} has dtype {arr.dtype}, expected uint8 (0..255) or float in [0, 1]")
     out = arr.astype(np.float32)
     if not np.isfinite(out).all() or out.min() < 0.0 or out.max() > 1.0:
-        raise ValueError(f"float {name} must be finite and within [0, 1]")
+        raise InputError(f"float {name} must be finite and within [0, 1]")
     return out
 
 
 def _as_labels(labels: Any, n: int, name: str = "labels") -> np.ndarray:
     arr = np.asarray(labels)
     if arr.ndim != 1 or arr.shape[0] != n:
-        raise ValueError(f"{name} has shape {arr.shape}, expected ({n},) to match the images")
+        raise InputError(f"{name} has shape {arr.shape}, expected ({n},) to match the images")
     if arr.dtype.kind not in "iu":
-        raise ValueError(f"{name} has dtype {arr.dtype}, expected integers 0..9")
+        raise InputError(f"{name} has dtype {arr.dtype}, expected integers 0..9")
     if arr.size and (arr.min() < 0 or arr.max() >= N_CLASSES):
-        raise ValueError(f"{name} must lie in 0..9, got values in {arr.min()}..{arr.max()}")
+        raise InputError(f"{name} must lie in 0..9, got values in {arr.min()}..{arr.max()}")
     return arr.astype(np.int64)
 
 
@@ -167,7 +169,7 @@ class FFLearner:
     def __init__(self, config: FFConfig | None = None) -> None:
         self.config = config if config is not None else FFConfig()
         if not isinstance(self.config, FFConfig):
-            raise ValueError(f"config must be an FFConfig, got {type(self.config).__name__}")
+            raise InputError(f"config must be an FFConfig, got {type(self.config).__name__}")
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
         self._sizes: Optional[tuple[int, ...]] = None
@@ -175,15 +177,15 @@ class FFLearner:
         self._copies = 1
 
     # -- set-up ---------------------------------------------------------------------------------
-    def _check_chip(self, chip: Any) -> tuple[int, ...]:
-        check_chip(chip)
+    def _check_chip(self, chip: Any, bound: bool = True) -> tuple[int, ...]:
+        check_chip(chip)  # TypeError if it is not a Chip at all
         sizes = tuple(int(s) for s in chip.info.layer_sizes)
         if sizes[0] != N_PIXELS:
-            raise ValueError(f"the chip's first layer takes {sizes[0]} inputs; MNIST images need {N_PIXELS}")
+            raise InputError(f"the chip's first layer takes {sizes[0]} inputs; MNIST images need {N_PIXELS}")
         if sizes[-1] < 1:
-            raise ValueError("the chip has an empty layer")
-        if self._sizes is not None and sizes != self._sizes:
-            raise ValueError(f"this learner was set up for layer sizes {self._sizes}, the chip has {sizes}")
+            raise InputError("the chip has an empty layer")
+        if bound and self._sizes is not None and sizes != self._sizes:
+            raise InputError(f"this learner was set up for layer sizes {self._sizes}, the chip has {sizes}")
         return sizes
 
     def _readout_layers(self, n_layers: int) -> list[int]:
@@ -284,32 +286,37 @@ class FFLearner:
             A progress bar on stderr (default: when stderr is a terminal).
         """
         cfg = self.config
-        sizes = self._check_chip(chip) if resume is None else None
+        sizes = self._check_chip(chip, bound=resume is None)
         x_all = _as_images(images)
         y_all = _as_labels(labels, x_all.shape[0])
         if x_all.shape[0] < cfg.batch_size:
-            raise ValueError(f"{x_all.shape[0]} training images is fewer than one batch ({cfg.batch_size})")
+            raise InputError(f"{x_all.shape[0]} training images is fewer than one batch ({cfg.batch_size})")
         has_test = test_images is not None or test_labels is not None
         if has_test:
             if test_images is None or test_labels is None:
-                raise ValueError("give both test_images and test_labels, or neither")
+                raise InputError("give both test_images and test_labels, or neither")
             x_test = _as_images(test_images, "test_images")
             y_test = _as_labels(test_labels, x_test.shape[0], "test_labels")
         if cfg.checkpoint_every and checkpoint_dir is None:
-            raise ValueError("config.checkpoint_every is set but no checkpoint_dir was given")
+            raise InputError("config.checkpoint_every is set but no checkpoint_dir was given")
         if (cfg.checkpoint_every or resume is not None) and not callable(getattr(chip, "save", None)):
-            raise ValueError("checkpoints need a chip with a save(path) method")
+            raise InputError("checkpoints need a chip with a save(path) method")
+        data_id = _data_fingerprint(x_all, y_all)
+        if checkpoint_dir is not None:
+            try:
+                Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise InputError(f"cannot create checkpoint_dir {checkpoint_dir}: {exc}") from None
+        sink = _log_sink(log)
         if resume is not None:
-            self._sizes = None
-            sizes = self._check_chip(chip)
+            meta = check_checkpoint(cfg, chip, sizes, data_id, Path(resume))
             self._init_state(chip, sizes)
-            load_checkpoint(self, chip, Path(resume))
+            load_checkpoint(self, meta)
         elif self._chip is None:
             self._init_state(chip, sizes)
         elif chip is not self._chip:
-            raise ValueError("this learner is bound to the chip it was fitted on; use a new FFLearner "
+            raise InputError("this learner is bound to the chip it was fitted on; use a new FFLearner "
                              "for another chip, or fit(..., resume=DIR) with the checkpointed chip")
-        sink = _log_sink(log)
         show = sys.stderr.isatty() if progress is None else bool(progress)
         n_batches = x_all.shape[0] // cfg.batch_size
 
@@ -354,7 +361,7 @@ class FFLearner:
             self.history.append(record)
             # Checkpoint first: a log line then never runs ahead of the saved state.
             if cfg.checkpoint_every and (self.epoch % cfg.checkpoint_every == 0 or last):
-                save_checkpoint(self, chip, Path(checkpoint_dir))
+                save_checkpoint(self, chip, Path(checkpoint_dir), data_id)
             sink(record)
         return self
 
@@ -438,9 +445,11 @@ class FFLearner:
         """Predicted labels (int64 (n,)) by per-label goodness (10 passes) or the softmax head (1 pass)."""
         sizes = self._check_chip(chip)
         if self._sizes is None:
-            raise ValueError("the learner has not been fitted yet (call fit first)")
+            raise InputError("the learner has not been fitted yet (call fit first)")
         if method not in ("goodness", "softmax"):
-            raise ValueError(f"unknown method {method!r}; expected 'goodness' or 'softmax'")
+            raise InputError(f"unknown method {method!r}; expected 'goodness' or 'softmax'")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
         x = _as_images(images)
         readout = self._readout_layers(len(sizes) - 1)
         out = np.empty(x.shape[0], np.int64)
@@ -471,6 +480,15 @@ class FFLearner:
         return EvalResult(errors=errors, n=int(x.shape[0]), energy_j=energy, chip_time_s=after[1] - before[1])
 
 
+def _data_fingerprint(x: np.ndarray, y: np.ndarray) -> str:
+    """A short digest of a training set (all labels, every k-th image), to match checkpoints to data."""
+    h = hashlib.sha256()
+    h.update(np.asarray(x.shape, np.int64).tobytes())
+    h.update(np.ascontiguousarray(y, np.int64).tobytes())
+    h.update(np.ascontiguousarray(x[:: max(1, x.shape[0] // 256)]).tobytes())
+    return h.hexdigest()[:16]
+
+
 def _ledger_snapshot(chip: Chip) -> tuple[dict[str, float], float]:
     led = chip.ledger
     return {k: float(v) for k, v in led.energy_j.items()}, float(led.total_time_s)
@@ -482,7 +500,12 @@ def _log_sink(log: Callable[[dict[str, Any]], None] | str | Path | None) -> Call
     if callable(log):
         return log
     path = Path(log)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:  # fail now, not after an epoch of training
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a"):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot write the log {path}: {exc}") from None
 
     def write(record: dict[str, Any]) -> None:
         with open(path, "a") as fh:

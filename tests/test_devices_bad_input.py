@@ -225,3 +225,32 @@ def test_large_finite_inputs_are_accepted_even_when_their_sum_overflows():
     chip = devices.make_chip("pcm", (4, 3), seed=0)
     y = chip.read(0, np.full((2, 4), 3e38, np.float32))
     assert y.shape == (2, 3) and np.isfinite(y).all()
+
+
+@pytest.mark.parametrize("changes, phrase", [
+    ({"adc": {"bits": 8}}, "adc.bits needs a finite adc.range"),
+    ({"dac": {"bits": 8}}, "dac.bits needs a finite dac.range"),
+    ({"read_noise": {"output_std": 0.01}}, "needs a finite adc.range"),
+])
+def test_converter_bits_need_a_finite_range(changes, phrase):
+    # On the ideal preset both converters span an infinite range; levels across it are undefined.
+    with pytest.raises(pydantic.ValidationError, match=phrase):
+        devices.variant("ideal", **changes)
+
+
+@pytest.mark.parametrize("group, field", [("energy", "pulse_j"), ("energy", "v_read"),
+                                          ("programming", "step"), ("neuron", "saturation_mean")])
+@pytest.mark.parametrize("value", [math.inf, math.nan])
+def test_physical_fields_reject_inf_and_nan(group, field, value):
+    with pytest.raises(pydantic.ValidationError):
+        devices.variant("pcm", **{group: {field: value}})
+
+
+def test_exact_program_refuses_overflow_and_changes_nothing(snapshot, assert_same_state):
+    chip = devices.make_chip("ideal", (4, 3), seed=0)
+    chip.program(0, np.full((5, 3), 2e38, np.float32))
+    before, ledger = snapshot(chip), chip.ledger.to_dict()
+    with pytest.raises(ValueError, match="float32 range"):
+        chip.program(0, np.full((5, 3), 2e38, np.float32))
+    assert_same_state(before, snapshot(chip))
+    assert chip.ledger.to_dict() == ledger

@@ -326,7 +326,7 @@ def test_read_energy_follows_the_programmed_conductances(drift):
     # devices' conductances now on the chip.  The row sums are renewed with the
     # cached weights: without drift right after programming; with drift once the
     # refresh policy acts (after refresh_rel of the youngest device's age, here a
-    # wait of 1 s > 0.01 * 20 s).
+    # wait of 2 s > 0.05 * 20 s).
     # Pairs start with one device at 0, so that programming can raise the conductances a lot.
     spec = devices.variant("pcm", drift={"enabled": drift}, conductance={"init_common_mode": 0.0})
     chip = devices.make_chip(spec, (64, 32), seed=12)
@@ -344,8 +344,8 @@ def test_read_energy_follows_the_programmed_conductances(drift):
         _, g_rows = ref.refresh(L.g, L.t_prog, L.nu, st.clock_s, spec.drift.t0_s, L.w_max)
         n_devices = 2 * L.g.shape[2]
         G_rows = (g_rows * (c.g_max_us - c.g_min_us) + n_devices * c.g_min_us) * 1e-6  # siemens
-        levels = np.abs(x.astype(np.float64)) / spec.dac.range
-        bias = x.shape[0] * spec.bias_level / spec.dac.range
+        levels = (x.astype(np.float64) / spec.dac.range) ** 2  # V^2: squared relative row voltage
+        bias = x.shape[0] * (spec.bias_level / spec.dac.range) ** 2
         return e.v_read**2 * e.t_read_s * ((levels @ G_rows[:-1]).sum() + bias * G_rows[-1])
 
     e0, want0 = charged(), documented()
@@ -353,7 +353,7 @@ def test_read_energy_follows_the_programmed_conductances(drift):
         chip.program(0, np.full(chip.info.weight_shapes[0], 32 * chip.info.pulse_step[0], np.float32))
         chip.program(0, np.full(chip.info.weight_shapes[0], -32 * chip.info.pulse_step[0], np.float32))
     if drift:
-        chip.wait(1.0)
+        chip.wait(2.0)
     want1 = documented()
     e1 = charged()
     # float64 sums of float32 conductances; the conductances drift by < 1e-6 of

@@ -19,6 +19,7 @@ import reference_ff as ref
 from mortal.checkpoint import CHIP_FILE, LEARNER_FILE, latest_checkpoint
 from mortal.chip import Chip, check_chip
 from mortal.data import load_mnist_mini
+from mortal.errors import InputError
 from mortal.ff import EvalResult, FFConfig, FFLearner
 from mortal.slopes import curve_slopes
 from toy_chip import ToyChip
@@ -227,10 +228,11 @@ def test_fit_on_another_chip_after_an_interruption_never_programs_the_first(mnis
     pulses_a = chip_a.ledger.counts["pulses"]
     try:
         learner.fit(chip_b, x, y, progress=False)
+        refused = False
     except ValueError:
-        return  # refusing is fine too
+        refused = True  # refusing is fine too
     assert chip_a.ledger.counts["pulses"] == pulses_a
-    assert chip_b.ledger.counts["pulses"] > 0
+    assert refused or chip_b.ledger.counts["pulses"] > 0
 
 
 def test_resume_refuses_another_chip_or_config(tmp_path, mnist, snapshot, assert_same_state):
@@ -559,3 +561,44 @@ def test_curve_slopes_keep_saturation_flat_segments_and_fill_empty_bins():
     # a unit that never switches on keeps the nominal slope 1
     dead = np.zeros((20, 4, 2), np.float32)
     np.testing.assert_array_equal(curve_slopes(dead, 8, 0.1), 1.0)
+
+
+def test_predict_refuses_a_bad_batch_size(mnist):
+    chip = devices.make_chip("ideal", (784, 20, 20), 0)
+    learner = FFLearner(FFConfig(epochs=1, seed=0)).fit(chip, mnist.train_images[:200], mnist.train_labels[:200],
+                                                         progress=False)
+    for bad in (0, -5, 2.5, True):
+        with pytest.raises(ValueError, match="batch_size"):
+            learner.predict(chip, mnist.test_images[:10], batch_size=bad)
+
+
+def test_bad_paths_fail_before_training(tmp_path, mnist, snapshot, assert_same_state):
+    chip = devices.make_chip("pcm", (784, 20, 20), 5)
+    before = snapshot(chip)
+    x, y = mnist.train_images[:200], mnist.train_labels[:200]
+    with pytest.raises(InputError, match="cannot write the log"):
+        FFLearner(FFConfig(epochs=1)).fit(chip, x, y, log=tmp_path, progress=False)  # a directory
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InputError, match="checkpoint_dir"):
+        FFLearner(FFConfig(epochs=1, checkpoint_every=1)).fit(chip, x, y, checkpoint_dir=tmp_path / "file" / "ck",
+                                                              progress=False)
+    assert_same_state(before, snapshot(chip))
+
+
+def test_resume_refuses_other_data_and_keeps_the_learner(tmp_path, mnist):
+    sizes = (784, 20, 20)
+    cfg = FFConfig(epochs=2, seed=3, checkpoint_every=1)
+    x, y = mnist.train_images[:200], mnist.train_labels[:200]
+    chip = devices.make_chip("pcm", sizes, 1)
+    learner = FFLearner(cfg).fit(chip, x, y, checkpoint_dir=tmp_path, progress=False)
+    head = learner.head.copy()
+    saved = devices.load_chip(latest_checkpoint(tmp_path) / CHIP_FILE)
+    with pytest.raises(InputError, match="training images or labels differ"):
+        FFLearner(cfg).fit(saved, mnist.train_images[200:400], mnist.train_labels[200:400],
+                           checkpoint_dir=tmp_path, resume=tmp_path, progress=False)
+    # a refused resume leaves a learner that was in use as it was
+    with pytest.raises(InputError):
+        learner.fit(devices.make_chip("pcm", sizes, 9), x, y, checkpoint_dir=tmp_path, resume=tmp_path,
+                    progress=False)
+    np.testing.assert_array_equal(learner.head, head)
+    assert learner.epoch == 2
