@@ -80,8 +80,8 @@ class FFConfig(BaseModel):
     input_clip_rms: float = Field(4.0, gt=0.0)
     """Normalized inputs beyond this many RMS are clipped by the chip's DAC."""
     slope_bins: int = Field(16, ge=2, le=256)
-    slope_probes: int = Field(16, ge=1, le=1024)
-    slope_levels: int = Field(32, ge=4, le=1024)
+    slope_probes: int = Field(256, ge=1, le=4096)
+    slope_levels: int = Field(8, ge=4, le=1024)
     eval_every: int = Field(1, ge=0)
     """Evaluate on the test set every this many epochs (0: only at the end)."""
     eval_method: Literal["goodness", "softmax", "both"] = "both"
