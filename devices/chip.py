@@ -289,8 +289,11 @@ def load_chip(path: str | os.PathLike) -> AnalogChip:
         chip._layers = []
         for i, lm in enumerate(meta["layers"]):
             arrays = {k: z[f"L{i}_{k}"] for k in lm["arrays"]}
-            chip._layers.append(Crossbar.from_state(spec, lm["n_in"], lm["n_out"],
-                                                    {"arrays": arrays, "scalars": lm["scalars"]}))
+            try:
+                chip._layers.append(Crossbar.from_state(spec, lm["n_in"], lm["n_out"],
+                                                        {"arrays": arrays, "scalars": lm["scalars"]}))
+            except ValueError as exc:
+                raise ValueError(f"{path} is not a valid saved chip (layer {i}: {exc})") from None
     chip._read_rng = np.random.Generator(np.random.PCG64())
     chip._read_rng.bit_generator.state = meta["read_rng"]
     chip._write_rng = np.random.Generator(np.random.PCG64())

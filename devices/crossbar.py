@@ -242,7 +242,22 @@ class Crossbar:
         """Rebuild a layer saved with :meth:`state`."""
         self = cls.__new__(cls)
         self._derive(spec, n_in, n_out)
-        for k, v in state["arrays"].items():
+        rows, cols = self.n_in + 1, self.n_out
+        dev = (2, rows, cols)
+        layout = {"w_eff": ((rows, cols), np.float32), "row_gsum": ((rows,), np.float64),
+                  "gain": ((cols,), np.float32), "offset": ((cols,), np.float32),
+                  "curv": ((cols,), np.float32), "sat": ((cols,), np.float32)}
+        if not self.exact:
+            layout.update(g=(dev, np.float32), t_prog=(dev, np.float64), nu=(dev, np.float32),
+                          params=((4,) + dev, np.float32), endurance=(dev, np.float32),
+                          wear=(dev, np.uint32), stuck=(dev, np.int8))
+        arrays = state["arrays"]
+        if set(arrays) != set(layout):
+            raise ValueError(f"saved layer holds arrays {sorted(arrays)}, expected {sorted(layout)}")
+        for k, (shape, dtype) in layout.items():
+            v = arrays[k]
+            if v.shape != shape or v.dtype != dtype:
+                raise ValueError(f"saved array {k!r} is {v.dtype}{v.shape}, expected {np.dtype(dtype)}{shape}")
             setattr(self, k, np.ascontiguousarray(v))
         self.t_eval = float(state["scalars"]["t_eval"])
         self.t_prog_max = float(state["scalars"]["t_prog_max"])

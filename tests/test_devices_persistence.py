@@ -134,3 +134,15 @@ def test_loading_a_missing_file_raises_file_not_found(tmp_path):
         devices.load_chip(tmp_path / "nowhere.npz")
     with pytest.raises(FileNotFoundError):
         devices.load_chip(tmp_path)  # a folder is not a file
+
+
+def test_load_refuses_arrays_of_the_wrong_shape_or_dtype(tmp_path):
+    chip = devices.make_chip("pcm", (6, 4), seed=0)
+    path = chip.save(tmp_path / "chip.npz")
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    for key, bad in (("L0_g", arrays["L0_g"][:, :-1]), ("L0_wear", arrays["L0_wear"].astype(np.float32))):
+        broken = dict(arrays, **{key: bad})
+        np.savez(tmp_path / "broken.npz", **broken)
+        with pytest.raises(ValueError, match="not a valid saved chip"):
+            devices.load_chip(tmp_path / "broken.npz")
