@@ -13,10 +13,12 @@ one 64-bit draw (Irwin-Hall with n = 4), centred and scaled to unit variance:
 exact mean and variance, tails cut at 2*sqrt(3) = 3.46 sigma, excess kurtosis
 -0.3.  That is ample for read and write noise and costs no libm call.
 
-The read path (``dac_kernel``, ``periphery_kernel``) is serial on purpose: it
-runs right after a multi-threaded BLAS product, and a parallel numba region
-there fights BLAS's spinning threads for the two cores (measured: 8 ms against
-2 ms serial for a 100 x 1000 output).
+All kernels are serial on purpose: they run right after multi-threaded BLAS
+products, and a parallel numba region there fights BLAS's spinning threads for
+the two cores (measured: 8 ms against 2 ms serial for the read periphery of a
+100 x 1000 output; an FF epoch on ``pcm`` took 9.9 s with a parallel
+programming kernel against 7.3 s serial).  Per-row generator seeds keep the
+results independent of the order rows are processed in.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ FASTMATH = False
 CACHE = False
 # error_model="numpy" drops Python's division-by-zero checks so that loops vectorize.
 _jit = numba.njit(fastmath=FASTMATH, cache=CACHE, nogil=True, error_model="numpy")
-_pjit = numba.njit(fastmath=FASTMATH, cache=CACHE, nogil=True, error_model="numpy", parallel=True)
 #: Independent generator lanes per row (one AVX-512 vector of uint64 is 8; 16 vectorizes best).
 LANES = 16
 
@@ -258,7 +259,7 @@ def periphery_kernel(u, bias, bias_level, noise_var_rows, out_var, seed,
                 row[j] = min(max(row[j] + bl * bias[j], zero), R)
 
 
-@_pjit
+@_jit
 def refresh_kernel(g, t_prog, nu, now, t0, w_max, w_eff, row_gsum):
     """Effective weights at time ``now`` from the as-programmed state.
 
@@ -268,7 +269,7 @@ def refresh_kernel(g, t_prog, nu, now, t0, w_max, w_eff, row_gsum):
     each row (normalized units, both devices), for the read-energy model.
     """
     rows, cols = w_eff.shape
-    for i in numba.prange(rows):
+    for i in range(rows):
         acc = 0.0
         for j in range(cols):
             gp = float(g[0, i, j]) * drift_factor(now - t_prog[0, i, j], float(nu[0, i, j]), t0)
@@ -278,7 +279,7 @@ def refresh_kernel(g, t_prog, nu, now, t0, w_max, w_eff, row_gsum):
         row_gsum[i] = acc
 
 
-@_pjit
+@_jit
 def program_kernel(delta, g, t_prog, nu, params, endurance, wear, stuck, w_eff,
                    now, pulse_step_w, w_max, max_pulses, pulse_std, drift_on, dp, seed,
                    row_pulses, row_max):
@@ -295,7 +296,7 @@ def program_kernel(delta, g, t_prog, nu, params, endurance, wear, stuck, w_eff,
     """
     rows, cols = delta.shape
     t0 = dp[D_T0]
-    for i in numba.prange(rows):
+    for i in range(rows):
         st = row_seed(seed, i)
         total = 0
         most = 0
