@@ -130,7 +130,7 @@ def test_ff_signal_matches_reference(k, gain):
 
 def test_ff_signal_bins_at_the_edges():
     """Outputs below 0 use bin 0, beyond the table the last bin; bin edges go up."""
-    n, k, width = 4, 3, 0.5
+    n, width = 4, 0.5
     table = np.array([[1.0, 2.0, 3.0]] * n, np.float32)
     y = np.array([[-2.0, 0.0, 0.49, 0.5], [0.99, 1.0, 1.5, 100.0]], np.float32)
     out = np.empty_like(y)
