@@ -1,7 +1,7 @@
 """Numba kernels of the Forward-Forward learner (controller-side arithmetic).
 
 Private: ``mortal.ff`` validates inputs once and calls these.  References in
-plain numpy live in ``tests/reference.py``.
+plain numpy live in ``tests/reference_ff.py``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ RMS_EPS = 1e-10
 def measure_rows(y, gain, out, scale, goodness):
     """Activities, goodness and the next layer's normalized input, in one pass.
 
+    With ``gain = 1`` and ``scale = 1`` it is the RMS normalization of the raw input.
+
     y : float32 (batch, n)   measured chip outputs
     gain : float             digital gain from chip units to activity units
     out : float32 (batch, n) receives ``scale * a / (rms(a) + RMS_EPS)`` with ``a = gain * y``
@@ -39,20 +41,6 @@ def measure_rows(y, gain, out, scale, goodness):
         f = scale * gain / (math.sqrt(s / n) + RMS_EPS)
         for j in range(n):
             out[b, j] = np.float32(f * float(y[b, j]))
-
-
-@_jit
-def normalize_rows(x, scale, out):
-    """``out = scale * x / (rms(x) + RMS_EPS)`` row by row; x, out float32 (batch, n)."""
-    batch, n = x.shape
-    for b in range(batch):
-        s = 0.0
-        for j in range(n):
-            v = float(x[b, j])
-            s += v * v
-        f = scale / (math.sqrt(s / n) + RMS_EPS)
-        for j in range(n):
-            out[b, j] = np.float32(f * float(x[b, j]))
 
 
 @_jit

@@ -228,8 +228,8 @@ class FFLearner:
         n_layers = len(scales) if n_layers is None else n_layers
         out = _Pass()
         h = np.empty_like(x)
-        K.normalize_rows(x, 1.0, h)
         batch = x.shape[0]
+        K.measure_rows(x, 1.0, h, 1.0, np.empty(batch, np.float64))
         for layer in range(n_layers):
             s = scales[layer]
             y = chip.read(layer, h * np.float32(s) if s != 1.0 else h)
@@ -245,7 +245,8 @@ class FFLearner:
         chip.ledger.charge_digital(5 * batch * sum(chip.info.layer_sizes[: n_layers + 1]))
         return out
 
-    def _head_logits(self, chip: Chip, p: _Pass) -> np.ndarray:
+    def _head_logits(self, chip: Chip, p: _Pass) -> tuple[np.ndarray, np.ndarray]:
+        """Head logits (B, 10) and the features they came from (normalized readout activities)."""
         feats = np.concatenate([p.normed[i] for i in self._readout_layers(len(p.normed))], axis=1)
         chip.ledger.charge_digital(2 * feats.shape[0] * feats.shape[1] * N_CLASSES)
         return feats @ self.head, feats

@@ -19,12 +19,6 @@ def rms_rows(a: np.ndarray) -> np.ndarray:
     return np.sqrt(np.mean(a * a, axis=1, keepdims=True))
 
 
-def normalize_rows(x: np.ndarray, scale: float) -> np.ndarray:
-    """``scale * x / (rms(x) + RMS_EPS)`` per row, float32 (batch, n)."""
-    x = np.asarray(x, np.float64)
-    return (scale * x / (rms_rows(x) + RMS_EPS)).astype(np.float32)
-
-
 def measure_rows(y: np.ndarray, gain: float, scale: float) -> tuple[np.ndarray, np.ndarray]:
     """Normalized activities and goodness of measured outputs ``y``.
 

@@ -23,7 +23,7 @@ from mortal import _kernels as K
 EPS32 = float(np.finfo(np.float32).eps)
 EPS64 = float(np.finfo(np.float64).eps)
 MORTAL_DIR = Path(mortal.__file__).resolve().parent
-KERNELS = ("measure_rows", "normalize_rows", "ff_signal", "smooth_step", "accumulate_pulses")
+KERNELS = ("measure_rows", "ff_signal", "smooth_step", "accumulate_pulses")
 
 
 def _rng(seed: int) -> np.random.Generator:
@@ -40,39 +40,39 @@ def _assert_f32_close(actual: np.ndarray, expected: np.ndarray, ulps: float = 2.
     assert not bad.any(), f"{bad.sum()} of {bad.size} values differ; worst {np.abs(a - e)[bad].max()}"
 
 
-# -- normalize_rows ---------------------------------------------------------------------------
+# -- measure_rows as the input normalization (gain 1) ---------------------------------------------------------------------------
 @pytest.mark.parametrize("shape", [(1, 1), (3, 7), (17, 784), (64, 1000)])
 @pytest.mark.parametrize("scale", [1.0, 0.25, 3.0])
-def test_normalize_rows_matches_reference(shape, scale):
+def test_input_normalization_matches_reference(shape, scale):
     x = _rng(1).standard_normal(shape).astype(np.float32) * np.float32(5.0)
     x[0, 0] = 0.0
     out = np.empty_like(x)
-    K.normalize_rows(x, scale, out)
-    _assert_f32_close(out, ref.normalize_rows(x, scale))
+    K.measure_rows(x, 1.0, out, scale, np.empty(x.shape[0]))
+    _assert_f32_close(out, ref.measure_rows(x, 1.0, scale)[0])
     # each non-zero row now has RMS ``scale`` (up to float32 rounding and the tiny epsilon)
     nonzero = np.abs(x).sum(axis=1) > 0
     assert nonzero.sum() >= shape[0] - 1
     np.testing.assert_allclose(ref.rms_rows(out)[nonzero, 0], scale, rtol=4 * EPS32 * np.sqrt(shape[1]))
 
 
-def test_normalize_rows_zero_row_stays_zero_and_finite():
+def test_input_normalization_zero_row_stays_zero_and_finite():
     x = np.zeros((2, 10), np.float32)
     x[1, 3] = 1e-30
     out = np.full_like(x, np.nan)
-    K.normalize_rows(x, 1.0, out)
+    K.measure_rows(x, 1.0, out, 1.0, np.empty(x.shape[0]))
     assert np.isfinite(out).all()
     assert (out[0] == 0).all()
-    _assert_f32_close(out, ref.normalize_rows(x, 1.0))
+    _assert_f32_close(out, ref.measure_rows(x, 1.0, 1.0)[0])
 
 
-def test_normalize_rows_images_with_label_pixels():
+def test_input_normalization_images_with_label_pixels():
     """The controller's first step: uint8 images in [0, 1] with the label in the first 10 pixels."""
     img = _rng(2).integers(0, 256, (50, 784)).astype(np.float32) / np.float32(255)
     img[:, :10] = 0.0
     img[np.arange(50), _rng(3).integers(0, 10, 50)] = 1.0
     out = np.empty_like(img)
-    K.normalize_rows(img, 1.0, out)
-    _assert_f32_close(out, ref.normalize_rows(img, 1.0))
+    K.measure_rows(img, 1.0, out, 1.0, np.empty(img.shape[0]))
+    _assert_f32_close(out, ref.measure_rows(img, 1.0, 1.0)[0])
 
 
 # -- measure_rows -----------------------------------------------------------------------------
