@@ -168,12 +168,13 @@ class Crossbar:
         spec = self.spec
         batch = x.shape[0]
         sq = np.zeros(batch, np.float64)
+        ab = np.zeros(batch, np.float64)
         r_in = spec.dac.range
         need_norms = spec.read_noise.weight_std > 0.0
         if spec.dac.bits is not None or math.isfinite(r_in) or need_norms:
             step = r_in / (2 ** (spec.dac.bits - 1) - 1) if spec.dac.bits is not None else 0.0
             xq = np.empty_like(x)
-            K.dac_kernel(x, xq, float(r_in), float(step), sq)
+            K.dac_kernel(x, xq, float(r_in), float(step), sq, ab)
         else:
             xq = x
         y = xq @ self.w_eff[:-1]

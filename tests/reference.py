@@ -110,10 +110,10 @@ def lane_normals(base: int, row: int, n: int) -> np.ndarray:
 
 
 # -- read path ----------------------------------------------------------------------------------
-def dac(x: np.ndarray, in_range: float, step: float) -> tuple[np.ndarray, np.ndarray]:
+def dac(x: np.ndarray, in_range: float, step: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Clip to [-in_range, in_range] and quantize to multiples of ``step`` in float32.
 
-    Returns (out float32 (batch, n), sum(out**2) float64 (batch,)).
+    Returns (out float32 (batch, n), sum(out**2) float64 (batch,), sum(|out|) float64 (batch,)).
     """
     x = np.asarray(x, dtype=np.float32)
     r = np.float32(in_range)
@@ -121,7 +121,7 @@ def dac(x: np.ndarray, in_range: float, step: float) -> tuple[np.ndarray, np.nda
     if step > 0:
         v = np.floor(v * np.float32(1.0 / step) + np.float32(0.5)) * np.float32(step)
     v64 = v.astype(np.float64)
-    return v, (v64 * v64).sum(axis=1)
+    return v, (v64 * v64).sum(axis=1), np.abs(v64).sum(axis=1)
 
 
 def periphery(u, bias, bias_level, noise_var_rows, out_var, seed, soft, gain, offset, curv, sat,

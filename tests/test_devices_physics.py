@@ -167,7 +167,7 @@ def test_read_noise_std_matches_the_spec(x_level):
     chip = devices.make_chip(spec, (64, 64), seed=5)
     rng = np.random.default_rng(5)
     x = (rng.choice([-1.0, 1.0], 64) * x_level).astype(np.float32)[None]
-    xq, sq = ref.dac(x, spec.dac.range, spec.dac.range / (2 ** (spec.dac.bits - 1) - 1))
+    xq, sq, _ = ref.dac(x, spec.dac.range, spec.dac.range / (2 ** (spec.dac.bits - 1) - 1))
     W = devices.inspect(chip).layers[0].weights.astype(np.float64)
     mean = xq.astype(np.float64) @ W[:-1] + W[-1]
     R = spec.adc.range

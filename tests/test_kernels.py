@@ -118,13 +118,15 @@ def test_dac_kernel_matches_reference(n_in, in_range, bits):
     step = in_range / (2 ** (bits - 1) - 1) if bits is not None else 0.0
     out = np.empty_like(x)
     sq = np.full(9, np.nan)
-    K.dac_kernel(x, out, float(in_range), float(step), sq)
-    want, sq_ref = ref.dac(x, in_range, step)
+    ab = np.full(9, np.nan)
+    K.dac_kernel(x, out, float(in_range), float(step), sq, ab)
+    want, sq_ref, ab_ref = ref.dac(x, in_range, step)
     np.testing.assert_array_max_ulp(out, want, maxulp=1)
     np.testing.assert_array_equal(out, want)  # same float32 operations: exact
     # Row sums: float32 partial sums of n_in / LANES terms each, then float64.
     tol = (n_in // K.LANES + 2) * EPS32
     np.testing.assert_allclose(sq, sq_ref, rtol=tol, atol=0)
+    np.testing.assert_allclose(ab, ab_ref, rtol=tol, atol=0)
     if bits is not None:
         levels = np.round(out / step)
         np.testing.assert_allclose(out, levels * step, rtol=f32_tol(2), atol=0)
