@@ -3,7 +3,7 @@
 ``make_chip(spec, layer_sizes, seed)`` fabricates a unique chip; it satisfies
 ``mortal.chip.Chip`` (``info``, ``ledger``, ``read``, ``program``, ``wait``).
 Per-chip randomness comes from ``numpy.random.SeedSequence``: fabrication,
-reads and writes use separate streams addressed by ``spawn_key``, so extra
+reads, writes and the devices' failure times use separate streams addressed by ``spawn_key``, so extra
 reads never change which devices were fabricated.
 """
 
@@ -29,7 +29,7 @@ __all__ = ["AnalogChip", "ChipInfo", "make_chip", "load_chip", "inspect", "Layer
 
 _FORMAT = "mortal-chip/1"
 # Stream numbers under a chip's SeedSequence.
-_FAB, _READ, _WRITE = 0, 1, 2
+_FAB, _READ, _WRITE, _AGE = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,9 @@ class AnalogChip:
         self.seed = {"entropy": root.entropy, "spawn_key": list(root.spawn_key)}
         fab = _stream(root, _FAB)
         self._layers = [Crossbar(spec, sizes[i], sizes[i + 1], fab) for i in range(n_layers)]
+        age = _stream(root, _AGE)
+        for L in self._layers:
+            L.draw_failures(age)
         self._read_rng = _stream(root, _READ)
         self._write_rng = _stream(root, _WRITE)
         self.ledger = Ledger(spec.energy.digital_op_j, spec.energy.digital_op_s)
@@ -123,6 +126,7 @@ class AnalogChip:
         x = _as_float32(x, "x", (None, L.n_in), f"(batch, {L.n_in})")
         if x.shape[0] == 0:
             raise ValueError("x must hold at least one input vector (batch >= 1)")
+        self._age()
         seed = int(self._read_rng.integers(0, 2**63))
         y, drive = L.read(x, self.clock_s, seed)
         cost = read_cost(self.spec, x.shape[0], L.n_in, L.n_out, drive,
@@ -137,6 +141,7 @@ class AnalogChip:
             raise ValueError(f"layer {layer} is not trainable on this chip (info.trainable)")
         shape = (L.n_in + 1, L.n_out)
         delta = _as_float32(delta, "delta", shape, f"{shape}")
+        self._age()
         # Exact weights use no write noise: no draw, so a refused request leaves the stream alone.
         seed = 0 if L.exact else int(self._write_rng.integers(0, 2**63))
         pulses, rows, slow = L.program(delta, self.clock_s, seed)
@@ -146,13 +151,22 @@ class AnalogChip:
         self.ledger.count("program_calls")
 
     def wait(self, seconds: float) -> None:
-        """Let ``seconds`` of idle time pass (drift continues)."""
+        """Let ``seconds`` of idle time pass: drift continues and devices whose failure time
+        has come stick (``faults.failure_median_s``)."""
         if isinstance(seconds, (bool, np.bool_)) or not isinstance(seconds, (int, float, np.integer, np.floating)):
             raise ValueError(f"seconds must be a real number, got {type(seconds).__name__}")
         s = float(seconds)
         if not math.isfinite(s) or s < 0:
             raise ValueError(f"seconds must be finite and >= 0, got {seconds}")
         self.ledger.charge("idle", 0.0, s)
+        self._age()
+
+    def _age(self) -> None:
+        """Apply the failures with time due by the chip's clock."""
+        now = self.clock_s
+        failed = sum(L.age(now) for L in self._layers)
+        if failed:
+            self.ledger.count("device_failures", failed)
 
     # -- persistence ------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
@@ -311,6 +325,8 @@ class LayerState:
     ``g``, ``nu``, ``t_prog``, ``wear``, ``stuck``, ``endurance``: per device,
     shape (2, n_in + 1, n_out), index 0 the positive device (None in exact mode).
     ``g_sat``, ``step_up``, ``step_down``: per-device response parameters.
+    ``failure_time``: per device, the chip age (s) at which it fails and sticks
+    (``inf`` if never).
     ``gain``, ``offset``, ``curvature``, ``saturation``: per neuron (n_out,).
     """
 
@@ -326,6 +342,7 @@ class LayerState:
     g_sat: np.ndarray | None
     step_up: np.ndarray | None
     step_down: np.ndarray | None
+    failure_time: np.ndarray | None
     gain: np.ndarray
     offset: np.ndarray
     curvature: np.ndarray
@@ -369,6 +386,7 @@ def inspect(chip: AnalogChip) -> ChipState:
             g_sat=L.params[K.P_GSAT].copy() if dev else None,
             step_up=L.params[K.P_STEP_UP].copy() if dev else None,
             step_down=L.params[K.P_STEP_DOWN].copy() if dev else None,
+            failure_time=cp("fail_at"),
             gain=L.gain.copy(), offset=L.offset.copy(), curvature=L.curv.copy(), saturation=L.sat.copy(),
         ))
     return ChipState(clock_s=now, seed=dict(chip.seed), layers=layers)

@@ -17,7 +17,8 @@ from .spec import ChipSpec
 
 __all__ = ["Crossbar", "drift_parameters"]
 
-_STATE_ARRAYS = ("w_eff", "row_gsum", "g", "t_prog", "nu", "params", "endurance", "wear", "stuck")
+_STATE_ARRAYS = ("w_eff", "row_gsum", "g", "t_prog", "nu", "params", "endurance", "wear", "stuck",
+                 "fail_at", "fail_on")
 
 
 def _flat_from(coeff: float, offset: float, lo: float, hi: float) -> tuple[float, float]:
@@ -68,6 +69,29 @@ class Crossbar:
             return
         self._fabricate_devices(fab, w0)
         self.refresh(0.0)
+
+    def draw_failures(self, age: np.random.Generator) -> None:
+        """Draw each device's failure time and stuck state from the chip's ageing stream.
+
+        A separate stream keeps the fabrication draws of every layer unchanged
+        whether or not the spec has failures with time.
+        """
+        if self.exact:
+            return
+        f = self.spec.faults
+        shape = self.g.shape
+        if f.failure_median_s is None:
+            self.fail_at = np.full(shape, np.inf, dtype=np.float64)
+            self.fail_on = np.zeros(shape, dtype=np.int8)
+        else:
+            z = age.standard_normal(shape)
+            self.fail_at = f.failure_median_s * np.exp(f.failure_dtod * z)
+            self.fail_on = (age.random(shape) < f.failure_stuck_on_share).astype(np.int8)
+        self._next_failure()
+
+    def _next_failure(self) -> None:
+        live = self.stuck == 0
+        self.next_fail = float(self.fail_at[live].min()) if live.any() else math.inf
 
     def _derive(self, spec: ChipSpec, n_in: int, n_out: int) -> None:
         """Set the quantities that follow from the spec and the shape alone."""
@@ -161,6 +185,24 @@ class Crossbar:
         if now - self.t_eval > self.spec.drift.refresh_rel * age:
             self.refresh(now)
 
+    def age(self, now: float) -> int:
+        """Stick every working device whose failure time has come; returns how many failed."""
+        if self.exact or now < self.next_fail:
+            return 0
+        hit = (self.fail_at <= now) & (self.stuck == 0)
+        n = int(np.count_nonzero(hit))
+        if n:
+            on = hit & (self.fail_on != 0)
+            self.g[on] = self.params[K.P_GSAT][on]
+            self.g[hit & ~on] = 0.0
+            self.nu[hit] = 0.0
+            self.stuck[hit] = 1
+            self.refresh(now)
+            if not self.spec.drift.enabled:
+                self.row_gsum[:] = self.g.sum(axis=(0, 2), dtype=np.float64)
+        self._next_failure()
+        return n
+
     # -- operations ---------------------------------------------------------------------------
     def read(self, x: np.ndarray, now: float, seed: int) -> tuple[np.ndarray, float]:
         """Measured outputs for float32 inputs ``x`` (batch, n_in); returns (y, sum of (x / range)^2)."""
@@ -250,7 +292,8 @@ class Crossbar:
         if not self.exact:
             layout.update(g=(dev, np.float32), t_prog=(dev, np.float64), nu=(dev, np.float32),
                           params=((4,) + dev, np.float32), endurance=(dev, np.float32),
-                          wear=(dev, np.uint32), stuck=(dev, np.int8))
+                          wear=(dev, np.uint32), stuck=(dev, np.int8), fail_at=(dev, np.float64),
+                          fail_on=(dev, np.int8))
         arrays = state["arrays"]
         if set(arrays) != set(layout):
             raise ValueError(f"saved layer holds arrays {sorted(arrays)}, expected {sorted(layout)}")
@@ -261,4 +304,6 @@ class Crossbar:
             setattr(self, k, np.ascontiguousarray(v))
         self.t_eval = float(state["scalars"]["t_eval"])
         self.t_prog_max = float(state["scalars"]["t_prog_max"])
+        if not self.exact:
+            self._next_failure()
         return self

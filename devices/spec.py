@@ -16,6 +16,7 @@ saturation are in nominal output units (``x @ w`` for ideal devices).
 
 from __future__ import annotations
 
+import math
 from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -210,7 +211,7 @@ class NeuronSpec(SpecModel):
 
 
 class FaultSpec(SpecModel):
-    """Stuck devices at fabrication and the endurance limit."""
+    """Stuck devices: at fabrication, by wear (endurance) and with time (random failures)."""
 
     stuck_on_prob: float = Field(0.0, ge=0.0, le=0.5)
     """Fraction of devices stuck at their highest conductance at fabrication."""
@@ -220,6 +221,23 @@ class FaultSpec(SpecModel):
     """Median number of pulses a device survives; ``None`` for unlimited."""
     endurance_dtod: float = Field(0.0, ge=0.0, le=3.0)
     """Log-normal sigma of each device's endurance."""
+    failure_median_s: Optional[float] = Field(None, gt=0.0)
+    """Median time from fabrication until a device fails at random and sticks, seconds
+    (retention failures); ``None``: devices never fail with time.  Each device draws its
+    own failure time once, log-normal around this median."""
+    failure_dtod: float = Field(1.0, ge=0.0, le=5.0)
+    """Log-normal sigma of the per-device failure times."""
+    failure_stuck_on_share: float = Field(0.5, ge=0.0, le=1.0)
+    """Share of the failures with time that stick at the highest conductance (the rest at 0)."""
+
+    def failed_fraction(self, age_s: float) -> float:
+        """Expected fraction of devices failed with time (not by wear) at ``age_s`` after fabrication."""
+        if self.failure_median_s is None or age_s <= 0:
+            return 0.0
+        if self.failure_dtod == 0.0:
+            return 1.0 if age_s >= self.failure_median_s else 0.0
+        z = math.log(age_s / self.failure_median_s) / self.failure_dtod
+        return 0.5 * math.erfc(-z / math.sqrt(2.0))
 
 
 class EnergySpec(SpecModel):
