@@ -120,6 +120,12 @@ class AnalogChip:
         """Simulated seconds since fabrication."""
         return self.ledger.total_time_s
 
+    @property
+    def dead(self) -> bool:
+        """True once some layer has at least half of its devices stuck: most of its pairs
+        can no longer be set, and the chip cannot learn."""
+        return any(not L.exact and 2 * int(np.count_nonzero(L.stuck)) >= L.stuck.size for L in self._layers)
+
     def read(self, layer: int, x: np.ndarray) -> np.ndarray:
         """Measure layer ``layer`` for inputs ``x`` (batch, n_in); returns float32 (batch, n_out)."""
         L = self._layer(layer)

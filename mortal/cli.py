@@ -51,6 +51,27 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-every", type=int, default=0, help="epochs between checkpoints (0: only with --out, at the end)")
     t.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+
+    life = sub.add_parser("lifetime", help="train a chip, age it, and distill it into fresh chips as it dies")
+    life.add_argument("--preset", default="pcm", help="device preset (ideal, pcm, rram, wild)")
+    life.add_argument("--layers", type=_layers, default=(1000, 1000, 1000), help="hidden widths")
+    life.add_argument("--generations", type=int, default=3, help="chips in the lineage")
+    life.add_argument("--epochs", type=int, default=10, help="epochs of generation 0's training from labels")
+    life.add_argument("--distill-epochs", type=int, default=None, help="epochs of each distillation (default: --epochs)")
+    life.add_argument("--seed", type=int, default=0)
+    life.add_argument("--data", default=None, help="MNIST .npz or IDX folder (default: MORTAL_DATA, cache, download)")
+    life.add_argument("--mini", action="store_true", help="use the small MNIST subset bundled with the package")
+    life.add_argument("--train-size", type=int, default=None, help="use only the first N training images")
+    life.add_argument("--check-every", default="30d", help="simulated time between health checks (e.g. 30d, 6mo, 1y)")
+    life.add_argument("--max-age", default="50y", help="retire a chip at this age after training even if healthy")
+    life.add_argument("--margin", type=float, default=0.03,
+                      help="dying once the probe error exceeds its post-training value by this much")
+    life.add_argument("--compensation", choices=("none", "global", "column"), default="column")
+    life.add_argument("--temperature", type=float, default=1.0, help="distillation temperature")
+    life.add_argument("--teacher-readout", choices=("goodness", "softmax", "combined"), default="softmax")
+    life.add_argument("--policy", choices=("direct", "mixed"), default="mixed")
+    life.add_argument("--out", default=None, help="output folder (events.jsonl, config.json, lifetime.png/.svg)")
+    life.add_argument("--quiet", action="store_true", help="no per-event lines")
     return p
 
 
@@ -142,6 +163,97 @@ def cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_lifetime(args: argparse.Namespace) -> int:
+    from .data import load_mnist, load_mnist_mini
+    from .errors import InputError
+    from .lifetime import LifetimeConfig, format_duration, run_lifetime, write_events
+
+    try:
+        cfg = LifetimeConfig(preset=args.preset, layers=args.layers, generations=args.generations,
+                             epochs=args.epochs, distill_epochs=args.distill_epochs, seed=args.seed,
+                             check_every=args.check_every, max_age=args.max_age, margin=args.margin,
+                             compensation=args.compensation, temperature=args.temperature,
+                             teacher_readout=args.teacher_readout, policy=args.policy)
+        data = load_mnist_mini() if args.mini else load_mnist(args.data)
+    except ValidationError as exc:
+        return _error(_validation_message(exc))
+    except (ValueError, FileNotFoundError) as exc:
+        return _error(str(exc))
+    n_all = data.train_images.shape[0]
+    n = n_all if args.train_size is None else args.train_size
+    if not 1 <= n <= n_all:
+        return _error(f"--train-size must be between 1 and {n_all} (the training images available), got {n}")
+    out = Path(args.out) if args.out else None
+    sinks = []
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps({"lifetime": cfg.model_dump(mode="json"),
+                                                     "data": data.source, "train_size": int(n)}, indent=2))
+        sinks.append(write_events(out / "events.jsonl"))
+
+    def show(ev: dict) -> None:
+        for sink in sinks:
+            sink(ev)
+        if args.quiet:
+            return
+        te = ev.get("test_error", {})
+        err = " ".join(f"{k} {100 * v:.2f}%" for k, v in te.items())
+        extra = ""
+        if ev["event"] == "check":
+            extra = f"probe {100 * ev['probe_error']:.2f}%  stuck {100 * ev['stuck_fraction']:.2f}%"
+        elif ev["event"] == "distilled":
+            extra = (f"teacher reads {ev['teacher_energy_j']:.3g} J  student {ev['student_energy_j']:.3g} J  "
+                     f"agreement {100 * ev['agreement']:.1f}%")
+        elif ev["event"] in ("dying", "retired"):
+            extra = ev["reason"]
+        print(f"[{format_duration(ev['time_s']):>9}] gen {ev['generation']} {ev['event']:<9} {err}  {extra}",
+              flush=True)
+
+    t0 = time.perf_counter()
+    try:
+        events = run_lifetime(cfg, data.train_images[:n], data.train_labels[:n], data.test_images,
+                              data.test_labels, emit=show, progress=not args.quiet and sys.stderr.isatty())
+    except InputError as exc:
+        return _error(str(exc))
+    except Exception as exc:
+        print(f"mortal: lifetime run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    if out is not None:
+        from .plots import plot_lifetime
+
+        paths = plot_lifetime(events, out / "lifetime")
+        if not args.quiet:
+            print(f"figure: {paths[0]}")
+    _print_lifetime_table(events, time.perf_counter() - t0)
+    return EXIT_OK
+
+
+def _print_lifetime_table(events: list, wall: float) -> None:
+    from .lifetime import format_duration
+
+    print(f"{'gen':>3}  {'born':>9}  {'error at start':>14}  {'error at end':>12}  {'lived':>9}  end")
+    gens = sorted({e["generation"] for e in events})
+    for g in gens:
+        evs = [e for e in events if e["generation"] == g]
+        start = next(e for e in evs if e["event"] in ("trained", "distilled"))
+        checks = [e for e in evs if e["event"] == "check"]
+        end = next((e for e in evs if e["event"] in ("dying", "retired")), None)
+        last = checks[-1]["test_error"]["softmax"] if checks else float("nan")
+        born = start["time_s"] - start["age_s"]
+        lived = format_duration(end["time_s"] - born) if end else "-"
+        print(f"{g:>3}  {format_duration(born):>9}  {100 * start['test_error']['softmax']:>13.2f}%  "
+              f"{100 * last:>11.2f}%  {lived:>9}  {end['event'] if end else '-'}")
+    print(f"wall time {wall:.1f} s")
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(x) for x in err["loc"]) or "config"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
 def _print_table(s: dict) -> None:
     rows = [("preset", s["preset"]), ("layers", ",".join(map(str, s["layers"]))), ("epochs", s["epochs"])]
     for k, v in (s["test_error"] or {}).items():
@@ -168,6 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     if args.command == "train":
         return cmd_train(args)
+    if args.command == "lifetime":
+        return cmd_lifetime(args)
     return _error(f"unknown command {args.command}")
 
 

@@ -175,6 +175,9 @@ class FFLearner:
         self._sizes: Optional[tuple[int, ...]] = None
         self._chip: Optional[Chip] = None
         self._copies = 1
+        #: Per layer, a float32 (n_out,) factor applied to every measured output before
+        #: use (set by :class:`mortal.care.DriftCompensator`); ``None``: no correction.
+        self.correction: Optional[list[np.ndarray]] = None
 
     # -- set-up ---------------------------------------------------------------------------------
     def _check_chip(self, chip: Any, bound: bool = True) -> tuple[int, ...]:
@@ -214,6 +217,29 @@ class FFLearner:
         self.epoch = 0
         self.history = []
 
+    def copy_controller(self, chip: Chip) -> "FFLearner":
+        """A new learner bound to ``chip`` (same layer sizes) holding a copy of this learner's
+        controller memory: head, peer means, smoothed gradients, slope tables, history.
+
+        This copies only what lives in the digital controller; the chip's weights are not
+        involved (see ``mortal.lifetime.weight_copy`` for the immortal weight copy).
+        """
+        if self._sizes is None:
+            raise InputError("the learner has not been fitted yet (call fit first)")
+        sizes = self._check_chip(chip, bound=False)
+        if sizes != self._sizes:
+            raise InputError(f"the chip has layer sizes {sizes}, this learner {self._sizes}")
+        new = FFLearner(self.config)
+        new._init_state(chip, sizes)
+        new._copies = self._copies
+        for name in ("smooth", "shadow", "peer_mean"):
+            setattr(new, name, [a.copy() for a in getattr(self, name)])
+        new.head, new.head_smooth = self.head.copy(), self.head_smooth.copy()
+        new.slopes = [(t.copy(), w) for t, w in self.slopes]
+        new.epoch = self.epoch
+        new.history = [dict(r) for r in self.history]
+        return new
+
     def _scales(self, chip: Chip) -> list[float]:
         """Per layer, the factor from unit-RMS inputs to chip input levels."""
         out = []
@@ -233,6 +259,8 @@ class FFLearner:
         for layer in range(n_layers):
             s = scales[layer]
             y = chip.read(layer, h * np.float32(s) if s != 1.0 else h)
+            if self.correction is not None:
+                y = y * self.correction[layer]
             normed = np.empty_like(y)
             good = np.empty(batch, np.float64)
             K.measure_rows(y, 1.0 / s, normed, 1.0, good)
@@ -241,8 +269,9 @@ class FFLearner:
             out.normed.append(normed)
             out.goodness.append(good)
             h = normed
-        # normalization, goodness and scaling: about 5 operations per value
-        chip.ledger.charge_digital(5 * batch * sum(chip.info.layer_sizes[: n_layers + 1]))
+        # normalization, goodness and scaling: about 5 operations per value (6 when corrected)
+        per_value = 5 if self.correction is None else 6
+        chip.ledger.charge_digital(per_value * batch * sum(chip.info.layer_sizes[: n_layers + 1]))
         return out
 
     def _head_logits(self, chip: Chip, p: _Pass) -> tuple[np.ndarray, np.ndarray]:
@@ -286,6 +315,30 @@ class FFLearner:
         progress : bool, optional
             A progress bar on stderr (default: when stderr is a terminal).
         """
+        return self._fit(chip, images, labels, None, "argmax", test_images, test_labels, checkpoint_dir,
+                         resume, log, progress)
+
+    def fit_soft(self, chip: Chip, images: Any, targets: Any, *, positives: Literal["argmax", "sample"] = "argmax",
+                 test_images: Any = None, test_labels: Any = None, checkpoint_dir: str | Path | None = None,
+                 resume: str | Path | None = None, log: Callable[[dict[str, Any]], None] | str | Path | None = None,
+                 progress: bool | None = None) -> "FFLearner":
+        """Train ``chip`` from soft targets (float (n, 10) probabilities per image), e.g. a teacher's.
+
+        Positive data carries each image's most likely label (``positives="argmax"``) or a
+        label drawn from its target anew every epoch (``"sample"``); negative labels are drawn
+        in proportion to the targets' probabilities of the other labels; the softmax head
+        is fitted to the targets themselves.  Other arguments as in :meth:`fit`.
+        """
+        if positives not in ("argmax", "sample"):
+            raise InputError(f"positives must be 'argmax' or 'sample', got {positives!r}")
+        x = _as_images(images)
+        soft = _as_targets(targets, x.shape[0])
+        return self._fit(chip, x, soft.argmax(axis=1), soft, positives, test_images, test_labels,
+                         checkpoint_dir, resume, log, progress)
+
+    def _fit(self, chip: Chip, images: Any, labels: Any, soft: np.ndarray | None, positives: str,
+             test_images: Any, test_labels: Any, checkpoint_dir: str | Path | None, resume: str | Path | None,
+             log: Callable[[dict[str, Any]], None] | str | Path | None, progress: bool | None) -> "FFLearner":
         cfg = self.config
         sizes = self._check_chip(chip, bound=resume is None)
         x_all = _as_images(images)
@@ -302,7 +355,7 @@ class FFLearner:
             raise InputError("config.checkpoint_every is set but no checkpoint_dir was given")
         if (cfg.checkpoint_every or resume is not None) and not callable(getattr(chip, "save", None)):
             raise InputError("checkpoints need a chip with a save(path) method")
-        data_id = _data_fingerprint(x_all, y_all)
+        data_id = _data_fingerprint(x_all, y_all, soft)
         if checkpoint_dir is not None:
             try:
                 Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
@@ -335,7 +388,8 @@ class FFLearner:
             bar = Progress(n_batches, f"epoch {e + 1}/{cfg.epochs}", enabled=show)
             for k in range(n_batches):
                 idx = order[k * cfg.batch_size:(k + 1) * cfg.batch_size]
-                stats += self._train_batch(chip, x_all[idx], y_all[idx], gain, rng)
+                stats += self._train_batch(chip, x_all[idx], y_all[idx], gain, rng,
+                                           None if soft is None else soft[idx], positives)
                 bar.update(k + 1)
             bar.close()
             train_wall = time.perf_counter() - t_wall
@@ -367,14 +421,28 @@ class FFLearner:
         return self
 
     def _train_batch(self, chip: Chip, x: np.ndarray, labels: np.ndarray, gain: float,
-                     rng: np.random.Generator) -> np.ndarray:
+                     rng: np.random.Generator, soft: np.ndarray | None = None,
+                     positives: str = "argmax") -> np.ndarray:
         cfg = self.config
         batch = x.shape[0]
         # Neutral pass: trains the head and proposes hard negatives.
         neutral = self._forward(chip, self._embed(x, None))
         logits, feats = self._head_logits(chip, neutral)
+        if soft is not None and positives == "sample":
+            labels = _sample_rows(soft, rng)
         online_err = float(np.count_nonzero(logits.argmax(axis=1) != labels))
-        if cfg.hard_negatives:
+        if soft is not None:
+            # The targets' ranking of the wrong labels chooses the negatives.
+            prob = soft.astype(np.float64)
+            prob[np.arange(batch), labels] = 0.0
+            total = prob.sum(axis=1, keepdims=True)
+            flat = total[:, 0] <= 0.0
+            prob[flat] = 1.0
+            prob[flat, labels[flat]] = 0.0
+            prob /= prob.sum(axis=1, keepdims=True)
+            wrong = _sample_rows(prob, rng)
+            wrong = np.where(wrong == labels, (labels + 1) % N_CLASSES, wrong)
+        elif cfg.hard_negatives:
             z = logits.astype(np.float64)
             z[np.arange(batch), labels] = -np.inf
             z -= z.max(axis=1, keepdims=True)
@@ -385,7 +453,7 @@ class FFLearner:
             wrong = np.where(wrong == labels, (labels + 1) % N_CLASSES, wrong)
         else:
             wrong = (labels + rng.integers(1, N_CLASSES, batch)) % N_CLASSES
-        self._update_head(chip, feats, logits, labels, gain)
+        self._update_head(chip, feats, logits, labels, gain, soft)
         pos = self._forward(chip, self._embed(x, labels))
         neg = self._forward(chip, self._embed(x, wrong))
         scales = self._scales(chip)
@@ -426,13 +494,16 @@ class FFLearner:
         return np.array([np.logaddexp(0.0, -z_pos).mean(), np.logaddexp(0.0, z_neg).mean()])
 
     def _update_head(self, chip: Chip, feats: np.ndarray, logits: np.ndarray, labels: np.ndarray,
-                     gain: float) -> None:
+                     gain: float, soft: np.ndarray | None = None) -> None:
         cfg = self.config
         z = logits - logits.max(axis=1, keepdims=True)
         prob = np.exp(z)
         prob /= prob.sum(axis=1, keepdims=True)
-        target = np.zeros_like(prob)
-        target[np.arange(labels.shape[0]), labels] = 1.0
+        if soft is None:
+            target = np.zeros_like(prob)
+            target[np.arange(labels.shape[0]), labels] = 1.0
+        else:
+            target = soft.astype(prob.dtype)
         grad = feats.T @ (target - prob).astype(np.float32) / np.float32(labels.shape[0])
         m = np.float32(cfg.momentum)
         self.head_smooth *= m
@@ -460,12 +531,39 @@ class FFLearner:
                 logits, _ = self._head_logits(chip, self._forward(chip, self._embed(xb, None)))
                 out[start:start + xb.shape[0]] = logits.argmax(axis=1)
             else:
-                score = np.zeros((xb.shape[0], N_CLASSES))
-                for label in range(N_CLASSES):
-                    p = self._forward(chip, self._embed(xb, label), n_layers=readout[-1] + 1)
-                    score[:, label] = sum(p.goodness[i] for i in readout)
-                out[start:start + xb.shape[0]] = score.argmax(axis=1)
+                out[start:start + xb.shape[0]] = self._scores(chip, xb, readout).argmax(axis=1)
         return out
+
+    def _scores(self, chip: Chip, x: np.ndarray, readout: list[int]) -> np.ndarray:
+        score = np.zeros((x.shape[0], N_CLASSES))
+        for label in range(N_CLASSES):
+            p = self._forward(chip, self._embed(x, label), n_layers=readout[-1] + 1)
+            score[:, label] = sum(p.goodness[i] for i in readout)
+        return score
+
+    def head_logits(self, chip: Chip, images: Any, batch_size: int = 1000) -> np.ndarray:
+        """The softmax head's logits, float64 (n, 10), from one neutral pass through the chip."""
+        self._check_chip(chip)
+        if self._sizes is None:
+            raise InputError("the learner has not been fitted yet (call fit first)")
+        x = _as_images(images)
+        out = [self._head_logits(chip, self._forward(chip, self._embed(x[s:s + batch_size], None)))[0]
+               for s in range(0, x.shape[0], batch_size)]
+        return np.concatenate(out, axis=0).astype(np.float64)
+
+    def goodness_scores(self, chip: Chip, images: Any, batch_size: int = 1000) -> np.ndarray:
+        """Per-label goodness, float64 (n, 10): each label embedded in turn, goodness summed
+        over the readout layers (10 passes per image, read through the chip)."""
+        sizes = self._check_chip(chip)
+        if self._sizes is None:
+            raise InputError("the learner has not been fitted yet (call fit first)")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        x = _as_images(images)
+        readout = self._readout_layers(len(sizes) - 1)
+        return np.concatenate([self._scores(chip, x[s:s + batch_size], readout)
+                               for s in range(0, x.shape[0], batch_size)], axis=0)
+
 
     def evaluate(self, chip: Chip, images: Any, labels: Any,
                  method: Literal["goodness", "softmax", "both"] | None = None) -> EvalResult:
@@ -481,13 +579,39 @@ class FFLearner:
         return EvalResult(errors=errors, n=int(x.shape[0]), energy_j=energy, chip_time_s=after[1] - before[1])
 
 
-def _data_fingerprint(x: np.ndarray, y: np.ndarray) -> str:
-    """A short digest of a training set (all labels, every k-th image), to match checkpoints to data."""
+def _data_fingerprint(x: np.ndarray, y: np.ndarray, soft: np.ndarray | None = None) -> str:
+    """A short digest of a training set (all labels, every k-th image, soft targets if any),
+    to match checkpoints to data."""
     h = hashlib.sha256()
     h.update(np.asarray(x.shape, np.int64).tobytes())
     h.update(np.ascontiguousarray(y, np.int64).tobytes())
     h.update(np.ascontiguousarray(x[:: max(1, x.shape[0] // 256)]).tobytes())
+    if soft is not None:
+        h.update(np.ascontiguousarray(soft, np.float32).tobytes())
     return h.hexdigest()[:16]
+
+
+def _as_targets(targets: Any, n: int) -> np.ndarray:
+    """Validate soft targets: float (n, 10), finite, >= 0, each row with a positive sum;
+    returned as float32 rows that sum to 1."""
+    arr = np.asarray(targets)
+    if arr.ndim != 2 or arr.shape != (n, N_CLASSES):
+        raise InputError(f"targets have shape {arr.shape}, expected ({n}, {N_CLASSES}) to match the images")
+    if arr.dtype.kind != "f":
+        raise InputError(f"targets have dtype {arr.dtype}, expected float probabilities")
+    a = arr.astype(np.float64)
+    if not np.isfinite(a).all() or (a < 0).any():
+        raise InputError("targets must be finite and non-negative")
+    total = a.sum(axis=1, keepdims=True)
+    if (total <= 0).any():
+        raise InputError("every row of targets needs a positive sum")
+    return (a / total).astype(np.float32)
+
+
+def _sample_rows(prob: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One index per row of a row-stochastic matrix, by inverse CDF."""
+    u = rng.random(prob.shape[0])[:, None]
+    return np.minimum((np.cumsum(prob, axis=1) < u).sum(axis=1), prob.shape[1] - 1)
 
 
 def _ledger_snapshot(chip: Chip) -> tuple[dict[str, float], float]:

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LEARNING_MODULES = ("chip.py", "ff.py", "updates.py", "_kernels.py", "distill.py", "data.py")
+LEARNING_MODULES = ("chip.py", "ff.py", "updates.py", "_kernels.py", "distill.py", "data.py", "care.py",
+                    "slopes.py", "checkpoint.py")
 
 
 def imported_packages(path: Path, root: Path = ROOT) -> set[str]:

@@ -1,0 +1,273 @@
+"""Lifetimes of mortal chips: train, age with care, and hand knowledge on before death.
+
+This is composition code: it builds chips from ``devices`` (the learning modules
+never do).  It holds
+
+* :func:`weight_copy`, the *immortal* baseline: a fresh chip programmed with
+  another chip's effective weights, read out with ``devices.inspect``.  Real
+  mortal hardware cannot do this; it is shown as the reference it is.
+* :class:`LifetimeConfig` and :func:`run_lifetime`: train generation 0 from
+  labels, let it age in steps of simulated time with drift compensation and a
+  health monitor, distill it into a freshly fabricated chip when it is dying,
+  and repeat for the given number of generations.  Every event is one JSON
+  record.
+
+Chip ``g`` of a lifetime run is fabricated from ``SeedSequence(seed,
+spawn_key=(g,))``; the learners are seeded with ``seed + g``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from pathlib import Path
+from typing import Any, Callable, Literal, Optional
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+import devices
+
+from .care import SECONDS_PER_DAY, DriftCompensator, HealthMonitor
+from .distill import DistillConfig, distill
+from .errors import InputError
+from .ff import FFConfig, FFLearner
+
+__all__ = ["weight_copy", "LifetimeConfig", "run_lifetime", "parse_duration", "format_duration",
+           "SECONDS_PER_YEAR"]
+
+SECONDS_PER_YEAR = 365.25 * SECONDS_PER_DAY
+_UNITS = {"s": 1.0, "min": 60.0, "h": 3600.0, "d": SECONDS_PER_DAY, "w": 7 * SECONDS_PER_DAY,
+          "mo": SECONDS_PER_YEAR / 12, "y": SECONDS_PER_YEAR}
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds from a number or a string such as ``"30d"``, ``"6mo"``, ``"1.5y"``, ``"12h"``."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(s|min|h|d|w|mo|y)?\s*", str(text))
+        if not m:
+            raise ValueError(f"cannot read the duration {text!r}; use a number of seconds or e.g. 12h, 30d, 6mo, 2y")
+        value = float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"a duration must be positive and finite, got {text!r}")
+    return value
+
+
+def format_duration(seconds: float) -> str:
+    """Short human form of a simulated duration."""
+    for unit, size in (("y", SECONDS_PER_YEAR), ("d", SECONDS_PER_DAY), ("h", 3600.0), ("min", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
+def weight_copy(teacher: devices.AnalogChip, student: devices.AnalogChip, teacher_learner: FFLearner,
+                rounds: int = 8) -> FFLearner:
+    """Program ``student`` with ``teacher``'s effective weights; return a learner for it.
+
+    Each round reads both chips' effective weights with ``devices.inspect`` and
+    programs the difference (program-and-verify, ``rounds`` times, since one
+    ``program`` call moves a device by at most ``max_pulses`` pulses).  The
+    returned learner holds a copy of the teacher's controller memory (head,
+    peer means).  What cannot be copied is the neurons: each chip has its own.
+    """
+    for role, chip in (("teacher", teacher), ("student", student)):
+        if not isinstance(chip, devices.AnalogChip):
+            raise InputError(f"weight_copy needs chips from devices.make_chip; the {role} is {type(chip).__name__}")
+    if teacher.info.layer_sizes != student.info.layer_sizes:
+        raise InputError(f"teacher and student need the same layer sizes, got {teacher.info.layer_sizes} "
+                         f"and {student.info.layer_sizes}")
+    if teacher is student:
+        raise InputError("teacher and student must be two different chips")
+    if student.dead:
+        raise InputError("the student chip is dead (it reports dead=True)")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise InputError(f"rounds must be a positive integer, got {rounds!r}")
+    learner = teacher_learner.copy_controller(student)
+    target = [L.weights for L in devices.inspect(teacher).layers]
+    for _ in range(rounds):
+        now = devices.inspect(student).layers
+        for i, L in enumerate(now):
+            if student.info.trainable[i]:
+                student.program(i, target[i] - L.weights)
+    return learner
+
+
+def _duration_field(v: Any) -> float:
+    try:
+        return parse_duration(v)
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+
+
+class LifetimeConfig(BaseModel):
+    """Settings of a lifetime run (durations accept seconds or strings like ``"30d"``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    preset: str = "pcm"
+    layers: tuple[int, ...] = (1000, 1000, 1000)
+    """Hidden layer widths."""
+    generations: int = Field(3, ge=1, le=100)
+    epochs: int = Field(10, ge=1, le=10_000)
+    """Epochs of generation 0's training from labels."""
+    distill_epochs: Optional[int] = Field(None, ge=1, le=10_000)
+    """Epochs of each distillation (default: ``epochs``)."""
+    policy: Literal["direct", "mixed"] = "mixed"
+    seed: int = Field(0, ge=0)
+    check_every: float = 30 * SECONDS_PER_DAY
+    """Simulated time between health checks."""
+    max_age: float = 50 * SECONDS_PER_YEAR
+    """A chip is retired (and distilled) at this age even if it never reports dying."""
+    probe_size: int = Field(500, ge=10)
+    """Labelled probe images kept by the controller for the health monitor (taken from the end
+    of the training set)."""
+    margin: float = Field(0.03, gt=0.0, lt=1.0)
+    """Dying once the probe error exceeds the first post-training probe error by this much."""
+    max_rise_per_day: Optional[float] = Field(None, gt=0.0)
+    compensation: Literal["none", "global", "column"] = "column"
+    reference_size: int = Field(200, ge=1)
+    """Unlabelled images the drift compensator reads as its fixed reference."""
+    temperature: float = Field(1.0, gt=0.0, allow_inf_nan=False)
+    positives: Literal["argmax", "sample"] = "argmax"
+    teacher_readout: Literal["goodness", "softmax", "combined"] = "softmax"
+    transfer_size: Optional[int] = Field(None, ge=1)
+    """Unlabelled transfer images per distillation (default: all training images)."""
+
+    @field_validator("check_every", "max_age", mode="before")
+    @classmethod
+    def _durations(cls, v: Any) -> float:
+        return _duration_field(v)
+
+    @field_validator("layers")
+    @classmethod
+    def _widths(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or any(w < 1 for w in v):
+            raise ValueError(f"layers needs one or more positive widths, got {v}")
+        return v
+
+    @field_validator("preset")
+    @classmethod
+    def _preset(cls, v: str) -> str:
+        devices.get_preset(v)
+        return v
+
+
+def run_lifetime(config: LifetimeConfig, train_images: np.ndarray, train_labels: np.ndarray,
+                 test_images: np.ndarray, test_labels: np.ndarray,
+                 emit: Callable[[dict[str, Any]], None] | None = None,
+                 progress: bool = False) -> list[dict[str, Any]]:
+    """Run a lifetime and return its events (also passed to ``emit`` as they happen).
+
+    Events (``event`` field): ``trained`` (generation 0 after training from labels),
+    ``check`` (one health check: probe and test error, compensation factors, stuck
+    fraction), ``dying`` (the monitor's verdict), ``distilled`` (a new generation
+    trained from the dying one: energies and errors), ``retired`` (the last chip at the
+    end).  ``time_s`` is simulated time since generation 0 was fabricated; ``age_s``
+    the chip's own age.
+    """
+    cfg = config
+    if cfg.probe_size + cfg.reference_size > len(train_labels) - 1:
+        raise InputError(f"probe_size + reference_size ({cfg.probe_size} + {cfg.reference_size}) must leave "
+                         f"training images (there are {len(train_labels)})")
+    events: list[dict[str, Any]] = []
+
+    def put(ev: dict[str, Any]) -> None:
+        events.append(ev)
+        if emit is not None:
+            emit(ev)
+
+    spec = devices.get_preset(cfg.preset)
+    sizes = (784,) + tuple(cfg.layers)
+    n = len(train_labels)
+    probe_x, probe_y = train_images[n - cfg.probe_size:], train_labels[n - cfg.probe_size:]
+    fit_x, fit_y = train_images[: n - cfg.probe_size], train_labels[: n - cfg.probe_size]
+    reference = fit_x[: cfg.reference_size]
+    n_transfer = len(fit_x) if cfg.transfer_size is None else min(cfg.transfer_size, len(fit_x))
+    transfer = fit_x[:n_transfer]
+
+    def fabricate(g: int) -> devices.AnalogChip:
+        return devices.make_chip(spec, sizes, np.random.SeedSequence(cfg.seed, spawn_key=(g,)))
+
+    def learner_for(g: int, epochs: int) -> FFLearner:
+        return FFLearner(FFConfig(epochs=epochs, policy=cfg.policy, seed=cfg.seed + g, eval_every=0))
+
+    def test_errors(chip: devices.AnalogChip, learner: FFLearner) -> dict[str, float]:
+        return learner.evaluate(chip, test_images, test_labels, method="both").errors
+
+    t_wall = time.perf_counter()
+    chip = fabricate(0)
+    learner = learner_for(0, cfg.epochs)
+    learner.fit(chip, fit_x, fit_y, progress=progress)
+    birth = 0.0  # simulated time at which the current chip was fabricated
+    put({"event": "trained", "generation": 0, "time_s": birth + chip.clock_s, "age_s": chip.clock_s,
+         "test_error": test_errors(chip, learner), "energy_j": chip.ledger.total_energy_j,
+         "wall_s": time.perf_counter() - t_wall})
+
+    for gen in range(cfg.generations):
+        comp = None
+        if cfg.compensation != "none":
+            comp = DriftCompensator(reference, mode=cfg.compensation)
+            comp.calibrate(chip, learner)
+        first = learner.evaluate(chip, probe_x, probe_y, method="softmax").errors["softmax"]
+        monitor = HealthMonitor(probe_x, probe_y, max_error=min(first + cfg.margin, 0.999),
+                                max_rise_per_day=cfg.max_rise_per_day)
+        trained_at = chip.clock_s
+        verdict = None
+        while True:
+            age_after = chip.clock_s - trained_at
+            if age_after >= cfg.max_age:
+                verdict = {"status": "retired", "reason": f"reached max_age {format_duration(cfg.max_age)}"}
+                break
+            chip.wait(min(cfg.check_every, cfg.max_age - age_after))
+            if comp is not None:
+                comp.update(chip, learner)
+            report = monitor.check(chip, learner)
+            st = devices.inspect(chip)
+            put({"event": "check", "generation": gen, "time_s": birth + chip.clock_s, "age_s": chip.clock_s,
+                 "since_training_s": chip.clock_s - trained_at, "probe_error": report.error,
+                 "status": report.status, "test_error": test_errors(chip, learner),
+                 "compensation": comp.summary() if comp is not None else {},
+                 "stuck_fraction": st.stuck_fraction,
+                 "device_failures": int(chip.ledger.counts.get("device_failures", 0)),
+                 "energy_j": chip.ledger.total_energy_j})
+            if report.status == "dying":
+                verdict = {"status": "dying", "reason": report.reason}
+                break
+        put({"event": "dying" if verdict["status"] == "dying" else "retired", "generation": gen,
+             "time_s": birth + chip.clock_s, "age_s": chip.clock_s, "reason": verdict["reason"]})
+        if gen + 1 >= cfg.generations:
+            break
+        # Hand the knowledge on to a freshly fabricated chip, born now.
+        t_birth = birth + chip.clock_s
+        student = fabricate(gen + 1)
+        s_learner = learner_for(gen + 1, cfg.distill_epochs or cfg.epochs)
+        teacher_test = test_errors(chip, learner)
+        res = distill(chip, student, learner, s_learner, transfer,
+                      DistillConfig(temperature=cfg.temperature, positives=cfg.positives,
+                                    teacher_readout=cfg.teacher_readout), progress=progress)
+        birth = t_birth
+        put({"event": "distilled", "generation": gen + 1, "teacher_generation": gen,
+             "time_s": birth + student.clock_s, "age_s": student.clock_s,
+             "teacher_test_error": teacher_test, "test_error": test_errors(student, s_learner),
+             **res.summary(), "transfer_images": int(n_transfer), "wall_s": time.perf_counter() - t_wall})
+        chip, learner = student, s_learner
+    return events
+
+
+def write_events(path: str | Path) -> Callable[[dict[str, Any]], None]:
+    """An ``emit`` callback appending one JSON line per event to ``path``."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text("")
+
+    def emit(ev: dict[str, Any]) -> None:
+        with open(p, "a") as fh:
+            fh.write(json.dumps(ev) + "\n")
+
+    return emit
+
