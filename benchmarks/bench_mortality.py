@@ -1,0 +1,166 @@
+"""Mortality on full MNIST: drift compensation, and transfer from a teacher chip to a fresh one.
+
+    python benchmarks/bench_mortality.py --preset pcm --layers 1000,1000,1000 --epochs 10 --out runs/mortality-pcm
+
+Steps, all on chips of the same preset and layer sizes (chip ``k`` fabricated
+from ``SeedSequence(seed, spawn_key=(k,))``):
+
+1. the teacher (chip 0) is trained from labels for ``--epochs``;
+2. drift: copies of the trained teacher (saved and reloaded) wait one day,
+   one month and one year; test error without compensation and with the
+   global and per-column output compensation (``mortal.care``);
+3. distillation: a fresh student (chip 1) learns for ``--distill-epochs`` from
+   the teacher's soft labels on the 60,000 training images *without* labels;
+4. weight copy: another instance of chip 1 is programmed with the teacher's
+   effective weights (``devices.inspect``: the immortal reference);
+5. scratch: another instance of chip 1 is trained from the true labels, its
+   softmax test error measured after every epoch, to find the energy it needs
+   to reach the distilled student's error.
+
+Writes ``OUT/result.json`` and prints the figures.  Runs single-threaded
+(one BLAS and numba thread) so that two presets can run side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+import devices  # noqa: E402
+from _common import machine_line  # noqa: E402
+from mortal.care import DriftCompensator  # noqa: E402
+from mortal.data import load_mnist  # noqa: E402
+from mortal.distill import DistillConfig, distill  # noqa: E402
+from mortal.ff import FFConfig, FFLearner  # noqa: E402
+from mortal.lifetime import SECONDS_PER_YEAR, weight_copy  # noqa: E402
+
+DAY = 86400.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="pcm")
+    ap.add_argument("--layers", default="1000,1000,1000")
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--distill-epochs", type=int, default=None)
+    ap.add_argument("--policy", default="mixed")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--data", default=None)
+    ap.add_argument("--teacher-readout", default="softmax")
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--skip-drift", action="store_true")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sizes = (784,) + tuple(int(s) for s in args.layers.split(","))
+    d_epochs = args.distill_epochs or args.epochs
+    data = load_mnist(args.data)
+    xtr, ytr, xte, yte = data.train_images, data.train_labels, data.test_images, data.test_labels
+    print(machine_line(), flush=True)
+    result: dict = {"preset": args.preset, "layers": list(sizes), "epochs": args.epochs,
+                    "distill_epochs": d_epochs, "policy": args.policy, "seed": args.seed,
+                    "teacher_readout": args.teacher_readout, "temperature": args.temperature,
+                    "command": " ".join(sys.argv)}
+
+    def save() -> None:
+        (out / "result.json").write_text(json.dumps(result, indent=2))
+
+    def fab(k: int) -> devices.AnalogChip:
+        return devices.make_chip(args.preset, sizes, np.random.SeedSequence(args.seed, spawn_key=(k,)))
+
+    def cfg(epochs: int, seed: int, eval_every: int = 0, method: str = "both") -> FFConfig:
+        return FFConfig(epochs=epochs, policy=args.policy, seed=seed, eval_every=eval_every, eval_method=method)
+
+    def line(tag: str):
+        def show(rec: dict) -> None:
+            print(f"[{args.preset} {tag}] epoch {rec['epoch']} train {rec['train_wall_s']:.1f}s "
+                  f"online-err {rec['train_error_online']:.4f} test {rec.get('test_error', {})}", flush=True)
+        return show
+
+    # 1. teacher
+    t = time.perf_counter()
+    teacher = fab(0)
+    tl = FFLearner(cfg(args.epochs, args.seed))
+    tl.fit(teacher, xtr, ytr, log=line("teacher"))
+    res = tl.evaluate(teacher, xte, yte, "both")
+    result["teacher"] = {"test_error": res.errors, "train_energy_j": teacher.ledger.total_energy_j,
+                         "wall_s": time.perf_counter() - t}
+    print("teacher", result["teacher"], flush=True)
+    save()
+    with tempfile.TemporaryDirectory() as tmp:
+        snap = teacher.save(Path(tmp) / "teacher.npz")
+
+        # 2. drift, with and without compensation
+        if not args.skip_drift:
+            result["drift"] = {}
+            for label, age in (("1 day", DAY), ("1 month", 30 * DAY), ("1 year", SECONDS_PER_YEAR)):
+                chip = devices.load_chip(snap)
+                learner = tl.copy_controller(chip)
+                comps = {m: DriftCompensator(xtr[:200], mode=m) for m in ("global", "column")}
+                for c in comps.values():
+                    c.calibrate(chip, learner)
+                chip.wait(age)
+                row = {"none": learner.evaluate(chip, xte, yte, "both").errors}
+                for m, c in comps.items():
+                    c.update(chip, learner)
+                    row[m] = learner.evaluate(chip, xte, yte, "both").errors
+                learner.correction = None
+                result["drift"][label] = row
+                print("drift", label, row, flush=True)
+                save()
+
+        # 3. distillation from unlabelled training images
+        t = time.perf_counter()
+        student = fab(1)
+        sl = FFLearner(cfg(d_epochs, args.seed + 1))
+        r = distill(teacher, student, tl, sl, xtr,
+                    DistillConfig(temperature=args.temperature, teacher_readout=args.teacher_readout),
+                    log=line("distill"))
+        res = sl.evaluate(student, xte, yte, "both")
+        result["distilled"] = {"test_error": res.errors, **r.summary(), "wall_s": time.perf_counter() - t,
+                               "teacher_label_error_on_transfer": float(np.mean(r.teacher_probs.argmax(1) != ytr))}
+        print("distilled", result["distilled"], flush=True)
+        save()
+
+        # 4. weight copy (immortal reference) onto another instance of the student chip
+        teacher_now = devices.load_chip(snap)
+        copy_chip = fab(1)
+        cl = weight_copy(teacher_now, copy_chip, tl.copy_controller(teacher_now))
+        res = cl.evaluate(copy_chip, xte, yte, "both")
+        result["weight_copy"] = {"test_error": res.errors, "energy_j": copy_chip.ledger.total_energy_j}
+        print("weight copy", result["weight_copy"], flush=True)
+        save()
+
+    # 5. scratch from labels, softmax error after each epoch
+    t = time.perf_counter()
+    scratch = fab(1)
+    sc = FFLearner(cfg(d_epochs, args.seed + 1, eval_every=1, method="softmax"))
+    sc.fit(scratch, xtr, ytr, test_images=xte, test_labels=yte, log=line("scratch"))
+    curve = []
+    energy = 0.0
+    for rec in sc.history:
+        energy += sum(rec["train_energy_j"].values())
+        curve.append({"epoch": rec["epoch"], "softmax_error": rec["test_error"]["softmax"], "train_energy_j": energy})
+    res = sc.evaluate(scratch, xte, yte, "both")
+    target = result["distilled"]["test_error"]["softmax"]
+    reach = next((c for c in curve if c["softmax_error"] <= target), None)
+    result["scratch"] = {"test_error": res.errors, "curve": curve, "wall_s": time.perf_counter() - t,
+                         "epochs_to_distilled_error": reach["epoch"] if reach else None,
+                         "energy_to_distilled_error_j": reach["train_energy_j"] if reach else None}
+    print("scratch", {k: v for k, v in result["scratch"].items() if k != "curve"}, flush=True)
+    save()
+
+
+if __name__ == "__main__":
+    main()
