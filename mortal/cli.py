@@ -1,6 +1,8 @@
 """The ``mortal`` command.
 
-Exit codes: 0 success, 1 the run failed, 2 bad command line or bad input.
+Exit codes: 0 success; 1 the run failed (or, for ``fleet`` and ``sweep``, some chips
+failed; their errors are in the records); 2 bad command line, config or input, nothing
+written; 3 the Dask scheduler could not be reached.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pydantic import ValidationError
 
 from . import __version__
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CLUSTER = 0, 1, 2, 3
 
 
 def _layers(text: str) -> tuple[int, ...]:
@@ -72,6 +74,31 @@ def _parser() -> argparse.ArgumentParser:
     life.add_argument("--policy", choices=("direct", "mixed"), default="mixed")
     life.add_argument("--out", default=None, help="output folder (events.jsonl, config.json, lifetime.png/.svg)")
     life.add_argument("--quiet", action="store_true", help="no per-event lines")
+
+    for name, text in (("fleet", "train and evaluate N unique chips from a TOML config"),
+                       ("sweep", "run every combination of a config's [sweep] lists over the fleet")):
+        f = sub.add_parser(name, help=text)
+        f.add_argument("config", help="experiment config (TOML)")
+        f.add_argument("--out", default=None, help="output folder (default: runs/NAME from the config)")
+        f.add_argument("--workers", type=int, default=None, help="local worker processes (default: CPUs)")
+        f.add_argument("--scheduler", default=None, help="address of a Dask scheduler, e.g. tcp://host:8786")
+        f.add_argument("--dask-local", type=int, default=None, metavar="N", help="run on a local Dask cluster of N workers")
+        f.add_argument("--resume", action="store_true", help="continue the run in --out, skipping finished chips")
+        f.add_argument("--save-chips", action="store_true", help="save every trained chip and its learner")
+        f.add_argument("--quiet", action="store_true", help="no progress bar or tables")
+
+    r = sub.add_parser("report", help="tables and figures from a finished fleet or sweep folder")
+    r.add_argument("dir", help="the run folder")
+    r.add_argument("--quiet", action="store_true")
+
+    d = sub.add_parser("demo", help="the tour: a fleet of pcm chips, one aged and distilled into a fresh chip")
+    d.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    d.add_argument("--chips", type=int, default=4)
+    d.add_argument("--workers", type=int, default=None, help="local worker processes (default: CPUs)")
+    d.add_argument("--layers", type=_layers, default=(300, 300))
+    d.add_argument("--epochs", type=int, default=5)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--quiet", action="store_true")
     return p
 
 
@@ -254,6 +281,86 @@ def _validation_message(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def cmd_fleet(args: argparse.Namespace, sweep: bool) -> int:
+    from .config import ConfigError, load_config
+    from .errors import InputError
+    from .fleet import dask_executor, run_fleet
+    from .report import write_report
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        return _error(str(exc))
+    if sweep and not cfg.sweep:
+        return _error(f"{args.config}: a sweep needs a [sweep] table with lists of values (or use mortal fleet)")
+    if not sweep and cfg.sweep:
+        return _error(f"{args.config}: this config has a [sweep] table; run it with mortal sweep")
+    if args.scheduler is not None and args.dask_local is not None:
+        return _error("give --scheduler or --dask-local, not both")
+    if args.workers is not None and args.workers < 1:
+        return _error(f"--workers must be >= 1, got {args.workers}")
+    out = Path(args.out) if args.out else Path("runs") / cfg.name
+    executor, close = None, None
+    if args.scheduler is not None or args.dask_local is not None:
+        try:
+            executor, close = dask_executor(args.scheduler, args.dask_local, timeout_s=5.0)
+        except ConnectionError as exc:
+            print(f"mortal: error: {exc}", file=sys.stderr)
+            return EXIT_CLUSTER
+        except InputError as exc:
+            return _error(str(exc))
+    n_chips = len(cfg.points()) * cfg.chips
+
+    def show(rec: dict) -> None:
+        if args.quiet or sys.stderr.isatty():
+            return
+        if rec.get("status") == "ok":
+            e = rec["result"]["test_error"]
+            print(f"{rec['key']}: softmax {100 * e['softmax']:.2f}%  goodness {100 * e['goodness']:.2f}%  "
+                  f"{rec['result']['train_energy_total_j']:.3g} J", flush=True)
+        else:
+            print(f"{rec['key']}: FAILED {rec.get('error')}", flush=True)
+
+    try:
+        res = run_fleet(cfg, out, executor, workers=args.workers, resume=args.resume, save_chips=args.save_chips,
+                        progress=not args.quiet and sys.stderr.isatty(), on_record=show)
+    except InputError as exc:
+        return _error(str(exc))
+    except Exception as exc:
+        print(f"mortal: the {'sweep' if sweep else 'fleet'} failed: {type(exc).__name__}: {exc}; "
+              f"finished records are in {out}", file=sys.stderr)
+        return EXIT_FAIL
+    finally:
+        if close is not None:
+            close()
+    write_report(out, quiet=args.quiet)
+    if not args.quiet:
+        print(f"{len(res.ok)}/{n_chips} chips ok ({res.ran} run now) in {res.wall_s:.1f} s; results in {out}")
+    return EXIT_OK if not res.failed else EXIT_FAIL
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .errors import InputError
+    from .report import write_report
+
+    try:
+        write_report(args.dir, quiet=args.quiet)
+    except InputError as exc:
+        return _error(str(exc))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+    from .errors import InputError
+
+    try:
+        return run_demo(Path(args.out), chips=args.chips, workers=args.workers, layers=args.layers,
+                        epochs=args.epochs, seed=args.seed, quiet=args.quiet)
+    except InputError as exc:
+        return _error(str(exc))
+
+
 def _print_table(s: dict) -> None:
     rows = [("preset", s["preset"]), ("layers", ",".join(map(str, s["layers"]))), ("epochs", s["epochs"])]
     for k, v in (s["test_error"] or {}).items():
@@ -282,6 +389,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_train(args)
     if args.command == "lifetime":
         return cmd_lifetime(args)
+    if args.command in ("fleet", "sweep"):
+        return cmd_fleet(args, sweep=args.command == "sweep")
+    if args.command == "report":
+        return cmd_report(args)
+    if args.command == "demo":
+        return cmd_demo(args)
     return _error(f"unknown command {args.command}")
 
 

@@ -82,6 +82,8 @@ class FFConfig(BaseModel):
     slope_bins: int = Field(16, ge=2, le=256)
     slope_probes: int = Field(256, ge=1, le=4096)
     slope_levels: int = Field(8, ge=4, le=1024)
+    reads_per_measurement: int = Field(1, ge=1, le=64)
+    """Reads averaged for every measurement of a layer (less read noise, more read energy)."""
     eval_every: int = Field(1, ge=0)
     """Evaluate on the test set every this many epochs (0: only at the end)."""
     eval_method: Literal["goodness", "softmax", "both"] = "both"
@@ -258,7 +260,14 @@ class FFLearner:
         K.measure_rows(x, 1.0, h, 1.0, np.empty(batch, np.float64))
         for layer in range(n_layers):
             s = scales[layer]
-            y = chip.read(layer, h * np.float32(s) if s != 1.0 else h)
+            sent = h * np.float32(s) if s != 1.0 else h
+            y = chip.read(layer, sent)
+            if self.config.reads_per_measurement > 1:
+                y = y.astype(np.float32, copy=True)
+                for _ in range(self.config.reads_per_measurement - 1):
+                    y += chip.read(layer, sent)
+                y *= np.float32(1.0 / self.config.reads_per_measurement)
+                chip.ledger.charge_digital(self.config.reads_per_measurement * y.size)
             if self.correction is not None:
                 y = y * self.correction[layer]
             normed = np.empty_like(y)

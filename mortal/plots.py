@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["plot_lifetime"]
+__all__ = ["plot_lifetime", "plot_fleet_errors", "plot_energy_error", "plot_energy_breakdown"]
 
 _YEAR = 365.25 * 86400.0
 
@@ -59,6 +59,104 @@ def plot_lifetime(events: Sequence[dict[str, Any]], stem: str | Path, method: st
     ax.set_ylabel(f"test error, {method} readout (%)")
     ax.set_title("A lineage of mortal chips")
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    paths = _save(fig, stem)
+    plt.close(fig)
+    return paths
+
+
+def plot_fleet_errors(records: Sequence[dict[str, Any]], stem: str | Path, method: str = "softmax",
+                      labels: dict[int, str] | None = None) -> list[Path]:
+    """Test error of every chip instance, one column of dots per sweep point: how unique chips differ."""
+    ok = [r for r in records if r.get("status") == "ok"]
+    if not ok:
+        raise ValueError("no finished chips to plot")
+    plt = _pyplot()
+    points = sorted({r["point"] for r in ok})
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.2 * len(points) + 2), 4.0))
+    for k, p in enumerate(points):
+        errs = [100 * r["result"]["test_error"][method] for r in ok if r["point"] == p]
+        chips = [r["chip"] for r in ok if r["point"] == p]
+        jitter = [(c % 7 - 3) * 0.04 for c in chips]
+        ax.scatter([k + j for j in jitter], errs, s=22, alpha=0.8)
+        ax.hlines(sum(errs) / len(errs), k - 0.3, k + 0.3, color="k", lw=1.5)
+    names = [(labels or {}).get(p, _point_label(ok, p)) for p in points]
+    ax.set_xticks(range(len(points)), names, rotation=20 if len(points) > 3 else 0, ha="right" if len(points) > 3 else "center", fontsize=8)
+    ax.set_ylabel(f"test error, {method} readout (%)")
+    ax.set_title("Every chip is different: error across instances (bar: mean)")
+    ax.grid(alpha=0.3, axis="y")
+    paths = _save(fig, stem)
+    plt.close(fig)
+    return paths
+
+
+def _point_label(records: Sequence[dict[str, Any]], point: int) -> str:
+    params = next(r.get("params", {}) for r in records if r["point"] == point)
+    if not params:
+        return "fleet"
+    return ", ".join(f"{k.split('.')[-1]}={v}" for k, v in params.items())
+
+
+def plot_energy_error(summary: Sequence[dict[str, Any]], stem: str | Path, key: str = "train_energy_j",
+                      digital_j: dict[str, float] | None = None, title: str | None = None) -> list[Path]:
+    """Mean energy against mean test error per sweep point, the Pareto front marked; vertical
+    dashed lines show ``digital_j`` references (label -> joules)."""
+    rows = [r for r in summary if "error_mean" in r]
+    if not rows:
+        raise ValueError("no finished sweep points to plot")
+    plt = _pyplot()
+    flag = "pareto_train" if key == "train_energy_j" else "pareto_inference"
+    fig, ax = plt.subplots(figsize=(7.0, 4.4))
+    xs = [r[key] for r in rows]
+    ys = [100 * r["error_mean"] for r in rows]
+    ax.errorbar(xs, ys, yerr=[100 * r["error_std"] for r in rows], fmt="o", color="tab:blue", ms=5,
+                alpha=0.8, label="sweep point (mean, std over chips)")
+    front = sorted((r[key], 100 * r["error_mean"]) for r in rows if r.get(flag))
+    if front:
+        fx, fy = zip(*front)
+        ax.step(fx, fy, where="post", color="tab:red", lw=1.5, label="Pareto front")
+        ax.scatter(fx, fy, s=80, facecolors="none", edgecolors="tab:red")
+    for r, x, y in zip(rows, xs, ys):
+        ax.annotate(", ".join(f"{k.split('.')[-1]}={v}" for k, v in r["params"].items()) or "fleet",
+                    (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    for label, joules in (digital_j or {}).items():
+        ax.axvline(joules, color="0.4", ls="--", lw=1)
+        ax.annotate(label, (joules, max(ys)), fontsize=7, rotation=90, va="top", ha="right")
+    ax.set_xscale("log")
+    what = "training run" if key == "train_energy_j" else "inference (per image)"
+    ax.set_xlabel(f"energy per {what} (J)")
+    ax.set_ylabel("test error (%)")
+    ax.set_title(title or f"Energy against error, per {what}")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    paths = _save(fig, stem)
+    plt.close(fig)
+    return paths
+
+
+def plot_energy_breakdown(records: Sequence[dict[str, Any]], stem: str | Path) -> list[Path]:
+    """Training energy by ledger category, mean over the chips of each sweep point (stacked)."""
+    ok = [r for r in records if r.get("status") == "ok"]
+    if not ok:
+        raise ValueError("no finished chips to plot")
+    plt = _pyplot()
+    points = sorted({r["point"] for r in ok})
+    cats = sorted({c for r in ok for c in r["result"]["train_energy_j"]})
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.2 * len(points) + 2.5), 4.0))
+    bottom = [0.0] * len(points)
+    for c in cats:
+        vals = []
+        for p in points:
+            rs = [r["result"]["train_energy_j"].get(c, 0.0) for r in ok if r["point"] == p]
+            vals.append(sum(rs) / len(rs))
+        if not any(vals):
+            continue
+        ax.bar(range(len(points)), vals, bottom=bottom, label=c)
+        bottom = [b + v for b, v in zip(bottom, vals)]
+    ax.set_xticks(range(len(points)), [_point_label(ok, p) for p in points], fontsize=8,
+                  rotation=20 if len(points) > 3 else 0, ha="right" if len(points) > 3 else "center")
+    ax.set_ylabel("training energy per chip (J)")
+    ax.set_title("Where the energy goes")
     ax.legend(fontsize=8)
     paths = _save(fig, stem)
     plt.close(fig)

@@ -1,0 +1,130 @@
+"""``mortal demo``: the tour of the tool on the bundled MNIST subset.
+
+1. a fleet of ``pcm`` chips (default 4) is trained in parallel, each a unique
+   instance, and their errors and energies are tabulated;
+2. chip 0 ages for a simulated year; its error is measured after a day, a month
+   and a year, without and with per-column drift compensation;
+3. the aged chip teaches a freshly fabricated chip from unlabelled images
+   (distillation); a weight copy onto another fresh instance is shown beside it;
+4. figures and tables are written to the output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import devices
+
+from .care import DriftCompensator
+from .checkpoint import CHIP_FILE, latest_checkpoint
+from .config import config_from_dict
+from .distill import DistillConfig, distill
+from .errors import InputError
+from .fleet import chip_seed, learner_seed, run_fleet
+from .lifetime import SECONDS_PER_YEAR, weight_copy
+from .report import write_report
+
+__all__ = ["run_demo"]
+
+DAY = 86400.0
+
+
+def run_demo(out: Path, chips: int = 4, workers: int | None = None, layers: tuple[int, ...] = (300, 300),
+             epochs: int = 5, seed: int = 0, quiet: bool = False) -> int:
+    """Run the demo into ``out`` (replaced if it holds an earlier demo); returns an exit code."""
+    if chips < 1 or epochs < 1 or (workers is not None and workers < 1):
+        raise InputError("chips, epochs and workers must be positive")
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    t0 = time.perf_counter()
+    fleet_dir = out / "fleet"
+    if out.exists():
+        if not (out / "demo.json").is_file() and any(out.iterdir()):
+            raise InputError(f"{out} exists and is not an earlier demo folder; choose another --out")
+        shutil.rmtree(out)
+    cfg = config_from_dict({
+        "name": "demo", "seed": seed, "chips": chips,
+        "chip": {"preset": "pcm", "layers": list(layers)},
+        "train": {"epochs": epochs, "policy": "mixed", "eval_every": 0},
+        "data": {"source": "mini"},
+    }, "demo")
+    say(f"[1/3] training {chips} unique pcm chips ({'x'.join(map(str, layers))}, {epochs} epochs, "
+        f"bundled MNIST subset) in parallel ...")
+    res = run_fleet(cfg, fleet_dir, workers=workers, save_chips=True)
+    summary = write_report(fleet_dir, quiet=quiet)
+    if res.failed:
+        say(f"{len(res.failed)} chips failed; see {fleet_dir / 'records.jsonl'}")
+        return 1
+
+    from .data import load_mnist_mini
+    from .ff import FFLearner
+
+    data = load_mnist_mini()
+    xtr, ytr, xte, yte = data.train_images, data.train_labels, data.test_images, data.test_labels
+    key = res.records[0]["key"]
+    ck = latest_checkpoint(fleet_dir / "chips" / key / "")
+    teacher = devices.load_chip(ck / CHIP_FILE)
+    train_cfg = cfg.points()[0].train.model_copy(update={"seed": learner_seed(seed, 0), "eval_every": 0,
+                                                         "checkpoint_every": epochs})
+    tl = FFLearner(train_cfg)
+    # Restores the learner from its checkpoint: no epochs are left to train.
+    tl.fit(teacher, xtr, ytr, resume=ck.parent, checkpoint_dir=ck.parent, progress=False)
+
+    say("[2/3] chip 0 ages for a simulated year (softmax test error) ...")
+    comp = DriftCompensator(xtr[:200], mode="column")
+    comp.calibrate(teacher, tl)
+    fresh = tl.evaluate(teacher, xte, yte, "softmax").errors["softmax"]
+    events: list[dict[str, Any]] = [{"event": "trained", "generation": 0, "time_s": 0.0, "age_s": teacher.clock_s,
+                                     "test_error": {"softmax": fresh}}]
+    ageing = [{"age": "fresh", "error": fresh, "compensated": fresh}]
+    t_trained = teacher.clock_s
+    for label, age in (("1 day", DAY), ("1 month", 30 * DAY), ("1 year", SECONDS_PER_YEAR)):
+        teacher.wait(t_trained + age - teacher.clock_s)
+        tl.correction = None
+        raw = tl.evaluate(teacher, xte, yte, "softmax").errors["softmax"]
+        comp.update(teacher, tl)
+        fixed = tl.evaluate(teacher, xte, yte, "softmax").errors["softmax"]
+        ageing.append({"age": label, "error": raw, "compensated": fixed})
+        events.append({"event": "check", "generation": 0, "time_s": teacher.clock_s - t_trained,
+                       "age_s": teacher.clock_s, "test_error": {"softmax": fixed}})
+        say(f"    {label:>8}: {100 * raw:5.2f} %   with drift compensation {100 * fixed:5.2f} %")
+
+    say("[3/3] the aged chip teaches a fresh chip from unlabelled images ...")
+    born = teacher.clock_s - t_trained
+    student = devices.make_chip("pcm", cfg.points()[0].chip.sizes, chip_seed(seed, chips))
+    sl = FFLearner(train_cfg.model_copy(update={"seed": learner_seed(seed, chips), "checkpoint_every": 0}))
+    dres = distill(teacher, student, tl, sl, xtr, DistillConfig())
+    s_err = sl.evaluate(student, xte, yte, "softmax").errors["softmax"]
+    events.append({"event": "distilled", "generation": 1, "time_s": born + student.clock_s, "age_s": student.clock_s,
+                   "test_error": {"softmax": s_err}})
+    copy_chip = devices.make_chip("pcm", cfg.points()[0].chip.sizes, chip_seed(seed, chips))
+    tl.correction = None
+    cl = weight_copy(teacher, copy_chip, tl)
+    c_err = cl.evaluate(copy_chip, xte, yte, "softmax").errors["softmax"]
+
+    from .plots import plot_lifetime
+
+    figs = plot_lifetime(events, out / "ageing_and_distillation")
+    table = [
+        ("teacher, fresh", fresh, None),
+        ("teacher, 1 year, compensated", ageing[-1]["compensated"], None),
+        ("student, distilled (no labels)", s_err, dres.total_energy_j),
+        ("weight copy (immortal reference)", c_err, None),
+    ]
+    say(f"{'':<34} {'test error':>10} {'transfer energy':>16}")
+    for name, err, e in table:
+        say(f"{name:<34} {100 * err:>9.2f}% {'' if e is None else f'{e:.3g} J':>16}")
+    result = {
+        "fleet": {"dir": str(fleet_dir), "points": summary["points"]},
+        "ageing": ageing,
+        "distillation": {"student_error": s_err, **dres.summary()},
+        "weight_copy_error": c_err,
+        "figures": [str(f) for f in summary["figures"] + figs],
+        "wall_s": time.perf_counter() - t0,
+    }
+    (out / "demo.json").write_text(json.dumps(result, indent=2))
+    say(f"figures and tables in {out} ({result['wall_s']:.0f} s)")
+    return 0

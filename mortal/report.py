@@ -1,0 +1,100 @@
+"""Tables and figures from a fleet or sweep run folder (``mortal report DIR``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import devices
+
+from .config import ExperimentConfig
+from .fleet import load_run, summarize, training_macs
+
+__all__ = ["fleet_table", "sweep_table", "write_report", "digital_reference"]
+
+
+def _fmt_e(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def fleet_table(records: list[dict[str, Any]]) -> str:
+    """One line per chip: seed, errors, energies, pulses, stuck fraction, wall time (or its error)."""
+    head = (f"{'point':>5} {'chip':>5} {'softmax err':>11} {'goodness err':>12} {'train E (J)':>11} "
+            f"{'infer E/img (J)':>15} {'pulses':>12} {'stuck':>7} {'wall (s)':>8}")
+    lines = [head]
+    for r in records:
+        if r.get("status") != "ok":
+            lines.append(f"{r['point']:>5} {r['chip']:>5}  FAILED: {r.get('error', '?')}")
+            continue
+        res = r["result"]
+        wall = r.get("timing", {}).get("wall_s", float("nan"))
+        lines.append(f"{r['point']:>5} {r['chip']:>5} {100 * res['test_error']['softmax']:>10.2f}% "
+                     f"{100 * res['test_error']['goodness']:>11.2f}% {_fmt_e(res['train_energy_total_j']):>11} "
+                     f"{_fmt_e(res['inference_energy_per_image_j']['softmax']):>15} {res['pulses']:>12,} "
+                     f"{100 * res['stuck_fraction']:>6.2f}% {wall:>8.1f}")
+    return "\n".join(lines)
+
+
+def sweep_table(rows: list[dict[str, Any]]) -> str:
+    """One line per sweep point: its values, chips, error mean +- std, energies, Pareto marks."""
+    lines = [f"{'point':>5}  {'params':<40} {'ok':>3} {'error (mean +- std)':>20} {'train E (J)':>11} "
+             f"{'infer E/img (J)':>15}  front"]
+    for r in rows:
+        params = ", ".join(f"{k}={v}" for k, v in r["params"].items()) or "-"
+        if "error_mean" not in r:
+            lines.append(f"{r['point']:>5}  {params:<40} {r['chips_ok']:>3}  no finished chips")
+            continue
+        front = " ".join(m for m, f in (("train", r.get("pareto_train")), ("inference", r.get("pareto_inference"))) if f)
+        lines.append(f"{r['point']:>5}  {params:<40} {r['chips_ok']:>3} "
+                     f"{100 * r['error_mean']:>9.2f}% +- {100 * r['error_std']:>5.2f}% "
+                     f"{_fmt_e(r['train_energy_j']):>11} {_fmt_e(r['inference_energy_j']):>15}  {front or '-'}")
+    return "\n".join(lines)
+
+
+def digital_reference(config: ExperimentConfig, records: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, float]]:
+    """The same training's (and one inference pass's) multiply-accumulates at a GPU's energy per
+    MAC: the ``ideal`` preset's ``mac_j`` (NVIDIA H100 SXM at TDP and peak BF16, 1.41 pJ/MAC)."""
+    mac_j = devices.get_preset("ideal").energy.mac_j
+    train, infer = {}, {}
+    for p in config.points():
+        ok = [r for r in records if r["point"] == p.index and r.get("status") == "ok"]
+        if not ok:
+            continue
+        sizes = p.chip.sizes
+        n = ok[0]["result"]["n_train"]
+        macs = training_macs(sizes, n, p.train.batch_size, p.train.epochs)
+        label = f"GPU, {'x'.join(map(str, sizes[1:]))}, {p.train.epochs} ep"
+        train[label] = macs * mac_j
+        infer[f"GPU, {'x'.join(map(str, sizes[1:]))}"] = sum(sizes[i] * sizes[i + 1] for i in range(len(sizes) - 1)) * mac_j
+    return train, infer
+
+
+def write_report(out_dir: str | Path, quiet: bool = False) -> dict[str, Any]:
+    """Write ``summary.json`` and the figures of a run folder; print the tables unless ``quiet``."""
+    from .plots import plot_energy_breakdown, plot_energy_error, plot_fleet_errors
+
+    out = Path(out_dir)
+    config, records = load_run(out)
+    rows = summarize(config, records)
+    train_ref, infer_ref = digital_reference(config, records)
+    figures: list[str] = []
+    if any(r.get("status") == "ok" for r in records):
+        figures += plot_fleet_errors(records, out / "fleet_errors")
+        figures += plot_energy_breakdown(records, out / "energy_breakdown")
+        figures += plot_energy_error(rows, out / "energy_vs_error_training", "train_energy_j", train_ref)
+        figures += plot_energy_error(rows, out / "energy_vs_error_inference", "inference_energy_j", infer_ref)
+    summary = {"name": config.name, "chips_total": len(config.points()) * config.chips,
+               "chips_recorded": len(records), "chips_failed": sum(1 for r in records if r.get("status") != "ok"),
+               "points": rows, "digital_reference_train_j": train_ref,
+               "digital_reference_inference_j": infer_ref, "figures": [str(f) for f in figures]}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if not quiet:
+        print(fleet_table(records))
+        print()
+        print(sweep_table(rows))
+        for label, j in train_ref.items():
+            print(f"digital reference ({label}): {j:.3g} J per training run")
+        if figures:
+            print("figures: " + ", ".join(str(Path(f).name) for f in figures if str(f).endswith(".png")))
+    return summary
