@@ -256,7 +256,12 @@ def run_fleet(config: ExperimentConfig, out_dir: str | Path | None = None, execu
             before = json.loads(cfg_path.read_text())
             if before != json.loads(json.dumps(config.resolved())):
                 raise InputError(f"{out} holds a run of another config; resume needs the same config")
-            done = {r["key"]: r for r in read_records(rec_path) if r.get("status") == "ok"}
+            kept = read_records(rec_path)
+            done = {r["key"]: r for r in kept if r.get("status") == "ok"}
+            # Rewrite without a torn last line (a killed run's partial write), atomically.
+            tmp = rec_path.with_name(rec_path.name + ".tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            os.replace(tmp, rec_path)
         elif rec_path.exists() and rec_path.stat().st_size > 0:
             raise InputError(f"{out} already holds fleet records; use resume, or another output folder")
         out.mkdir(parents=True, exist_ok=True)
