@@ -282,3 +282,10 @@ def test_cli_demo_on_tiny_settings(tmp_path, capsys):
     (foreign / "keep.txt").write_text("x")
     assert main(["demo", "--out", str(foreign), "--quiet"]) == 2
     assert (foreign / "keep.txt").is_file()
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.toml")),
+                         ids=lambda p: p.name)
+def test_example_configs_are_valid(path):
+    cfg = load_config(path)
+    assert cfg.points() and cfg.chips >= 1
