@@ -29,9 +29,9 @@ from mortal.config import config_from_dict  # noqa: E402
 from mortal.fleet import run_chip, run_fleet  # noqa: E402
 
 FLEET = {"name": "bench", "seed": 0, "chips": int(os.environ.get("BENCH_FLEET_CHIPS", "8")), "chip": {"preset": "pcm", "layers": [300, 300]},
-         "train": {"epochs": 5, "policy": "mixed", "eval_every": 0}, "data": {"source": "mini"}}
+         "train": {"epochs": 5, "policy": "mixed"}, "data": {"source": "mini"}}
 WARM = {"name": "warm", "seed": 99, "chips": 1, "chip": {"preset": "pcm", "layers": [20, 20]},
-        "train": {"epochs": 1, "eval_every": 0}, "data": {"source": "mini", "train_size": 300, "test_size": 100}}
+        "train": {"epochs": 1}, "data": {"source": "mini", "train_size": 300, "test_size": 100}}
 
 
 def _warm_task(_: int) -> int:

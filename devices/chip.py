@@ -314,6 +314,12 @@ def load_chip(path: str | os.PathLike) -> AnalogChip:
                                                         {"arrays": arrays, "scalars": lm["scalars"]}))
             except ValueError as exc:
                 raise ValueError(f"{path} is not a valid saved chip (layer {i}: {exc})") from None
+    if any(getattr(L, "needs_failures", False) for L in chip._layers):
+        root = np.random.SeedSequence(meta["seed"]["entropy"], spawn_key=tuple(meta["seed"]["spawn_key"]))
+        age = _stream(root, _AGE)
+        for L in chip._layers:
+            L.draw_failures(age)
+            L.needs_failures = False
     chip._read_rng = np.random.Generator(np.random.PCG64())
     chip._read_rng.bit_generator.state = meta["read_rng"]
     chip._write_rng = np.random.Generator(np.random.PCG64())

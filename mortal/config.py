@@ -53,6 +53,8 @@ __all__ = ["ConfigError", "ChipConfig", "DataConfig", "ExperimentConfig", "Sweep
 
 #: Sweep keys outside ``train.*`` and what they change.
 SWEEP_KEYS = ("chip.preset", "chip.layers", "chip.adc_bits", "chip.dac_bits")
+#: FFConfig fields a fleet sets itself (per chip), so a config may not.
+FLEET_OWNED = ("seed", "eval_every", "checkpoint_every")
 
 
 class ConfigError(ValueError):
@@ -87,7 +89,10 @@ class ChipConfig(_Model):
 
     @model_validator(mode="after")
     def _spec_builds(self) -> "ChipConfig":
-        self.build_spec()
+        try:
+            self.build_spec()
+        except ValidationError as exc:
+            raise ValueError(f"spec.{_first_error(exc)}") from None
         return self
 
     def build_spec(self) -> devices.ChipSpec:
@@ -129,14 +134,14 @@ class ExperimentConfig(_Model):
     workers: Optional[int] = Field(None, ge=1, le=1024)
     """Local worker processes (default: the number of CPUs)."""
     chip: ChipConfig = Field(default_factory=ChipConfig)
-    train: FFConfig = Field(default_factory=lambda: FFConfig(epochs=5, policy="mixed", eval_every=0))
+    train: FFConfig = Field(default_factory=lambda: FFConfig(epochs=5, policy="mixed"))
     data: DataConfig = Field(default_factory=DataConfig)
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
 
     @field_validator("sweep")
     @classmethod
     def _sweep_keys(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        train_fields = set(FFConfig.model_fields)
+        train_fields = set(FFConfig.model_fields) - set(FLEET_OWNED)
         for key, values in v.items():
             ok = key in SWEEP_KEYS or (key.startswith("train.") and key[6:] in train_fields)
             if not ok:
@@ -144,6 +149,15 @@ class ExperimentConfig(_Model):
                                  "or train.<field of FFConfig>")
             if not isinstance(values, list) or not values:
                 raise ValueError(f"sweep key {key!r} needs a non-empty list of values")
+        return v
+
+    @field_validator("train")
+    @classmethod
+    def _not_fleet_owned(cls, v: FFConfig) -> FFConfig:
+        owned = sorted(set(FLEET_OWNED) & v.model_fields_set)
+        if owned:
+            raise ValueError(f"{', '.join(owned)} cannot be set here: the fleet seeds each chip's learner from "
+                             "the top-level seed and evaluates once at the end")
         return v
 
     @model_validator(mode="after")
@@ -180,7 +194,12 @@ class ExperimentConfig(_Model):
     def resolved(self) -> dict[str, Any]:
         """Plain data with every default filled in, plus each sweep point's settings."""
         data = self.model_dump(mode="json")
+        for name in FLEET_OWNED:  # set per chip by the fleet (see the records), not by the config
+            data["train"].pop(name, None)
         data["points"] = [p.model_dump(mode="json") for p in self.points()]
+        for point in data["points"]:
+            for name in FLEET_OWNED:
+                point["train"].pop(name, None)
         return data
 
 

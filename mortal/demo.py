@@ -5,7 +5,8 @@
 2. chip 0 ages for a simulated year; its error is measured after a day, a month
    and a year, without and with per-column drift compensation;
 3. the aged chip teaches a freshly fabricated chip from unlabelled images
-   (distillation); a weight copy onto another fresh instance is shown beside it;
+   (distillation); a weight copy onto a second copy of that same fresh chip (same seed) is
+   shown beside it;
 4. figures and tables are written to the output folder.
 """
 
@@ -48,7 +49,7 @@ def run_demo(out: Path, chips: int = 4, workers: int | None = None, layers: tupl
     cfg = config_from_dict({
         "name": "demo", "seed": seed, "chips": chips,
         "chip": {"preset": "pcm", "layers": list(layers)},
-        "train": {"epochs": epochs, "policy": "mixed", "eval_every": 0},
+        "train": {"epochs": epochs, "policy": "mixed"},
         "data": {"source": "mini"},
     }, "demo")
     say(f"[1/3] training {chips} unique pcm chips ({'x'.join(map(str, layers))}, {epochs} epochs, "

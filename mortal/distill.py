@@ -21,6 +21,7 @@ Every teacher read and every student step is charged to that chip's ledger.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
@@ -29,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .chip import Chip, check_chip
 from .errors import InputError
-from .ff import FFLearner, _as_images, _as_labels
+from .ff import FFLearner, _as_images, _as_labels, _log_sink
 
 __all__ = ["DistillConfig", "DistillResult", "distill", "teacher_probabilities", "check_alive"]
 
@@ -98,7 +99,7 @@ def teacher_probabilities(teacher: Chip, teacher_learner: FFLearner, images: Any
                           batch_size: int = 1000, readout: str = "goodness") -> np.ndarray:
     """The teacher's soft labels, float32 (n, 10), from its per-label goodness read through the
     chip, from its softmax head (``readout="softmax"``), or from both (``"combined"``)."""
-    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
+    if not _real(temperature) or not math.isfinite(temperature) or temperature <= 0:
         raise InputError(f"temperature must be a finite number > 0, got {temperature!r}")
     if readout not in ("goodness", "softmax", "combined"):
         raise InputError(f"readout must be 'goodness', 'softmax' or 'combined', got {readout!r}")
@@ -129,8 +130,7 @@ def distill(teacher: Chip, student: Chip, teacher_learner: FFLearner, student_le
     teacher_learner : FFLearner
         The learner fitted on ``teacher`` (its controller memory: label embedding and readout).
     student_learner : FFLearner
-        A fresh learner (or one already bound to ``student``); its ``config`` sets the
-        student's training (epochs, policy, ...).
+        A fresh learner; its ``config`` sets the student's training (epochs, policy, ...).
     transfer_images : array (n, 28, 28) or (n, 784)
         Unlabelled images; they may differ from the teacher's training images.
     test_images, test_labels : optional
@@ -161,8 +161,11 @@ def distill(teacher: Chip, student: Chip, teacher_learner: FFLearner, student_le
         raise InputError("teacher and student need their own learners")
     if teacher_learner._sizes is None or teacher_learner._chip is not teacher:
         raise InputError("teacher_learner must be the learner fitted on the teacher chip")
-    if student_learner._chip is not None and student_learner._chip is not student:
-        raise InputError("student_learner is bound to another chip; use a fresh FFLearner")
+    if student_learner._chip is not None:
+        raise InputError("student_learner has been used already; distill needs a fresh FFLearner")
+    if student_learner.config.checkpoint_every:
+        raise InputError("the student learner's config sets checkpoint_every, which distill does not support; "
+                         "set it to 0")
     teacher_learner._check_chip(teacher)
     student_learner._check_chip(student, bound=False)
     x = _as_images(transfer_images, "transfer_images")
@@ -175,13 +178,14 @@ def distill(teacher: Chip, student: Chip, teacher_learner: FFLearner, student_le
         xt = _as_images(test_images, "test_images")
         _as_labels(test_labels, xt.shape[0], "test_labels")
 
+    sink = _log_sink(log)  # a log path that cannot be written fails here, before any read
     t0 = _snapshot(teacher)
     probs = teacher_probabilities(teacher, teacher_learner, x, cfg.temperature, cfg.query_batch,
                                   cfg.teacher_readout)
     t1 = _snapshot(teacher)
     s0 = _snapshot(student)
     student_learner.fit_soft(student, x, probs, positives=cfg.positives, test_images=test_images,
-                             test_labels=test_labels, log=log, progress=progress)
+                             test_labels=test_labels, log=sink, progress=progress)
     s1 = _snapshot(student)
     agreement = float(np.mean(student_learner.predict(student, x, "softmax") == probs.argmax(axis=1)))
     return DistillResult(
@@ -190,6 +194,10 @@ def distill(teacher: Chip, student: Chip, teacher_learner: FFLearner, student_le
         student_energy_j=_diff(s0[0], s1[0]), student_time_s=s1[1] - s0[1],
         agreement=agreement, history=list(student_learner.history),
     )
+
+
+def _real(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
 
 
 def _snapshot(chip: Chip) -> tuple[dict[str, float], float]:

@@ -555,6 +555,8 @@ class FFLearner:
         self._check_chip(chip)
         if self._sizes is None:
             raise InputError("the learner has not been fitted yet (call fit first)")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
         x = _as_images(images)
         out = [self._head_logits(chip, self._forward(chip, self._embed(x[s:s + batch_size], None)))[0]
                for s in range(0, x.shape[0], batch_size)]

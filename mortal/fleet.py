@@ -43,7 +43,8 @@ __all__ = ["run_fleet", "FleetResult", "chip_seed", "learner_seed", "read_record
 RECORDS_FILE = "records.jsonl"
 CONFIG_FILE = "config.resolved.json"
 #: Test hook: "CHIP:MARKER" makes the worker running chip CHIP exit abruptly once
-#: (when MARKER does not exist yet; it is created first), to exercise re-runs.
+#: (when MARKER does not exist yet; it is created first), "CHIP:" every time, to
+#: exercise re-runs.
 _KILL_ENV = "MORTAL_TEST_KILL_CHIP"
 
 
@@ -109,7 +110,11 @@ def _maybe_die(chip: int) -> None:
     if not spec:
         return
     which, marker = spec.split(":", 1)
-    if int(which) == chip and not os.path.exists(marker):
+    if int(which) != chip:
+        return
+    if not marker:
+        os._exit(17)
+    if not os.path.exists(marker):
         Path(marker).write_text(str(os.getpid()))
         os._exit(17)
 
@@ -253,8 +258,15 @@ def run_fleet(config: ExperimentConfig, out_dir: str | Path | None = None, execu
         if resume:
             if not cfg_path.is_file():
                 raise InputError(f"nothing to resume in {out} (no {CONFIG_FILE})")
-            before = json.loads(cfg_path.read_text())
-            if before != json.loads(json.dumps(config.resolved())):
+            try:
+                before = json.loads(cfg_path.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise InputError(f"cannot read {cfg_path} to resume: {exc}") from None
+            now = json.loads(json.dumps(config.resolved()))
+            if isinstance(before, dict):
+                before.pop("workers", None)
+            now.pop("workers", None)
+            if before != now:
                 raise InputError(f"{out} holds a run of another config; resume needs the same config")
             kept = read_records(rec_path)
             done = {r["key"]: r for r in kept if r.get("status") == "ok"}
@@ -280,11 +292,40 @@ def run_fleet(config: ExperimentConfig, out_dir: str | Path | None = None, execu
     own = executor is None
     pool: Executor | None = executor
     attempts: dict[str, int] = {}
+    previous_broken = False
     bar = Progress(len(tasks), "chips", enabled=progress)
     bar.update(len(done))
     t0 = time.perf_counter()
     pending = list(todo)
+    isolate = False  # after two broken rounds in a row: one chip per fresh one-worker pool
+
+    def finish(rec: dict[str, Any]) -> None:
+        records[rec["key"]] = rec
+        if rec_path is not None:
+            _append(rec_path, rec)
+        if on_record is not None:
+            on_record(rec)
+        bar.update(len(records))
+
+    def lost(task: ChipTask, exc: BaseException) -> dict[str, Any]:
+        return {"key": task.key, "point": task.point.index, "params": task.point.params, "chip": task.chip,
+                "status": "failed", "error": f"worker lost {attempts[task.key]} times: {type(exc).__name__}: {exc}"}
+
     while pending:
+        if isolate and own:
+            # A chip that kills its worker takes the others in the same pool down with it; run
+            # each remaining chip alone, so that only the culprit uses up its retries.
+            task = pending.pop(0)
+            with _spawn_pool(1) as solo:
+                try:
+                    finish(solo.submit(run_chip, task).result())
+                except Exception as exc:
+                    attempts[task.key] = attempts.get(task.key, 0) + 1
+                    if attempts[task.key] <= max_retries:
+                        pending.append(task)
+                    else:
+                        finish(lost(task, exc))
+            continue
         if pool is None:
             pool = _spawn_pool(min(n_workers, len(pending)))
         futures: dict[Future, ChipTask] = {pool.submit(run_chip, t): t for t in pending}
@@ -294,26 +335,27 @@ def run_fleet(config: ExperimentConfig, out_dir: str | Path | None = None, execu
             task = futures[fut]
             try:
                 rec = fut.result()
-            except Exception as exc:  # the worker died (or the executor failed), not the chip
-                broken = broken or isinstance(exc, BrokenProcessPool)
+            except BrokenProcessPool:
+                # Every unfinished chip of the pool fails with it; which one killed its worker is
+                # unknown, so none is charged an attempt yet.
+                broken = True
+                pending.append(task)
+                continue
+            except Exception as exc:  # the worker was lost (e.g. Dask's KilledWorker), not the chip
                 attempts[task.key] = attempts.get(task.key, 0) + 1
                 if attempts[task.key] <= max_retries:
                     pending.append(task)
-                    continue
-                rec = {"key": task.key, "point": task.point.index, "params": task.point.params, "chip": task.chip,
-                       "status": "failed", "error": f"worker lost {attempts[task.key]} times: "
-                                                    f"{type(exc).__name__}: {exc}"}
-            records[rec["key"]] = rec
-            if rec_path is not None:
-                _append(rec_path, rec)
-            if on_record is not None:
-                on_record(rec)
-            bar.update(len(records))
-        if broken and own and pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+                else:
+                    finish(lost(task, exc))
+                continue
+            finish(rec)
+        if broken:
+            if not own:
+                raise RuntimeError("the executor broke while chips were running; the records so far are saved")
+            pool.shutdown(wait=True, cancel_futures=True)  # type: ignore[union-attr]
             pool = None
-        elif pending and not own and broken:
-            raise RuntimeError("the executor broke while chips were running; records so far are saved")
+            isolate = isolate or previous_broken
+        previous_broken = broken
     bar.close()
     if own and pool is not None:
         pool.shutdown(wait=True)

@@ -128,7 +128,7 @@ class LifetimeConfig(BaseModel):
     of the training set)."""
     margin: float = Field(0.03, gt=0.0, lt=1.0)
     """Dying once the probe error exceeds the first post-training probe error by this much."""
-    max_rise_per_day: Optional[float] = Field(None, gt=0.0)
+    max_rise_per_day: Optional[float] = Field(None, gt=0.0, allow_inf_nan=False)
     compensation: Literal["none", "global", "column"] = "column"
     reference_size: int = Field(200, ge=1)
     """Unlabelled images the drift compensator reads as its fixed reference."""
@@ -174,6 +174,11 @@ def run_lifetime(config: LifetimeConfig, train_images: np.ndarray, train_labels:
     if cfg.probe_size + cfg.reference_size > len(train_labels) - 1:
         raise InputError(f"probe_size + reference_size ({cfg.probe_size} + {cfg.reference_size}) must leave "
                          f"training images (there are {len(train_labels)})")
+    n_fit = len(train_labels) - cfg.probe_size
+    n_transfer = n_fit if cfg.transfer_size is None else min(cfg.transfer_size, n_fit)
+    if min(n_fit, n_transfer) < FFConfig().batch_size:
+        raise InputError(f"{min(n_fit, n_transfer)} training/transfer images is fewer than one batch "
+                         f"({FFConfig().batch_size}); use more images or a smaller probe_size/transfer_size")
     events: list[dict[str, Any]] = []
 
     def put(ev: dict[str, Any]) -> None:
@@ -187,7 +192,6 @@ def run_lifetime(config: LifetimeConfig, train_images: np.ndarray, train_labels:
     probe_x, probe_y = train_images[n - cfg.probe_size:], train_labels[n - cfg.probe_size:]
     fit_x, fit_y = train_images[: n - cfg.probe_size], train_labels[: n - cfg.probe_size]
     reference = fit_x[: cfg.reference_size]
-    n_transfer = len(fit_x) if cfg.transfer_size is None else min(cfg.transfer_size, len(fit_x))
     transfer = fit_x[:n_transfer]
 
     def fabricate(g: int) -> devices.AnalogChip:

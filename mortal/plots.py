@@ -49,7 +49,7 @@ def plot_lifetime(events: Sequence[dict[str, Any]], stem: str | Path, method: st
             ax.plot(xs, [100 * y for y in ys], "-o", ms=3, color=colors[g % len(colors)], label=f"generation {g}")
     first = True
     for e in events:
-        if e["event"] == "distilled":
+        if e["event"] == "distilled" and method in e.get("test_error", {}):
             t = e["time_s"] / _YEAR
             ax.axvline(t, color="0.5", ls="--", lw=0.8)
             ax.plot([t], [100 * e["test_error"][method]], "*", ms=12, color="k",

@@ -108,3 +108,20 @@ def test_failure_spec_validation():
     with pytest.raises(ValueError):
         FaultSpec(failure_stuck_on_share=1.5)
     assert FaultSpec().failed_fraction(1e12) == 0.0
+
+
+def test_chips_saved_before_failures_existed_load_with_the_same_failure_times(tmp_path):
+    import json
+
+    chip = devices.make_chip("pcm", (30, 20, 10), seed=5)
+    z = dict(np.load(chip.save(tmp_path / "new.npz")))
+    meta = json.loads(z["meta"].tobytes().decode())
+    for i, lm in enumerate(meta["layers"]):  # the layout written before failures with time
+        lm["arrays"] = [a for a in lm["arrays"] if a not in ("fail_at", "fail_on")]
+        del z[f"L{i}_fail_at"], z[f"L{i}_fail_on"]
+    z["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "old.npz", **z)
+    old = devices.load_chip(tmp_path / "old.npz")
+    for a, b in zip(devices.inspect(chip).layers, devices.inspect(old).layers):
+        np.testing.assert_array_equal(a.failure_time, b.failure_time)
+        np.testing.assert_array_equal(a.weights, b.weights)

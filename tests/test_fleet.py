@@ -16,7 +16,7 @@ from mortal.fleet import RECORDS_FILE, pareto_front, read_records, run_fleet, su
 TINY = {
     "name": "tiny", "seed": 7, "chips": 3,
     "chip": {"preset": "pcm", "layers": [16, 12]},
-    "train": {"epochs": 1, "eval_every": 0, "batch_size": 50},
+    "train": {"epochs": 1, "batch_size": 50},
     "data": {"source": "mini", "train_size": 300, "test_size": 100},
 }
 
@@ -105,6 +105,14 @@ def test_a_worker_killed_mid_chip_has_its_chip_rerun(reference, tmp_path, monkey
     assert _strip(res.records) == reference
 
 
+def test_a_chip_that_always_kills_its_worker_fails_alone(reference, tmp_path, monkeypatch):
+    monkeypatch.setenv("MORTAL_TEST_KILL_CHIP", "2:")
+    res = run_fleet(_cfg(), tmp_path / "run", workers=2, max_retries=1)
+    assert [r["status"] for r in res.records] == ["ok", "ok", "failed"]
+    assert "worker lost 2 times" in res.records[2]["error"]
+    assert _strip(res.records)[:2] == reference[:2]
+
+
 def test_a_failing_chip_is_recorded_and_the_fleet_goes_on(tmp_path, process_pool):
     cfg = _cfg(chips=2, sweep={"train.batch_size": [50, 1000]})  # 1000 > the 300 training images
     res = run_fleet(cfg, tmp_path / "run", process_pool)
@@ -186,6 +194,9 @@ def test_load_config_and_resolved_round_trip(tmp_path):
     ('[sweep]\n"chip.colour" = [1]\n', "sweep"),
     ('[sweep]\n"train.lr" = [0.1, -1.0]\n', "sweep point [train.lr = -1.0]"),
     ('[train\nepochs = 1\n', "not valid TOML"),
+    ('[train]\nseed = 4\n', "train: Value error, seed cannot be set here"),
+    ('[sweep]\n"train.seed" = [1, 2]\n', "unknown sweep key 'train.seed'"),
+    ('[chip.spec]\nadc = { nosuch = 1 }\n', "chip: Value error, spec.adc.nosuch"),
 ])
 def test_bad_configs_name_the_file_and_the_field(tmp_path, text, where):
     p = tmp_path / "bad.toml"
@@ -223,7 +234,7 @@ def test_cli_unreachable_scheduler_fails_fast(tmp_path, capsys):
 def _write_tiny(tmp_path: Path, **changes) -> Path:
     raw = {**json.loads(json.dumps(TINY)), **changes}
     lines = [f'name = "{raw["name"]}"', f"seed = {raw['seed']}", f"chips = {raw['chips']}",
-             "[chip]", 'preset = "pcm"', "layers = [16, 12]", "[train]", "epochs = 1", "eval_every = 0",
+             "[chip]", 'preset = "pcm"', "layers = [16, 12]", "[train]", "epochs = 1",
              "batch_size = 50", "[data]", 'source = "mini"', "train_size = 300", "test_size = 100"]
     if "sweep" in raw:
         lines.append("[sweep]")

@@ -175,12 +175,15 @@ def _dead_chip(sizes):
     return chip
 
 
-@pytest.mark.parametrize("case", ["sizes", "empty", "dead", "same", "unfitted", "few"])
-def test_bad_transfers_fail_before_any_change(small_pair, mini, case):
+@pytest.mark.parametrize("case", ["sizes", "empty", "dead", "same", "unfitted", "few", "used", "checkpoint",
+                                  "log"])
+def test_bad_transfers_fail_before_any_change(small_pair, mini, case, tmp_path):
     teacher, tl = small_pair
     student = devices.make_chip("pcm", (784, 20, 10), seed=2)
     x = mini.train_images[:300]
     teacher_learner = tl
+    sl = FFLearner(FFConfig(epochs=1, eval_every=0))
+    log = None
     if case == "sizes":
         student = devices.make_chip("pcm", (784, 20, 12), seed=2)
     elif case == "empty":
@@ -193,13 +196,21 @@ def test_bad_transfers_fail_before_any_change(small_pair, mini, case):
         teacher_learner = FFLearner(FFConfig(epochs=1))
     elif case == "few":
         x = x[:50]
+    elif case == "used":
+        sl.fit(student, x, mini.train_labels[:300])
+    elif case == "checkpoint":
+        sl = FFLearner(FFConfig(epochs=1, eval_every=0, checkpoint_every=1))
+    elif case == "log":
+        (tmp_path / "ro").mkdir()
+        (tmp_path / "ro" / "x").write_text("")
+        log = tmp_path / "ro" / "x" / "log.jsonl"  # a path under a file cannot be written
+    bound = sl._chip
     t_before, s_before = _state(teacher), _state(student)
-    sl = FFLearner(FFConfig(epochs=1, eval_every=0))
     with pytest.raises(InputError):
-        distill(teacher, student, teacher_learner, sl, x)
+        distill(teacher, student, teacher_learner, sl, x, log=log)
     _unchanged(teacher, t_before)
     _unchanged(student, s_before)
-    assert sl._chip is None
+    assert sl._chip is bound
 
 
 @pytest.mark.parametrize("t", [0.0, -1.0, float("nan"), float("inf")])
