@@ -75,6 +75,20 @@ def _parser() -> argparse.ArgumentParser:
     life.add_argument("--out", default=None, help="output folder (events.jsonl, config.json, lifetime.png/.svg)")
     life.add_argument("--quiet", action="store_true", help="no per-event lines")
 
+    ds = sub.add_parser("distill", help="teach a fresh chip from a chip trained with `mortal train`")
+    ds.add_argument("--teacher", required=True, help="the --out folder of a `mortal train` run")
+    ds.add_argument("--seed", type=int, default=1, help="seeds the student chip and its learner")
+    ds.add_argument("--epochs", type=int, default=None, help="student epochs (default: the teacher's)")
+    ds.add_argument("--temperature", type=float, default=1.0)
+    ds.add_argument("--teacher-readout", choices=("goodness", "softmax", "combined"), default="softmax")
+    ds.add_argument("--positives", choices=("argmax", "sample"), default="argmax")
+    ds.add_argument("--data", default=None, help="the data the teacher was trained on (as for `mortal train`)")
+    ds.add_argument("--mini", action="store_true", help="the teacher was trained on the bundled subset")
+    ds.add_argument("--transfer-size", type=int, default=None, help="unlabelled transfer images (default: all)")
+    ds.add_argument("--baselines", action="store_true", help="also a weight copy and a student trained from labels")
+    ds.add_argument("--out", default=None, help="output folder (summary.json, epochs.jsonl)")
+    ds.add_argument("--quiet", action="store_true")
+
     for name, text in (("fleet", "train and evaluate N unique chips from a TOML config"),
                        ("sweep", "run every combination of a config's [sweep] lists over the fleet")):
         f = sub.add_parser(name, help=text)
@@ -339,6 +353,83 @@ def cmd_fleet(args: argparse.Namespace, sweep: bool) -> int:
     return EXIT_OK if not res.failed else EXIT_FAIL
 
 
+def cmd_distill(args: argparse.Namespace) -> int:
+    import devices
+    from .checkpoint import CHIP_FILE, latest_checkpoint
+    from .data import load_mnist, load_mnist_mini
+    from .distill import DistillConfig, distill
+    from .errors import InputError
+    from .ff import FFConfig, FFLearner
+    from .lifetime import weight_copy
+
+    teacher_dir = Path(args.teacher)
+    try:
+        meta = json.loads((teacher_dir / "config.json").read_text())
+        ckdir = teacher_dir / "checkpoints"
+        teacher = devices.load_chip(latest_checkpoint(ckdir) / CHIP_FILE)
+        t_cfg = FFConfig(**meta["ff"])
+        epochs = args.epochs if args.epochs is not None else t_cfg.epochs
+        s_cfg = t_cfg.model_copy(update={"epochs": epochs, "seed": args.seed, "checkpoint_every": 0,
+                                         "eval_every": 0})
+        FFConfig.model_validate(s_cfg.model_dump())  # re-validate the changed fields
+        d_cfg = DistillConfig(temperature=args.temperature, teacher_readout=args.teacher_readout,
+                              positives=args.positives)
+        data = load_mnist_mini() if args.mini else load_mnist(args.data)
+    except (OSError, KeyError, json.JSONDecodeError) as exc:
+        return _error(f"{teacher_dir} is not a finished `mortal train --out` folder ({exc})")
+    except ValidationError as exc:
+        return _error(_validation_message(exc))
+    except (ValueError, FileNotFoundError) as exc:
+        return _error(str(exc))
+    n = int(meta.get("train_size", data.n_train))
+    x, y = data.train_images[:n], data.train_labels[:n]
+    n_t = n if args.transfer_size is None else args.transfer_size
+    if not 1 <= n_t <= data.n_train:
+        return _error(f"--transfer-size must be between 1 and {data.n_train}, got {n_t}")
+    transfer = data.train_images[:n_t]
+    t_learner = FFLearner(t_cfg)
+    try:
+        # Restores the teacher's learner from its checkpoint (no epochs left to train).
+        t_learner.fit(teacher, x, y, resume=ckdir, checkpoint_dir=ckdir, progress=False)
+        sizes = teacher.info.layer_sizes
+        student = devices.make_chip(teacher.spec, sizes, args.seed)
+        s_learner = FFLearner(s_cfg)
+        out = Path(args.out) if args.out else None
+        log = out / "epochs.jsonl" if out else None
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            log.write_text("")
+        res = distill(teacher, student, t_learner, s_learner, transfer, d_cfg, log=log,
+                      progress=not args.quiet and sys.stderr.isatty())
+    except InputError as exc:
+        return _error(str(exc))
+    rows = [("teacher", t_learner.evaluate(teacher, data.test_images, data.test_labels).errors, None),
+            ("student, distilled", s_learner.evaluate(student, data.test_images, data.test_labels).errors,
+             res.total_energy_j)]
+    if args.baselines:
+        copy_chip = devices.make_chip(teacher.spec, sizes, args.seed)
+        c_learner = weight_copy(teacher, copy_chip, t_learner)
+        rows.append(("weight copy (immortal)", c_learner.evaluate(copy_chip, data.test_images, data.test_labels).errors,
+                     copy_chip.ledger.total_energy_j))
+        scratch = devices.make_chip(teacher.spec, sizes, args.seed)
+        sc = FFLearner(s_cfg)
+        sc.fit(scratch, x, y, progress=False)
+        rows.append(("student from labels", sc.evaluate(scratch, data.test_images, data.test_labels).errors,
+                     scratch.ledger.total_energy_j))
+    summary = {"teacher": str(teacher_dir), "student_seed": args.seed, "epochs": epochs,
+               "distill": d_cfg.model_dump(), "transfer_images": int(n_t), **res.summary(),
+               "rows": [{"what": w, "test_error": e, "energy_j": j} for w, e, j in rows]}
+    if out is not None:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if not args.quiet:
+        print(f"{'':<24} {'goodness':>9} {'softmax':>9} {'energy':>12}")
+        for what, err, joules in rows:
+            e = "" if joules is None else f"{joules:.4g} J"
+            print(f"{what:<24} {100 * err['goodness']:>8.2f}% {100 * err['softmax']:>8.2f}% {e:>12}")
+        print(f"teacher reads {sum(res.teacher_energy_j.values()):.4g} J, agreement {100 * res.agreement:.1f} %")
+    return EXIT_OK
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .errors import InputError
     from .report import write_report
@@ -389,6 +480,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_train(args)
     if args.command == "lifetime":
         return cmd_lifetime(args)
+    if args.command == "distill":
+        return cmd_distill(args)
     if args.command in ("fleet", "sweep"):
         return cmd_fleet(args, sweep=args.command == "sweep")
     if args.command == "report":

@@ -308,3 +308,22 @@ def test_lifetime_bad_arguments_exit_2_and_write_nothing(tmp_path, argv):
     out = tmp_path / "o"
     assert main(["lifetime", "--mini", "--out", str(out), *argv]) == 2
     assert not out.exists()
+
+
+def test_cli_distill_from_a_train_run(tmp_path, capsys):
+    t = tmp_path / "teacher"
+    assert main(["train", "--preset", "wild", "--layers", "30,30", "--epochs", "1", "--mini",
+                 "--train-size", "600", "--out", str(t), "--quiet"]) == 0
+    s = tmp_path / "student"
+    capsys.readouterr()
+    assert main(["distill", "--teacher", str(t), "--mini", "--baselines", "--out", str(s)]) == 0
+    text = capsys.readouterr().out
+    assert "student, distilled" in text and "weight copy" in text and "student from labels" in text
+    summary = json.loads((s / "summary.json").read_text())
+    assert summary["transfer_images"] == 600 and summary["teacher_energy_j"] > 0
+    assert [r["what"] for r in summary["rows"]][:2] == ["teacher", "student, distilled"]
+    assert len((s / "epochs.jsonl").read_text().splitlines()) == 1
+    # the teacher's data must match its checkpoint; a missing folder is a clear usage error
+    assert main(["distill", "--teacher", str(t), "--mini", "--transfer-size", "0"]) == 2
+    assert main(["distill", "--teacher", str(tmp_path / "none"), "--mini"]) == 2
+    assert main(["distill", "--teacher", str(t), "--mini", "--temperature", "-1"]) == 2
