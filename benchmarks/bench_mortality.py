@@ -58,7 +58,9 @@ def main() -> None:
     ap.add_argument("--data", default=None)
     ap.add_argument("--teacher-readout", default="softmax")
     ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--positives", default="argmax")
     ap.add_argument("--skip-drift", action="store_true")
+    ap.add_argument("--skip-baselines", action="store_true", help="no weight copy and no training from labels")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     out = Path(args.out)
@@ -125,7 +127,8 @@ def main() -> None:
         student = fab(1)
         sl = FFLearner(cfg(d_epochs, args.seed + 1))
         r = distill(teacher, student, tl, sl, xtr,
-                    DistillConfig(temperature=args.temperature, teacher_readout=args.teacher_readout),
+                    DistillConfig(temperature=args.temperature, teacher_readout=args.teacher_readout,
+                                  positives=args.positives),
                     log=line("distill"))
         res = sl.evaluate(student, xte, yte, "both")
         result["distilled"] = {"test_error": res.errors, **r.summary(), "wall_s": time.perf_counter() - t,
@@ -133,6 +136,8 @@ def main() -> None:
         print("distilled", result["distilled"], flush=True)
         save()
 
+        if args.skip_baselines:
+            return
         # 4. weight copy (immortal reference) onto another instance of the student chip
         teacher_now = devices.load_chip(snap)
         copy_chip = fab(1)
