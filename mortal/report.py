@@ -38,15 +38,16 @@ def fleet_table(records: list[dict[str, Any]]) -> str:
 
 def sweep_table(rows: list[dict[str, Any]]) -> str:
     """One line per sweep point: its values, chips, error mean +- std, energies, Pareto marks."""
-    lines = [f"{'point':>5}  {'params':<40} {'ok':>3} {'error (mean +- std)':>20} {'train E (J)':>11} "
+    names = [", ".join(f"{k}={v}" for k, v in r["params"].items()) or "-" for r in rows]
+    w = max([len("params")] + [len(n) for n in names])
+    lines = [f"{'point':>5}  {'params':<{w}} {'ok':>3} {'error (mean +- std)':>20} {'train E (J)':>11} "
              f"{'infer E/img (J)':>15}  front"]
-    for r in rows:
-        params = ", ".join(f"{k}={v}" for k, v in r["params"].items()) or "-"
+    for r, params in zip(rows, names):
         if "error_mean" not in r:
-            lines.append(f"{r['point']:>5}  {params:<40} {r['chips_ok']:>3}  no finished chips")
+            lines.append(f"{r['point']:>5}  {params:<{w}} {r['chips_ok']:>3}  no finished chips")
             continue
         front = " ".join(m for m, f in (("train", r.get("pareto_train")), ("inference", r.get("pareto_inference"))) if f)
-        lines.append(f"{r['point']:>5}  {params:<40} {r['chips_ok']:>3} "
+        lines.append(f"{r['point']:>5}  {params:<{w}} {r['chips_ok']:>3} "
                      f"{100 * r['error_mean']:>9.2f}% +- {100 * r['error_std']:>5.2f}% "
                      f"{_fmt_e(r['train_energy_j']):>11} {_fmt_e(r['inference_energy_j']):>15}  {front or '-'}")
     return "\n".join(lines)
