@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     life.add_argument("--mini", action="store_true", help="use the small MNIST subset bundled with the package")
     life.add_argument("--train-size", type=int, default=None, help="use only the first N training images")
     life.add_argument("--check-every", default="30d", help="simulated time between health checks (e.g. 30d, 6mo, 1y)")
-    life.add_argument("--max-age", default="50y", help="retire a chip at this age after training even if healthy")
+    life.add_argument("--max-age", default="20y", help="retire a chip at this age after training even if healthy")
     life.add_argument("--margin", type=float, default=0.03,
                       help="dying once the probe error exceeds its post-training value by this much")
     life.add_argument("--compensation", choices=("none", "global", "column"), default="column")

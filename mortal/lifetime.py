@@ -121,7 +121,7 @@ class LifetimeConfig(BaseModel):
     seed: int = Field(0, ge=0)
     check_every: float = 30 * SECONDS_PER_DAY
     """Simulated time between health checks."""
-    max_age: float = 50 * SECONDS_PER_YEAR
+    max_age: float = 20 * SECONDS_PER_YEAR
     """A chip is retired (and distilled) at this age even if it never reports dying."""
     probe_size: int = Field(500, ge=10)
     """Labelled probe images kept by the controller for the health monitor (taken from the end
@@ -164,8 +164,8 @@ def run_lifetime(config: LifetimeConfig, train_images: np.ndarray, train_labels:
     """Run a lifetime and return its events (also passed to ``emit`` as they happen).
 
     Events (``event`` field): ``trained`` (generation 0 after training from labels),
-    ``check`` (one health check: probe and test error, compensation factors, stuck
-    fraction), ``dying`` (the monitor's verdict), ``distilled`` (a new generation
+    ``check`` (one health check: probe error, softmax test error, compensation factors,
+    stuck fraction; both readouts are measured at ``trained`` and ``distilled``), ``dying`` (the monitor's verdict), ``distilled`` (a new generation
     trained from the dying one: energies and errors), ``retired`` (the last chip at the
     end).  ``time_s`` is simulated time since generation 0 was fabricated; ``age_s``
     the chip's own age.
@@ -200,8 +200,8 @@ def run_lifetime(config: LifetimeConfig, train_images: np.ndarray, train_labels:
     def learner_for(g: int, epochs: int) -> FFLearner:
         return FFLearner(FFConfig(epochs=epochs, policy=cfg.policy, seed=cfg.seed + g, eval_every=0))
 
-    def test_errors(chip: devices.AnalogChip, learner: FFLearner) -> dict[str, float]:
-        return learner.evaluate(chip, test_images, test_labels, method="both").errors
+    def test_errors(chip: devices.AnalogChip, learner: FFLearner, method: str = "both") -> dict[str, float]:
+        return learner.evaluate(chip, test_images, test_labels, method=method).errors
 
     t_wall = time.perf_counter()
     chip = fabricate(0)
@@ -234,7 +234,7 @@ def run_lifetime(config: LifetimeConfig, train_images: np.ndarray, train_labels:
             st = devices.inspect(chip)
             put({"event": "check", "generation": gen, "time_s": birth + chip.clock_s, "age_s": chip.clock_s,
                  "since_training_s": chip.clock_s - trained_at, "probe_error": report.error,
-                 "status": report.status, "test_error": test_errors(chip, learner),
+                 "status": report.status, "test_error": test_errors(chip, learner, "softmax"),
                  "compensation": comp.summary() if comp is not None else {},
                  "stuck_fraction": st.stuck_fraction,
                  "device_failures": int(chip.ledger.counts.get("device_failures", 0)),
