@@ -300,3 +300,13 @@ def test_cli_demo_on_tiny_settings(tmp_path, capsys):
 def test_example_configs_are_valid(path):
     cfg = load_config(path)
     assert cfg.points() and cfg.chips >= 1
+
+
+def test_cli_fleet_on_a_local_dask_cluster(tmp_path, reference):
+    pytest.importorskip("distributed")
+    cfg = _write_tiny(tmp_path)
+    out = tmp_path / "dask"
+    assert main(["fleet", str(cfg), "--out", str(out), "--dask-local", "2", "--quiet"]) == 0
+    assert _strip(read_records(out / RECORDS_FILE)) == reference
+    assert main(["fleet", str(cfg), "--out", str(tmp_path / "x"), "--dask-local", "2",
+                 "--scheduler", "tcp://127.0.0.1:9"]) == 2
