@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,8 @@ def run_demo(out: Path, chips: int = 4, workers: int | None = None, layers: tupl
     }, "demo")
     say(f"[1/3] training {chips} unique pcm chips ({'x'.join(map(str, layers))}, {epochs} epochs, "
         f"bundled MNIST subset) in parallel ...")
-    res = run_fleet(cfg, fleet_dir, workers=workers, save_chips=True)
+    bars = not quiet and sys.stderr.isatty()
+    res = run_fleet(cfg, fleet_dir, workers=workers, save_chips=True, progress=bars)
     summary = write_report(fleet_dir, quiet=quiet)
     if res.failed:
         say(f"{len(res.failed)} chips failed; see {fleet_dir / 'records.jsonl'}")
@@ -97,7 +99,7 @@ def run_demo(out: Path, chips: int = 4, workers: int | None = None, layers: tupl
     born = teacher.clock_s - t_trained
     student = devices.make_chip("pcm", cfg.points()[0].chip.sizes, chip_seed(seed, chips))
     sl = FFLearner(train_cfg.model_copy(update={"seed": learner_seed(seed, chips), "checkpoint_every": 0}))
-    dres = distill(teacher, student, tl, sl, xtr, DistillConfig())
+    dres = distill(teacher, student, tl, sl, xtr, DistillConfig(), progress=bars)
     s_err = sl.evaluate(student, xte, yte, "softmax").errors["softmax"]
     events.append({"event": "distilled", "generation": 1, "time_s": born + student.clock_s, "age_s": student.clock_s,
                    "test_error": {"softmax": s_err}})
