@@ -59,6 +59,7 @@ def main() -> None:
     ap.add_argument("--teacher-readout", default="softmax")
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--positives", default="argmax")
+    ap.add_argument("--min-confidence", type=float, default=0.0)
     ap.add_argument("--skip-drift", action="store_true")
     ap.add_argument("--skip-baselines", action="store_true", help="no weight copy and no training from labels")
     ap.add_argument("--out", required=True)
@@ -128,7 +129,7 @@ def main() -> None:
         sl = FFLearner(cfg(d_epochs, args.seed + 1))
         r = distill(teacher, student, tl, sl, xtr,
                     DistillConfig(temperature=args.temperature, teacher_readout=args.teacher_readout,
-                                  positives=args.positives),
+                                  positives=args.positives, min_confidence=args.min_confidence),
                     log=line("distill"))
         res = sl.evaluate(student, xte, yte, "both")
         result["distilled"] = {"test_error": res.errors, **r.summary(), "wall_s": time.perf_counter() - t,

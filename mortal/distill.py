@@ -49,6 +49,9 @@ class DistillConfig(BaseModel):
     teacher_readout: Literal["goodness", "softmax", "combined"] = "softmax"
     """The teacher's logits: its summed goodness log-odds (10 passes per image), its softmax
     head's logits (1 pass), or their sum (a product of the two readouts' probabilities)."""
+    min_confidence: float = Field(0.0, ge=0.0, lt=1.0)
+    """Transfer images whose teacher probability of its most likely label is below this train
+    only the student's head, not its layers (0: every image trains the layers)."""
     query_batch: int = Field(1000, ge=1, le=100_000)
     """Images per batch when the teacher is read."""
 
@@ -184,7 +187,8 @@ def distill(teacher: Chip, student: Chip, teacher_learner: FFLearner, student_le
                                   cfg.teacher_readout)
     t1 = _snapshot(teacher)
     s0 = _snapshot(student)
-    student_learner.fit_soft(student, x, probs, positives=cfg.positives, test_images=test_images,
+    student_learner.fit_soft(student, x, probs, positives=cfg.positives, min_confidence=cfg.min_confidence,
+                             test_images=test_images,
                              test_labels=test_labels, log=sink, progress=progress)
     s1 = _snapshot(student)
     agreement = float(np.mean(student_learner.predict(student, x, "softmax") == probs.argmax(axis=1)))

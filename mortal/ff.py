@@ -177,6 +177,7 @@ class FFLearner:
         self._sizes: Optional[tuple[int, ...]] = None
         self._chip: Optional[Chip] = None
         self._copies = 1
+        self._min_confidence = 0.0
         #: Per layer, a float32 (n_out,) factor applied to every measured output before
         #: use (set by :class:`mortal.care.DriftCompensator`); ``None``: no correction.
         self.correction: Optional[list[np.ndarray]] = None
@@ -324,11 +325,12 @@ class FFLearner:
         progress : bool, optional
             A progress bar on stderr (default: when stderr is a terminal).
         """
+        self._min_confidence = 0.0
         return self._fit(chip, images, labels, None, "argmax", test_images, test_labels, checkpoint_dir,
                          resume, log, progress)
 
     def fit_soft(self, chip: Chip, images: Any, targets: Any, *, positives: Literal["argmax", "sample"] = "argmax",
-                 test_images: Any = None, test_labels: Any = None, checkpoint_dir: str | Path | None = None,
+                 min_confidence: float = 0.0, test_images: Any = None, test_labels: Any = None, checkpoint_dir: str | Path | None = None,
                  resume: str | Path | None = None, log: Callable[[dict[str, Any]], None] | str | Path | None = None,
                  progress: bool | None = None) -> "FFLearner":
         """Train ``chip`` from soft targets (float (n, 10) probabilities per image), e.g. a teacher's.
@@ -336,10 +338,16 @@ class FFLearner:
         Positive data carries each image's most likely label (``positives="argmax"``) or a
         label drawn from its target anew every epoch (``"sample"``); negative labels are drawn
         in proportion to the targets' probabilities of the other labels; the softmax head
-        is fitted to the targets themselves.  Other arguments as in :meth:`fit`.
+        is fitted to the targets themselves.  Images whose largest target probability is below
+        ``min_confidence`` train only the head, not the layers (their label is likely wrong).
+        Other arguments as in :meth:`fit`.
         """
         if positives not in ("argmax", "sample"):
             raise InputError(f"positives must be 'argmax' or 'sample', got {positives!r}")
+        if isinstance(min_confidence, bool) or not isinstance(min_confidence, (int, float, np.floating)) \
+                or not 0.0 <= float(min_confidence) < 1.0:
+            raise InputError(f"min_confidence must lie in [0, 1), got {min_confidence!r}")
+        self._min_confidence = float(min_confidence)
         x = _as_images(images)
         soft = _as_targets(targets, x.shape[0])
         return self._fit(chip, x, soft.argmax(axis=1), soft, positives, test_images, test_labels,
@@ -463,6 +471,12 @@ class FFLearner:
         else:
             wrong = (labels + rng.integers(1, N_CLASSES, batch)) % N_CLASSES
         self._update_head(chip, feats, logits, labels, gain, soft)
+        if soft is not None and self._min_confidence > 0.0:
+            keep = soft.max(axis=1) >= self._min_confidence
+            if not keep.all():
+                x, labels, wrong = x[keep], labels[keep], wrong[keep]
+            if x.shape[0] == 0:
+                return np.array([0.0, 0.0, online_err, batch])
         pos = self._forward(chip, self._embed(x, labels))
         neg = self._forward(chip, self._embed(x, wrong))
         scales = self._scales(chip)

@@ -327,3 +327,20 @@ def test_cli_distill_from_a_train_run(tmp_path, capsys):
     assert main(["distill", "--teacher", str(t), "--mini", "--transfer-size", "0"]) == 2
     assert main(["distill", "--teacher", str(tmp_path / "none"), "--mini"]) == 2
     assert main(["distill", "--teacher", str(t), "--mini", "--temperature", "-1"]) == 2
+
+
+def test_uncertain_targets_train_only_the_head(mini):
+    x = mini.train_images[:300]
+    flat = np.full((300, 10), 0.1, np.float32)  # the teacher is sure of nothing
+    chip = devices.make_chip("pcm", (784, 30, 20), seed=3)
+    before = [L.g.copy() for L in devices.inspect(chip).layers]
+    learner = FFLearner(FFConfig(epochs=1, eval_every=0))
+    learner.fit_soft(chip, x, flat, min_confidence=0.5)
+    for a, b in zip(before, devices.inspect(chip).layers):
+        np.testing.assert_array_equal(a, b.g)  # no device was programmed (weights still drift)
+    assert chip.ledger.counts.get("pulses", 0) == 0
+    assert np.abs(learner.head).sum() > 0  # the head still learned
+    with pytest.raises(InputError, match="min_confidence"):
+        FFLearner(FFConfig(epochs=1)).fit_soft(chip, x, flat, min_confidence=1.0)
+    with pytest.raises(ValidationError, match="min_confidence"):
+        DistillConfig(min_confidence=-0.1)
