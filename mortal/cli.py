@@ -71,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     life.add_argument("--compensation", choices=("none", "global", "column"), default="column")
     life.add_argument("--temperature", type=float, default=1.0, help="distillation temperature")
     life.add_argument("--teacher-readout", choices=("goodness", "softmax", "combined"), default="softmax")
+    life.add_argument("--min-confidence", type=float, default=0.0,
+                      help="transfer images the teacher is less sure of train only the student's head")
     life.add_argument("--policy", choices=("direct", "mixed"), default="mixed")
     life.add_argument("--out", default=None, help="output folder (events.jsonl, config.json, lifetime.png/.svg)")
     life.add_argument("--quiet", action="store_true", help="no per-event lines")
@@ -82,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     ds.add_argument("--temperature", type=float, default=1.0)
     ds.add_argument("--teacher-readout", choices=("goodness", "softmax", "combined"), default="softmax")
     ds.add_argument("--positives", choices=("argmax", "sample"), default="argmax")
+    ds.add_argument("--min-confidence", type=float, default=0.0,
+                    help="transfer images the teacher is less sure of train only the student's head")
     ds.add_argument("--data", default=None, help="the data the teacher was trained on (as for `mortal train`)")
     ds.add_argument("--mini", action="store_true", help="the teacher was trained on the bundled subset")
     ds.add_argument("--transfer-size", type=int, default=None, help="unlabelled transfer images (default: all)")
@@ -214,7 +218,8 @@ def cmd_lifetime(args: argparse.Namespace) -> int:
                              epochs=args.epochs, distill_epochs=args.distill_epochs, seed=args.seed,
                              check_every=args.check_every, max_age=args.max_age, margin=args.margin,
                              compensation=args.compensation, temperature=args.temperature,
-                             teacher_readout=args.teacher_readout, policy=args.policy)
+                             teacher_readout=args.teacher_readout, min_confidence=args.min_confidence,
+                             policy=args.policy)
         data = load_mnist_mini() if args.mini else load_mnist(args.data)
     except ValidationError as exc:
         return _error(_validation_message(exc))
@@ -373,7 +378,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
                                          "eval_every": 0})
         FFConfig.model_validate(s_cfg.model_dump())  # re-validate the changed fields
         d_cfg = DistillConfig(temperature=args.temperature, teacher_readout=args.teacher_readout,
-                              positives=args.positives)
+                              positives=args.positives, min_confidence=args.min_confidence)
         data = load_mnist_mini() if args.mini else load_mnist(args.data)
     except (OSError, KeyError, json.JSONDecodeError) as exc:
         return _error(f"{teacher_dir} is not a finished `mortal train --out` folder ({exc})")

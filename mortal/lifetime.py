@@ -135,6 +135,7 @@ class LifetimeConfig(BaseModel):
     temperature: float = Field(1.0, gt=0.0, allow_inf_nan=False)
     positives: Literal["argmax", "sample"] = "argmax"
     teacher_readout: Literal["goodness", "softmax", "combined"] = "softmax"
+    min_confidence: float = Field(0.0, ge=0.0, lt=1.0)
     transfer_size: Optional[int] = Field(None, ge=1)
     """Unlabelled transfer images per distillation (default: all training images)."""
 
@@ -253,7 +254,7 @@ def run_lifetime(config: LifetimeConfig, train_images: np.ndarray, train_labels:
         teacher_test = test_errors(chip, learner)
         res = distill(chip, student, learner, s_learner, transfer,
                       DistillConfig(temperature=cfg.temperature, positives=cfg.positives,
-                                    teacher_readout=cfg.teacher_readout), progress=progress)
+                                    teacher_readout=cfg.teacher_readout, min_confidence=cfg.min_confidence), progress=progress)
         birth = t_birth
         put({"event": "distilled", "generation": gen + 1, "teacher_generation": gen,
              "time_s": birth + student.clock_s, "age_s": student.clock_s,
