@@ -135,29 +135,36 @@ def plot_energy_error(summary: Sequence[dict[str, Any]], stem: str | Path, key: 
 
 
 def plot_energy_breakdown(records: Sequence[dict[str, Any]], stem: str | Path) -> list[Path]:
-    """Training energy by ledger category, mean over the chips of each sweep point (stacked)."""
+    """Training energy by ledger category, mean over the chips of each sweep point (stacked);
+    the right panel leaves out the controller's digital work, which usually dominates."""
     ok = [r for r in records if r.get("status") == "ok"]
     if not ok:
         raise ValueError("no finished chips to plot")
     plt = _pyplot()
     points = sorted({r["point"] for r in ok})
     cats = sorted({c for r in ok for c in r["result"]["train_energy_j"]})
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.2 * len(points) + 2.5), 4.0))
-    bottom = [0.0] * len(points)
-    for c in cats:
-        vals = []
-        for p in points:
-            rs = [r["result"]["train_energy_j"].get(c, 0.0) for r in ok if r["point"] == p]
-            vals.append(sum(rs) / len(rs))
-        if not any(vals):
-            continue
-        ax.bar(range(len(points)), vals, bottom=bottom, label=c)
-        bottom = [b + v for b, v in zip(bottom, vals)]
-    ax.set_xticks(range(len(points)), [_point_label(ok, p) for p in points], fontsize=8,
-                  rotation=20 if len(points) > 3 else 0, ha="right" if len(points) > 3 else "center")
-    ax.set_ylabel("training energy per chip (J)")
-    ax.set_title("Where the energy goes")
-    ax.legend(fontsize=8)
+    colors = dict(zip(cats, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3))
+    width = max(4.5, 1.2 * len(points) + 2.5)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * width, 4.0))
+    names = [_point_label(ok, p) for p in points]
+    for ax, shown, title in ((axes[0], cats, "all categories"),
+                             (axes[1], [c for c in cats if c != "digital"], "on the chip (without digital)")):
+        bottom = [0.0] * len(points)
+        for c in shown:
+            vals = []
+            for p in points:
+                rs = [r["result"]["train_energy_j"].get(c, 0.0) for r in ok if r["point"] == p]
+                vals.append(sum(rs) / len(rs))
+            if not any(vals):
+                continue
+            ax.bar(range(len(points)), vals, bottom=bottom, label=c, color=colors[c])
+            bottom = [b + v for b, v in zip(bottom, vals)]
+        ax.set_xticks(range(len(points)), names, fontsize=8, rotation=20 if len(points) > 3 else 0,
+                      ha="right" if len(points) > 3 else "center")
+        ax.set_ylabel("training energy per chip (J)")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8)
+    fig.suptitle("Where the energy goes")
     paths = _save(fig, stem)
     plt.close(fig)
     return paths
