@@ -34,19 +34,12 @@ import devices  # noqa: E402
 from _common import gemm_peak_gflops, machine_line  # noqa: E402
 from mortal.data import load_mnist  # noqa: E402
 from mortal.ff import FFConfig, FFLearner  # noqa: E402
+from mortal.fleet import training_macs  # noqa: E402
 
 
-def training_flops(sizes: tuple[int, ...], n_images: int, batch: int, readout_from: int = 1) -> float:
-    """Floating-point operations of the GEMMs of one training epoch."""
-    n_batches = n_images // batch
-    per_batch = 0.0
-    for i in range(len(sizes) - 1):
-        n_in, n_out = sizes[i], sizes[i + 1]
-        per_batch += 3 * 2 * batch * n_in * n_out          # neutral, positive, negative reads
-        per_batch += 2 * (2 * batch) * (n_in + 1) * n_out  # weight gradient of both phases
-    head_in = sum(sizes[1 + readout_from:]) if len(sizes) > 2 else sizes[-1]
-    per_batch += 2 * 2 * batch * head_in * 10               # head logits and gradient
-    return per_batch * n_batches
+def training_flops(sizes: tuple[int, ...], n_images: int, batch: int) -> float:
+    """Floating-point operations of the GEMMs of one training epoch (two per multiply-accumulate)."""
+    return 2.0 * training_macs(sizes, n_images, batch)
 
 
 def _median_train_s(history: list[dict]) -> float:

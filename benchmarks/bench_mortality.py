@@ -38,13 +38,12 @@ import numpy as np  # noqa: E402
 
 import devices  # noqa: E402
 from _common import machine_line  # noqa: E402
-from mortal.care import DriftCompensator  # noqa: E402
+from mortal.care import SECONDS_PER_DAY as DAY, DriftCompensator  # noqa: E402
 from mortal.data import load_mnist  # noqa: E402
 from mortal.distill import DistillConfig, distill  # noqa: E402
 from mortal.ff import FFConfig, FFLearner  # noqa: E402
 from mortal.lifetime import SECONDS_PER_YEAR, weight_copy  # noqa: E402
 
-DAY = 86400.0
 
 
 def main() -> None:

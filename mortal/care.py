@@ -18,7 +18,6 @@ chip itself, and their arithmetic is charged as digital work.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Optional
 
@@ -26,15 +25,12 @@ import numpy as np
 
 from .chip import Chip
 from .errors import InputError
-from .ff import FFLearner, _as_images, _as_labels
+from .ff import FFLearner, _as_images, _as_labels, is_real
 
-__all__ = ["DriftCompensator", "HealthMonitor", "HealthReport", "SECONDS_PER_DAY"]
+__all__ = ["DriftCompensator", "HealthMonitor", "HealthReport", "SECONDS_PER_DAY", "SECONDS_PER_YEAR"]
 
 SECONDS_PER_DAY = 86400.0
-
-
-def _real(v: Any) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+SECONDS_PER_YEAR = 365.25 * SECONDS_PER_DAY
 
 
 def _check_fitted(learner: Any, chip: Chip) -> FFLearner:
@@ -69,7 +65,7 @@ class DriftCompensator:
                  floor: float = 0.05) -> None:
         if mode not in ("global", "column"):
             raise InputError(f"mode must be 'global' or 'column', got {mode!r}")
-        if not _real(floor) or not 0.0 < float(floor) < 1.0:
+        if not is_real(floor) or not 0.0 < float(floor) < 1.0:
             raise InputError(f"floor must lie in (0, 1), got {floor!r}")
         self.reference = _as_images(reference_images, "reference_images")
         self.mode = mode
@@ -175,9 +171,9 @@ class HealthMonitor:
                  method: Literal["softmax", "goodness"] = "softmax") -> None:
         self.images = _as_images(images, "probe images")
         self.labels = _as_labels(labels, self.images.shape[0], "probe labels")
-        if not _real(max_error) or not 0.0 < float(max_error) < 1.0:
+        if not is_real(max_error) or not 0.0 < float(max_error) < 1.0:
             raise InputError(f"max_error must lie in (0, 1), got {max_error!r}")
-        if max_rise_per_day is not None and (not _real(max_rise_per_day)
+        if max_rise_per_day is not None and (not is_real(max_rise_per_day)
                                              or not float(max_rise_per_day) > 0.0
                                              or not math.isfinite(float(max_rise_per_day))):
             raise InputError(f"max_rise_per_day must be a positive number, got {max_rise_per_day!r}")

@@ -293,11 +293,9 @@ def _print_lifetime_table(events: list, wall: float) -> None:
 
 
 def _validation_message(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(x) for x in err["loc"]) or "config"
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)
+    from .config import validation_messages
+
+    return validation_messages(exc)
 
 
 def cmd_fleet(args: argparse.Namespace, sweep: bool) -> int:
@@ -374,9 +372,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
         teacher = devices.load_chip(latest_checkpoint(ckdir) / CHIP_FILE)
         t_cfg = FFConfig(**meta["ff"])
         epochs = args.epochs if args.epochs is not None else t_cfg.epochs
-        s_cfg = t_cfg.model_copy(update={"epochs": epochs, "seed": args.seed, "checkpoint_every": 0,
-                                         "eval_every": 0})
-        FFConfig.model_validate(s_cfg.model_dump())  # re-validate the changed fields
+        s_cfg = FFConfig(**{**t_cfg.model_dump(), "epochs": epochs, "seed": args.seed, "checkpoint_every": 0,
+                            "eval_every": 0})
         d_cfg = DistillConfig(temperature=args.temperature, teacher_readout=args.teacher_readout,
                               positives=args.positives, min_confidence=args.min_confidence)
         data = load_mnist_mini() if args.mini else load_mnist(args.data)

@@ -61,6 +61,19 @@ class ConfigError(ValueError):
     """A config that cannot be used; the message names the file and the field."""
 
 
+def known_preset(name: str) -> str:
+    """``name`` if it is a preset of ``devices`` (else ``ValueError`` listing them)."""
+    devices.get_preset(name)
+    return name
+
+
+def positive_widths(widths: tuple[int, ...]) -> tuple[int, ...]:
+    """Hidden layer widths: one or more, all positive."""
+    if not widths or any(w < 1 for w in widths):
+        raise ValueError(f"needs one or more positive widths, got {list(widths)}")
+    return widths
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -74,18 +87,8 @@ class ChipConfig(_Model):
     spec: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Overrides of the preset's spec groups, e.g. ``{"adc": {"bits": 6}}``."""
 
-    @field_validator("preset")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        devices.get_preset(v)
-        return v
-
-    @field_validator("layers")
-    @classmethod
-    def _widths(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if not v or any(w < 1 for w in v):
-            raise ValueError(f"needs one or more positive widths, got {list(v)}")
-        return v
+    _known = field_validator("preset")(known_preset)
+    _widths = field_validator("layers")(positive_widths)
 
     @model_validator(mode="after")
     def _spec_builds(self) -> "ChipConfig":
@@ -209,7 +212,8 @@ def _first_error(exc: ValidationError) -> str:
     return f"{loc}: {err['msg']}" if loc else err["msg"]
 
 
-def _messages(exc: ValidationError) -> str:
+def validation_messages(exc: ValidationError) -> str:
+    """All of a ``ValidationError``'s problems on one line, each with its dotted location."""
     parts = []
     for err in exc.errors():
         loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
@@ -239,7 +243,7 @@ def config_from_dict(raw: dict[str, Any], origin: str = "config") -> ExperimentC
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{origin}: {_messages(exc)}") from None
+        raise ConfigError(f"{origin}: {validation_messages(exc)}") from None
 
 
 def write_resolved(config: ExperimentConfig, path: str | Path) -> Path:

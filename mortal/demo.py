@@ -21,7 +21,7 @@ from typing import Any
 
 import devices
 
-from .care import DriftCompensator
+from .care import SECONDS_PER_DAY as DAY, DriftCompensator
 from .checkpoint import CHIP_FILE, latest_checkpoint
 from .config import config_from_dict
 from .distill import DistillConfig, distill
@@ -32,7 +32,6 @@ from .report import write_report
 
 __all__ = ["run_demo"]
 
-DAY = 86400.0
 
 
 def run_demo(out: Path, chips: int = 4, workers: int | None = None, layers: tuple[int, ...] = (300, 300),

@@ -21,7 +21,6 @@ Every teacher read and every student step is charged to that chip's ledger.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
@@ -30,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .chip import Chip, check_chip
 from .errors import InputError
-from .ff import FFLearner, _as_images, _as_labels, _log_sink
+from .ff import FFLearner, _as_images, _as_labels, _ledger_snapshot, _log_sink, is_real
 
 __all__ = ["DistillConfig", "DistillResult", "distill", "teacher_probabilities", "check_alive"]
 
@@ -102,7 +101,7 @@ def teacher_probabilities(teacher: Chip, teacher_learner: FFLearner, images: Any
                           batch_size: int = 1000, readout: str = "goodness") -> np.ndarray:
     """The teacher's soft labels, float32 (n, 10), from its per-label goodness read through the
     chip, from its softmax head (``readout="softmax"``), or from both (``"combined"``)."""
-    if not _real(temperature) or not math.isfinite(temperature) or temperature <= 0:
+    if not is_real(temperature) or not math.isfinite(temperature) or temperature <= 0:
         raise InputError(f"temperature must be a finite number > 0, got {temperature!r}")
     if readout not in ("goodness", "softmax", "combined"):
         raise InputError(f"readout must be 'goodness', 'softmax' or 'combined', got {readout!r}")
@@ -182,15 +181,15 @@ def distill(teacher: Chip, student: Chip, teacher_learner: FFLearner, student_le
         _as_labels(test_labels, xt.shape[0], "test_labels")
 
     sink = _log_sink(log)  # a log path that cannot be written fails here, before any read
-    t0 = _snapshot(teacher)
+    t0 = _ledger_snapshot(teacher)
     probs = teacher_probabilities(teacher, teacher_learner, x, cfg.temperature, cfg.query_batch,
                                   cfg.teacher_readout)
-    t1 = _snapshot(teacher)
-    s0 = _snapshot(student)
+    t1 = _ledger_snapshot(teacher)
+    s0 = _ledger_snapshot(student)
     student_learner.fit_soft(student, x, probs, positives=cfg.positives, min_confidence=cfg.min_confidence,
                              test_images=test_images,
                              test_labels=test_labels, log=sink, progress=progress)
-    s1 = _snapshot(student)
+    s1 = _ledger_snapshot(student)
     agreement = float(np.mean(student_learner.predict(student, x, "softmax") == probs.argmax(axis=1)))
     return DistillResult(
         teacher_probs=probs,
@@ -198,14 +197,6 @@ def distill(teacher: Chip, student: Chip, teacher_learner: FFLearner, student_le
         student_energy_j=_diff(s0[0], s1[0]), student_time_s=s1[1] - s0[1],
         agreement=agreement, history=list(student_learner.history),
     )
-
-
-def _real(v: Any) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
-
-
-def _snapshot(chip: Chip) -> tuple[dict[str, float], float]:
-    return {k: float(v) for k, v in chip.ledger.energy_j.items()}, float(chip.ledger.total_time_s)
 
 
 def _diff(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:

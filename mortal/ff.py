@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 import sys
 import time
 from dataclasses import dataclass, field
@@ -150,6 +151,16 @@ def _as_labels(labels: Any, n: int, name: str = "labels") -> np.ndarray:
     return arr.astype(np.int64)
 
 
+def _check_batch_size(batch_size: Any) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+def is_real(v: Any) -> bool:
+    """A real number (Python or numpy), not a bool."""
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+
+
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))
 
@@ -177,7 +188,6 @@ class FFLearner:
         self._sizes: Optional[tuple[int, ...]] = None
         self._chip: Optional[Chip] = None
         self._copies = 1
-        self._min_confidence = 0.0
         #: Per layer, a float32 (n_out,) factor applied to every measured output before
         #: use (set by :class:`mortal.care.DriftCompensator`); ``None``: no correction.
         self.correction: Optional[list[np.ndarray]] = None
@@ -325,7 +335,6 @@ class FFLearner:
         progress : bool, optional
             A progress bar on stderr (default: when stderr is a terminal).
         """
-        self._min_confidence = 0.0
         return self._fit(chip, images, labels, None, "argmax", test_images, test_labels, checkpoint_dir,
                          resume, log, progress)
 
@@ -344,18 +353,17 @@ class FFLearner:
         """
         if positives not in ("argmax", "sample"):
             raise InputError(f"positives must be 'argmax' or 'sample', got {positives!r}")
-        if isinstance(min_confidence, bool) or not isinstance(min_confidence, (int, float, np.floating)) \
-                or not 0.0 <= float(min_confidence) < 1.0:
+        if not is_real(min_confidence) or not 0.0 <= float(min_confidence) < 1.0:
             raise InputError(f"min_confidence must lie in [0, 1), got {min_confidence!r}")
-        self._min_confidence = float(min_confidence)
         x = _as_images(images)
         soft = _as_targets(targets, x.shape[0])
         return self._fit(chip, x, soft.argmax(axis=1), soft, positives, test_images, test_labels,
-                         checkpoint_dir, resume, log, progress)
+                         checkpoint_dir, resume, log, progress, float(min_confidence))
 
     def _fit(self, chip: Chip, images: Any, labels: Any, soft: np.ndarray | None, positives: str,
              test_images: Any, test_labels: Any, checkpoint_dir: str | Path | None, resume: str | Path | None,
-             log: Callable[[dict[str, Any]], None] | str | Path | None, progress: bool | None) -> "FFLearner":
+             log: Callable[[dict[str, Any]], None] | str | Path | None, progress: bool | None,
+             min_confidence: float = 0.0) -> "FFLearner":
         cfg = self.config
         sizes = self._check_chip(chip, bound=resume is None)
         x_all = _as_images(images)
@@ -406,7 +414,7 @@ class FFLearner:
             for k in range(n_batches):
                 idx = order[k * cfg.batch_size:(k + 1) * cfg.batch_size]
                 stats += self._train_batch(chip, x_all[idx], y_all[idx], gain, rng,
-                                           None if soft is None else soft[idx], positives)
+                                           None if soft is None else soft[idx], positives, min_confidence)
                 bar.update(k + 1)
             bar.close()
             train_wall = time.perf_counter() - t_wall
@@ -439,7 +447,7 @@ class FFLearner:
 
     def _train_batch(self, chip: Chip, x: np.ndarray, labels: np.ndarray, gain: float,
                      rng: np.random.Generator, soft: np.ndarray | None = None,
-                     positives: str = "argmax") -> np.ndarray:
+                     positives: str = "argmax", min_confidence: float = 0.0) -> np.ndarray:
         cfg = self.config
         batch = x.shape[0]
         # Neutral pass: trains the head and proposes hard negatives.
@@ -471,8 +479,8 @@ class FFLearner:
         else:
             wrong = (labels + rng.integers(1, N_CLASSES, batch)) % N_CLASSES
         self._update_head(chip, feats, logits, labels, gain, soft)
-        if soft is not None and self._min_confidence > 0.0:
-            keep = soft.max(axis=1) >= self._min_confidence
+        if soft is not None and min_confidence > 0.0:
+            keep = soft.max(axis=1) >= min_confidence
             if not keep.all():
                 x, labels, wrong = x[keep], labels[keep], wrong[keep]
             if x.shape[0] == 0:
@@ -543,8 +551,7 @@ class FFLearner:
             raise InputError("the learner has not been fitted yet (call fit first)")
         if method not in ("goodness", "softmax"):
             raise InputError(f"unknown method {method!r}; expected 'goodness' or 'softmax'")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        _check_batch_size(batch_size)
         x = _as_images(images)
         readout = self._readout_layers(len(sizes) - 1)
         out = np.empty(x.shape[0], np.int64)
@@ -569,8 +576,7 @@ class FFLearner:
         self._check_chip(chip)
         if self._sizes is None:
             raise InputError("the learner has not been fitted yet (call fit first)")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        _check_batch_size(batch_size)
         x = _as_images(images)
         out = [self._head_logits(chip, self._forward(chip, self._embed(x[s:s + batch_size], None)))[0]
                for s in range(0, x.shape[0], batch_size)]
@@ -582,8 +588,7 @@ class FFLearner:
         sizes = self._check_chip(chip)
         if self._sizes is None:
             raise InputError("the learner has not been fitted yet (call fit first)")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        _check_batch_size(batch_size)
         x = _as_images(images)
         readout = self._readout_layers(len(sizes) - 1)
         return np.concatenate([self._scores(chip, x[s:s + batch_size], readout)

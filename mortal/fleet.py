@@ -217,7 +217,7 @@ def _append(path: Path, rec: dict[str, Any]) -> None:
         os.fsync(fh.fileno())
 
 
-def _spawn_pool(workers: int) -> ProcessPoolExecutor:
+def _local_pool(workers: int) -> ProcessPoolExecutor:
     # The platform's default start method (fork on Linux: no re-import of the caller's
     # script); run_chip limits BLAS to one thread inside the worker, for any executor.
     return ProcessPoolExecutor(max_workers=workers)
@@ -307,29 +307,31 @@ def run_fleet(config: ExperimentConfig, out_dir: str | Path | None = None, execu
             on_record(rec)
         bar.update(len(records))
 
-    def lost(task: ChipTask, exc: BaseException) -> dict[str, Any]:
-        return {"key": task.key, "point": task.point.index, "params": task.point.params, "chip": task.chip,
-                "status": "failed", "error": f"worker lost {attempts[task.key]} times: {type(exc).__name__}: {exc}"}
+    def worker_lost(task: ChipTask, exc: BaseException) -> None:
+        """Charge the chip one attempt: queue it again, or record it failed once out of retries."""
+        attempts[task.key] = attempts.get(task.key, 0) + 1
+        if attempts[task.key] <= max_retries:
+            pending.append(task)
+            return
+        finish({"key": task.key, "point": task.point.index, "params": task.point.params, "chip": task.chip,
+                "status": "failed",
+                "error": f"worker lost {attempts[task.key]} times: {type(exc).__name__}: {exc}"})
 
     while pending:
         if isolate and own:
             # A chip that kills its worker takes the others in the same pool down with it; run
             # each remaining chip alone, so that only the culprit uses up its retries.
             task = pending.pop(0)
-            with _spawn_pool(1) as solo:
+            with _local_pool(1) as solo:
                 try:
                     finish(solo.submit(run_chip, task).result())
                 except Exception as exc:
-                    attempts[task.key] = attempts.get(task.key, 0) + 1
-                    if attempts[task.key] <= max_retries:
-                        pending.append(task)
-                    else:
-                        finish(lost(task, exc))
+                    worker_lost(task, exc)
             continue
         if pool is None:
-            pool = _spawn_pool(min(n_workers, len(pending)))
+            pool = _local_pool(min(n_workers, len(pending)))
         futures: dict[Future, ChipTask] = {pool.submit(run_chip, t): t for t in pending}
-        pending = []
+        pending.clear()
         broken = False
         for fut in as_completed(futures):
             task = futures[fut]
@@ -342,11 +344,7 @@ def run_fleet(config: ExperimentConfig, out_dir: str | Path | None = None, execu
                 pending.append(task)
                 continue
             except Exception as exc:  # the worker was lost (e.g. Dask's KilledWorker), not the chip
-                attempts[task.key] = attempts.get(task.key, 0) + 1
-                if attempts[task.key] <= max_retries:
-                    pending.append(task)
-                else:
-                    finish(lost(task, exc))
+                worker_lost(task, exc)
                 continue
             finish(rec)
         if broken:

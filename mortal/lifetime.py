@@ -30,7 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 import devices
 
-from .care import SECONDS_PER_DAY, DriftCompensator, HealthMonitor
+from .care import SECONDS_PER_DAY, SECONDS_PER_YEAR, DriftCompensator, HealthMonitor
+from .config import known_preset, positive_widths
 from .distill import DistillConfig, distill
 from .errors import InputError
 from .ff import FFConfig, FFLearner
@@ -38,7 +39,6 @@ from .ff import FFConfig, FFLearner
 __all__ = ["weight_copy", "LifetimeConfig", "run_lifetime", "parse_duration", "format_duration",
            "SECONDS_PER_YEAR"]
 
-SECONDS_PER_YEAR = 365.25 * SECONDS_PER_DAY
 _UNITS = {"s": 1.0, "min": 60.0, "h": 3600.0, "d": SECONDS_PER_DAY, "w": 7 * SECONDS_PER_DAY,
           "mo": SECONDS_PER_YEAR / 12, "y": SECONDS_PER_YEAR}
 
@@ -97,13 +97,6 @@ def weight_copy(teacher: devices.AnalogChip, student: devices.AnalogChip, teache
     return learner
 
 
-def _duration_field(v: Any) -> float:
-    try:
-        return parse_duration(v)
-    except ValueError as exc:
-        raise ValueError(str(exc)) from None
-
-
 class LifetimeConfig(BaseModel):
     """Settings of a lifetime run (durations accept seconds or strings like ``"30d"``)."""
 
@@ -139,23 +132,9 @@ class LifetimeConfig(BaseModel):
     transfer_size: Optional[int] = Field(None, ge=1)
     """Unlabelled transfer images per distillation (default: all training images)."""
 
-    @field_validator("check_every", "max_age", mode="before")
-    @classmethod
-    def _durations(cls, v: Any) -> float:
-        return _duration_field(v)
-
-    @field_validator("layers")
-    @classmethod
-    def _widths(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if not v or any(w < 1 for w in v):
-            raise ValueError(f"layers needs one or more positive widths, got {v}")
-        return v
-
-    @field_validator("preset")
-    @classmethod
-    def _preset(cls, v: str) -> str:
-        devices.get_preset(v)
-        return v
+    _durations = field_validator("check_every", "max_age", mode="before")(parse_duration)
+    _widths = field_validator("layers")(positive_widths)
+    _preset = field_validator("preset")(known_preset)
 
 
 def run_lifetime(config: LifetimeConfig, train_images: np.ndarray, train_labels: np.ndarray,

@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from .care import SECONDS_PER_YEAR as _YEAR
+
 __all__ = ["plot_lifetime", "plot_fleet_errors", "plot_energy_error", "plot_energy_breakdown"]
 
-_YEAR = 365.25 * 86400.0
 
 
 def _pyplot():

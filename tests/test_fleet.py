@@ -63,7 +63,6 @@ def test_records_are_identical_on_a_process_pool(reference, process_pool, tmp_pa
     res = run_fleet(_cfg(), tmp_path / "run", process_pool)
     assert _strip(res.records) == reference
     assert _strip(read_records(tmp_path / "run" / RECORDS_FILE)) == reference
-    assert len({r["timing"]["worker"] for r in res.records}) >= 1
 
 
 def test_records_are_identical_on_a_dask_local_cluster(reference):
