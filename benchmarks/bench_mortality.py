@@ -17,6 +17,13 @@ from ``SeedSequence(seed, spawn_key=(k,))``):
    softmax test error measured after every epoch, to find the energy it needs
    to reach the distilled student's error.
 
+``--holdout N`` keeps the last N training images out of everything (teacher,
+transfer set, scratch) and reports errors on them instead of the test set: the
+split on which the transfer's settings are chosen, so the test set is used
+only for the final figures.  ``--teacher-dir DIR`` saves the trained teacher
+(chip and learner) there, or reuses the one already there, so that several
+transfer settings can be compared against the same teacher.
+
 Writes ``OUT/result.json`` and prints the figures.  Runs single-threaded
 (one BLAS and numba thread) so that two presets can run side by side.
 """
@@ -41,6 +48,7 @@ from _common import machine_line  # noqa: E402
 from mortal.care import SECONDS_PER_DAY as DAY, DriftCompensator  # noqa: E402
 from mortal.data import load_mnist  # noqa: E402
 from mortal.distill import DistillConfig, distill  # noqa: E402
+from mortal.checkpoint import CHIP_FILE  # noqa: E402
 from mortal.ff import FFConfig, FFLearner  # noqa: E402
 from mortal.lifetime import SECONDS_PER_YEAR, weight_copy  # noqa: E402
 
@@ -59,6 +67,10 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--positives", default="argmax")
     ap.add_argument("--min-confidence", type=float, default=0.0)
+    ap.add_argument("--holdout", type=int, default=0,
+                    help="hold out the last N training images and report errors on them, not on the test set")
+    ap.add_argument("--teacher-dir", default=None,
+                    help="save the trained teacher here, or reuse the teacher already saved here")
     ap.add_argument("--skip-drift", action="store_true")
     ap.add_argument("--skip-baselines", action="store_true", help="no weight copy and no training from labels")
     ap.add_argument("--out", required=True)
@@ -69,10 +81,17 @@ def main() -> None:
     d_epochs = args.distill_epochs or args.epochs
     data = load_mnist(args.data)
     xtr, ytr, xte, yte = data.train_images, data.train_labels, data.test_images, data.test_labels
+    if args.holdout:
+        if not 0 < args.holdout < xtr.shape[0]:
+            ap.error(f"--holdout must lie between 1 and {xtr.shape[0] - 1}")
+        cut = xtr.shape[0] - args.holdout
+        xtr, ytr, xte, yte = xtr[:cut], ytr[:cut], xtr[cut:], ytr[cut:]
     print(machine_line(), flush=True)
     result: dict = {"preset": args.preset, "layers": list(sizes), "epochs": args.epochs,
                     "distill_epochs": d_epochs, "policy": args.policy, "seed": args.seed,
                     "teacher_readout": args.teacher_readout, "temperature": args.temperature,
+                    "positives": args.positives, "min_confidence": args.min_confidence,
+                    "errors_on": f"last {args.holdout} training images" if args.holdout else "test set",
                     "command": " ".join(sys.argv)}
 
     def save() -> None:
@@ -81,8 +100,9 @@ def main() -> None:
     def fab(k: int) -> devices.AnalogChip:
         return devices.make_chip(args.preset, sizes, np.random.SeedSequence(args.seed, spawn_key=(k,)))
 
-    def cfg(epochs: int, seed: int, eval_every: int = 0, method: str = "both") -> FFConfig:
-        return FFConfig(epochs=epochs, policy=args.policy, seed=seed, eval_every=eval_every, eval_method=method)
+    def cfg(epochs: int, seed: int, eval_every: int = 0, method: str = "both", checkpoint_every: int = 0) -> FFConfig:
+        return FFConfig(epochs=epochs, policy=args.policy, seed=seed, eval_every=eval_every, eval_method=method,
+                        checkpoint_every=checkpoint_every)
 
     def line(tag: str):
         def show(rec: dict) -> None:
@@ -93,8 +113,15 @@ def main() -> None:
     # 1. teacher
     t = time.perf_counter()
     teacher = fab(0)
-    tl = FFLearner(cfg(args.epochs, args.seed))
-    tl.fit(teacher, xtr, ytr, log=line("teacher"))
+    # Saving the teacher (checkpoint after its last epoch) does not change its training.
+    tl = FFLearner(cfg(args.epochs, args.seed, checkpoint_every=args.epochs if args.teacher_dir else 0))
+    saved = Path(args.teacher_dir) / f"epoch-{args.epochs:04d}" if args.teacher_dir else None
+    if saved is not None and saved.is_dir():
+        teacher = devices.load_chip(saved / CHIP_FILE)
+        tl.fit(teacher, xtr, ytr, resume=saved.parent, checkpoint_dir=saved.parent, progress=False)
+        print(f"teacher reused from {saved}", flush=True)
+    else:
+        tl.fit(teacher, xtr, ytr, checkpoint_dir=args.teacher_dir, log=line("teacher"))
     res = tl.evaluate(teacher, xte, yte, "both")
     result["teacher"] = {"test_error": res.errors, "train_energy_j": teacher.ledger.total_energy_j,
                          "wall_s": time.perf_counter() - t}
