@@ -67,11 +67,13 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--positives", default="argmax")
     ap.add_argument("--min-confidence", type=float, default=0.0)
+    ap.add_argument("--negatives", default="teacher", choices=("teacher", "own", "mixed"))
     ap.add_argument("--holdout", type=int, default=0,
                     help="hold out the last N training images and report errors on them, not on the test set")
     ap.add_argument("--teacher-dir", default=None,
                     help="save the trained teacher here, or reuse the teacher already saved here")
     ap.add_argument("--skip-drift", action="store_true")
+    ap.add_argument("--teacher-only", action="store_true", help="train (or reuse) the teacher and stop")
     ap.add_argument("--skip-baselines", action="store_true", help="no weight copy and no training from labels")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -91,6 +93,7 @@ def main() -> None:
                     "distill_epochs": d_epochs, "policy": args.policy, "seed": args.seed,
                     "teacher_readout": args.teacher_readout, "temperature": args.temperature,
                     "positives": args.positives, "min_confidence": args.min_confidence,
+                    "negatives": args.negatives,
                     "errors_on": f"last {args.holdout} training images" if args.holdout else "test set",
                     "command": " ".join(sys.argv)}
 
@@ -127,6 +130,8 @@ def main() -> None:
                          "wall_s": time.perf_counter() - t}
     print("teacher", result["teacher"], flush=True)
     save()
+    if args.teacher_only:
+        return
     with tempfile.TemporaryDirectory() as tmp:
         snap = teacher.save(Path(tmp) / "teacher.npz")
 
@@ -155,7 +160,8 @@ def main() -> None:
         sl = FFLearner(cfg(d_epochs, args.seed + 1))
         r = distill(teacher, student, tl, sl, xtr,
                     DistillConfig(temperature=args.temperature, teacher_readout=args.teacher_readout,
-                                  positives=args.positives, min_confidence=args.min_confidence),
+                                  positives=args.positives, min_confidence=args.min_confidence,
+                                  negatives=args.negatives),
                     log=line("distill"))
         res = sl.evaluate(student, xte, yte, "both")
         result["distilled"] = {"test_error": res.errors, **r.summary(), "wall_s": time.perf_counter() - t,

@@ -51,6 +51,10 @@ class DistillConfig(BaseModel):
     min_confidence: float = Field(0.0, ge=0.0, lt=1.0)
     """Transfer images whose teacher probability of its most likely label is below this train
     only the student's head, not its layers (0: every image trains the layers)."""
+    negatives: Literal["teacher", "own", "mixed"] = "teacher"
+    """Where the student's negative labels come from: drawn in proportion to the teacher's
+    probabilities of the wrong labels, to the student's own (its one-pass head, as when it
+    trains from labels), or to the mean of the two."""
     query_batch: int = Field(1000, ge=1, le=100_000)
     """Images per batch when the teacher is read."""
 
@@ -187,6 +191,7 @@ def distill(teacher: Chip, student: Chip, teacher_learner: FFLearner, student_le
     t1 = _ledger_snapshot(teacher)
     s0 = _ledger_snapshot(student)
     student_learner.fit_soft(student, x, probs, positives=cfg.positives, min_confidence=cfg.min_confidence,
+                             negatives="targets" if cfg.negatives == "teacher" else cfg.negatives,
                              test_images=test_images,
                              test_labels=test_labels, log=sink, progress=progress)
     s1 = _ledger_snapshot(student)

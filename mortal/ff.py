@@ -339,15 +339,17 @@ class FFLearner:
                          resume, log, progress)
 
     def fit_soft(self, chip: Chip, images: Any, targets: Any, *, positives: Literal["argmax", "sample"] = "argmax",
-                 min_confidence: float = 0.0, test_images: Any = None, test_labels: Any = None, checkpoint_dir: str | Path | None = None,
+                 min_confidence: float = 0.0, negatives: Literal["targets", "own", "mixed"] = "targets",
+                 test_images: Any = None, test_labels: Any = None, checkpoint_dir: str | Path | None = None,
                  resume: str | Path | None = None, log: Callable[[dict[str, Any]], None] | str | Path | None = None,
                  progress: bool | None = None) -> "FFLearner":
         """Train ``chip`` from soft targets (float (n, 10) probabilities per image), e.g. a teacher's.
 
         Positive data carries each image's most likely label (``positives="argmax"``) or a
         label drawn from its target anew every epoch (``"sample"``); negative labels are drawn
-        in proportion to the targets' probabilities of the other labels; the softmax head
-        is fitted to the targets themselves.  Images whose largest target probability is below
+        in proportion to the targets' probabilities of the other labels (``negatives="targets"``),
+        to the learner's own one-pass probabilities of them, as ``fit`` does (``"own"``), or to
+        the mean of the two (``"mixed"``); the softmax head is fitted to the targets themselves.  Images whose largest target probability is below
         ``min_confidence`` train only the head, not the layers (their label is likely wrong).
         Other arguments as in :meth:`fit`.
         """
@@ -355,15 +357,17 @@ class FFLearner:
             raise InputError(f"positives must be 'argmax' or 'sample', got {positives!r}")
         if not is_real(min_confidence) or not 0.0 <= float(min_confidence) < 1.0:
             raise InputError(f"min_confidence must lie in [0, 1), got {min_confidence!r}")
+        if negatives not in ("targets", "own", "mixed"):
+            raise InputError(f"negatives must be 'targets', 'own' or 'mixed', got {negatives!r}")
         x = _as_images(images)
         soft = _as_targets(targets, x.shape[0])
         return self._fit(chip, x, soft.argmax(axis=1), soft, positives, test_images, test_labels,
-                         checkpoint_dir, resume, log, progress, float(min_confidence))
+                         checkpoint_dir, resume, log, progress, float(min_confidence), negatives)
 
     def _fit(self, chip: Chip, images: Any, labels: Any, soft: np.ndarray | None, positives: str,
              test_images: Any, test_labels: Any, checkpoint_dir: str | Path | None, resume: str | Path | None,
              log: Callable[[dict[str, Any]], None] | str | Path | None, progress: bool | None,
-             min_confidence: float = 0.0) -> "FFLearner":
+             min_confidence: float = 0.0, negatives: str = "targets") -> "FFLearner":
         cfg = self.config
         sizes = self._check_chip(chip, bound=resume is None)
         x_all = _as_images(images)
@@ -414,7 +418,8 @@ class FFLearner:
             for k in range(n_batches):
                 idx = order[k * cfg.batch_size:(k + 1) * cfg.batch_size]
                 stats += self._train_batch(chip, x_all[idx], y_all[idx], gain, rng,
-                                           None if soft is None else soft[idx], positives, min_confidence)
+                                           None if soft is None else soft[idx], positives, min_confidence,
+                                           negatives)
                 bar.update(k + 1)
             bar.close()
             train_wall = time.perf_counter() - t_wall
@@ -447,7 +452,8 @@ class FFLearner:
 
     def _train_batch(self, chip: Chip, x: np.ndarray, labels: np.ndarray, gain: float,
                      rng: np.random.Generator, soft: np.ndarray | None = None,
-                     positives: str = "argmax", min_confidence: float = 0.0) -> np.ndarray:
+                     positives: str = "argmax", min_confidence: float = 0.0,
+                     negatives: str = "targets") -> np.ndarray:
         cfg = self.config
         batch = x.shape[0]
         # Neutral pass: trains the head and proposes hard negatives.
@@ -465,14 +471,13 @@ class FFLearner:
             prob[flat] = 1.0
             prob[flat, labels[flat]] = 0.0
             prob /= prob.sum(axis=1, keepdims=True)
+            if negatives != "targets":
+                own = _wrong_label_probs(logits, labels)
+                prob = own if negatives == "own" else 0.5 * (prob + own)
             wrong = _sample_rows(prob, rng)
             wrong = np.where(wrong == labels, (labels + 1) % N_CLASSES, wrong)
         elif cfg.hard_negatives:
-            z = logits.astype(np.float64)
-            z[np.arange(batch), labels] = -np.inf
-            z -= z.max(axis=1, keepdims=True)
-            prob = np.exp(z)
-            prob /= prob.sum(axis=1, keepdims=True)
+            prob = _wrong_label_probs(logits, labels)
             u = rng.random(batch)[:, None]
             wrong = np.minimum((np.cumsum(prob, axis=1) < u).sum(axis=1), N_CLASSES - 1)
             wrong = np.where(wrong == labels, (labels + 1) % N_CLASSES, wrong)
@@ -636,6 +641,16 @@ def _as_targets(targets: Any, n: int) -> np.ndarray:
     if (total <= 0).any():
         raise InputError("every row of targets needs a positive sum")
     return (a / total).astype(np.float32)
+
+
+def _wrong_label_probs(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Softmax of ``logits`` over every label but ``labels`` (which get probability 0), float64."""
+    z = logits.astype(np.float64)
+    z[np.arange(z.shape[0]), labels] = -np.inf
+    z -= z.max(axis=1, keepdims=True)
+    prob = np.exp(z)
+    prob /= prob.sum(axis=1, keepdims=True)
+    return prob
 
 
 def _sample_rows(prob: np.ndarray, rng: np.random.Generator) -> np.ndarray:
