@@ -47,11 +47,22 @@ import devices  # noqa: E402
 from _common import machine_line  # noqa: E402
 from mortal.care import SECONDS_PER_DAY as DAY, DriftCompensator  # noqa: E402
 from mortal.data import load_mnist  # noqa: E402
-from mortal.distill import DistillConfig, distill  # noqa: E402
 from mortal.checkpoint import CHIP_FILE  # noqa: E402
+from mortal.distill import DistillConfig, distill  # noqa: E402
 from mortal.ff import FFConfig, FFLearner  # noqa: E402
 from mortal.lifetime import SECONDS_PER_YEAR, weight_copy  # noqa: E402
 
+
+
+def shift_one_pixel(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each image moved one pixel up, down, left or right (drawn from ``rng``), zeros shifted in."""
+    out = np.zeros_like(x)
+    way = rng.integers(0, 4, x.shape[0])
+    out[way == 0, :-1, :] = x[way == 0, 1:, :]
+    out[way == 1, 1:, :] = x[way == 1, :-1, :]
+    out[way == 2, :, :-1] = x[way == 2, :, 1:]
+    out[way == 3, :, 1:] = x[way == 3, :, :-1]
+    return out
 
 
 def main() -> None:
@@ -73,6 +84,8 @@ def main() -> None:
     ap.add_argument("--teacher-dir", default=None,
                     help="save the trained teacher here, or reuse the teacher already saved here")
     ap.add_argument("--skip-drift", action="store_true")
+    ap.add_argument("--transfer-shifts", type=int, default=0,
+                    help="add K copies of the transfer images, each image moved one pixel in a random direction")
     ap.add_argument("--teacher-only", action="store_true", help="train (or reuse) the teacher and stop")
     ap.add_argument("--skip-baselines", action="store_true", help="no weight copy and no training from labels")
     ap.add_argument("--out", required=True)
@@ -93,7 +106,7 @@ def main() -> None:
                     "distill_epochs": d_epochs, "policy": args.policy, "seed": args.seed,
                     "teacher_readout": args.teacher_readout, "temperature": args.temperature,
                     "positives": args.positives, "min_confidence": args.min_confidence,
-                    "negatives": args.negatives,
+                    "negatives": args.negatives, "transfer_shifts": args.transfer_shifts,
                     "errors_on": f"last {args.holdout} training images" if args.holdout else "test set",
                     "command": " ".join(sys.argv)}
 
@@ -158,14 +171,17 @@ def main() -> None:
         t = time.perf_counter()
         student = fab(1)
         sl = FFLearner(cfg(d_epochs, args.seed + 1))
-        r = distill(teacher, student, tl, sl, xtr,
+        transfer = np.concatenate([xtr] + [shift_one_pixel(xtr, np.random.default_rng([args.seed, k]))
+                                           for k in range(args.transfer_shifts)])
+        r = distill(teacher, student, tl, sl, transfer,
                     DistillConfig(temperature=args.temperature, teacher_readout=args.teacher_readout,
                                   positives=args.positives, min_confidence=args.min_confidence,
                                   negatives=args.negatives),
                     log=line("distill"))
         res = sl.evaluate(student, xte, yte, "both")
         result["distilled"] = {"test_error": res.errors, **r.summary(), "wall_s": time.perf_counter() - t,
-                               "teacher_label_error_on_transfer": float(np.mean(r.teacher_probs.argmax(1) != ytr))}
+                               "teacher_label_error_on_transfer":
+                                   float(np.mean(r.teacher_probs[: len(ytr)].argmax(1) != ytr))}
         print("distilled", result["distilled"], flush=True)
         save()
 
