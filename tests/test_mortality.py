@@ -345,3 +345,57 @@ def test_uncertain_targets_train_only_the_head(mini):
         FFLearner(FFConfig(epochs=1)).fit_soft(chip, x, flat, min_confidence=1.0)
     with pytest.raises(ValidationError, match="min_confidence"):
         DistillConfig(min_confidence=-0.1)
+
+
+def test_own_negatives_with_one_hot_targets_reproduce_training_from_labels(mini):
+    """negatives="own" draws the negatives as fit does (the learner's own one-pass ranking), so
+    one-hot targets of the true labels must give the very same chip as fit on those labels."""
+    x, y = mini.train_images[:400], mini.train_labels[:400]
+    one_hot = np.eye(10, dtype=np.float32)[y]
+    weights = []
+    for how in ("labels", "own"):
+        chip = devices.make_chip("pcm", (784, 30, 20), seed=3)
+        learner = FFLearner(FFConfig(epochs=2, eval_every=0, seed=5))
+        if how == "labels":
+            learner.fit(chip, x, y)
+        else:
+            learner.fit_soft(chip, x, one_hot, negatives=how)
+        weights.append([L.weights for L in devices.inspect(chip).layers])
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_negatives_follow_the_targets_the_learner_or_both(mini, monkeypatch):
+    """Targets that always rank label + 1 second: "targets" negatives are drawn from a
+    distribution all on label + 1, "own" ones from the learner's own ranking (a fresh learner's is
+    near uniform), "mixed" from the mean of the two."""
+    import mortal.ff as ff
+
+    x, y = mini.train_images[:500], mini.train_labels[:500]
+    soft = np.zeros((500, 10), np.float32)
+    soft[np.arange(500), y] = 0.7
+    soft[np.arange(500), (y + 1) % 10] = 0.3
+    seen = []
+    real = ff._sample_rows
+    monkeypatch.setattr(ff, "_sample_rows", lambda p, rng: seen.append(p.copy()) or real(p, rng))
+    top = {}
+    for how in ("targets", "own", "mixed"):
+        seen.clear()
+        chip = devices.make_chip("pcm", (784, 30, 20), seed=3)
+        FFLearner(FFConfig(epochs=1, eval_every=0, seed=5)).fit_soft(chip, x, soft, negatives=how)
+        p = np.concatenate(seen)
+        np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-12)
+        top[how] = p.max(axis=1)
+    np.testing.assert_array_equal(top["targets"], 1.0)
+    assert top["own"].max() < 0.5
+    assert top["mixed"].min() >= 0.5 and top["mixed"].max() < 0.75
+
+
+def test_negatives_setting_is_checked(mini):
+    chip = devices.make_chip("pcm", (784, 30, 20), seed=3)
+    x = mini.train_images[:200]
+    with pytest.raises(InputError, match="negatives"):
+        FFLearner(FFConfig(epochs=1)).fit_soft(chip, x, np.full((200, 10), 0.1, np.float32), negatives="teacher")
+    with pytest.raises(ValidationError, match="negatives"):
+        DistillConfig(negatives="random")
+    assert chip.ledger.total_energy_j == 0.0
