@@ -73,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     life.add_argument("--teacher-readout", choices=("goodness", "softmax", "combined"), default="softmax")
     life.add_argument("--min-confidence", type=float, default=0.0,
                       help="transfer images the teacher is less sure of train only the student's head")
+    life.add_argument("--negatives", choices=("teacher", "own", "mixed"), default="teacher",
+                      help="the student's negative labels: from the teacher's ranking of the wrong labels, its own, or both")
     life.add_argument("--policy", choices=("direct", "mixed"), default="mixed")
     life.add_argument("--out", default=None, help="output folder (events.jsonl, config.json, lifetime.png/.svg)")
     life.add_argument("--quiet", action="store_true", help="no per-event lines")
@@ -86,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     ds.add_argument("--positives", choices=("argmax", "sample"), default="argmax")
     ds.add_argument("--min-confidence", type=float, default=0.0,
                     help="transfer images the teacher is less sure of train only the student's head")
+    ds.add_argument("--negatives", choices=("teacher", "own", "mixed"), default="teacher",
+                    help="the student's negative labels: from the teacher's ranking of the wrong labels, its own, or both")
     ds.add_argument("--data", default=None, help="the data the teacher was trained on (as for `mortal train`)")
     ds.add_argument("--mini", action="store_true", help="the teacher was trained on the bundled subset")
     ds.add_argument("--transfer-size", type=int, default=None, help="unlabelled transfer images (default: all)")
@@ -219,7 +223,7 @@ def cmd_lifetime(args: argparse.Namespace) -> int:
                              check_every=args.check_every, max_age=args.max_age, margin=args.margin,
                              compensation=args.compensation, temperature=args.temperature,
                              teacher_readout=args.teacher_readout, min_confidence=args.min_confidence,
-                             policy=args.policy)
+                             negatives=args.negatives, policy=args.policy)
         data = load_mnist_mini() if args.mini else load_mnist(args.data)
     except ValidationError as exc:
         return _error(_validation_message(exc))
@@ -375,7 +379,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
         s_cfg = FFConfig(**{**t_cfg.model_dump(), "epochs": epochs, "seed": args.seed, "checkpoint_every": 0,
                             "eval_every": 0})
         d_cfg = DistillConfig(temperature=args.temperature, teacher_readout=args.teacher_readout,
-                              positives=args.positives, min_confidence=args.min_confidence)
+                              positives=args.positives, min_confidence=args.min_confidence,
+                              negatives=args.negatives)
         data = load_mnist_mini() if args.mini else load_mnist(args.data)
     except (OSError, KeyError, json.JSONDecodeError) as exc:
         return _error(f"{teacher_dir} is not a finished `mortal train --out` folder ({exc})")

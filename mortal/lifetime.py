@@ -129,6 +129,7 @@ class LifetimeConfig(BaseModel):
     positives: Literal["argmax", "sample"] = "argmax"
     teacher_readout: Literal["goodness", "softmax", "combined"] = "softmax"
     min_confidence: float = Field(0.0, ge=0.0, lt=1.0)
+    negatives: Literal["teacher", "own", "mixed"] = "teacher"
     transfer_size: Optional[int] = Field(None, ge=1)
     """Unlabelled transfer images per distillation (default: all training images)."""
 
@@ -233,7 +234,8 @@ def run_lifetime(config: LifetimeConfig, train_images: np.ndarray, train_labels:
         teacher_test = test_errors(chip, learner)
         res = distill(chip, student, learner, s_learner, transfer,
                       DistillConfig(temperature=cfg.temperature, positives=cfg.positives,
-                                    teacher_readout=cfg.teacher_readout, min_confidence=cfg.min_confidence), progress=progress)
+                                    teacher_readout=cfg.teacher_readout, min_confidence=cfg.min_confidence,
+                                    negatives=cfg.negatives), progress=progress)
         birth = t_birth
         put({"event": "distilled", "generation": gen + 1, "teacher_generation": gen,
              "time_s": birth + student.clock_s, "age_s": student.clock_s,

@@ -327,6 +327,10 @@ def test_cli_distill_from_a_train_run(tmp_path, capsys):
     assert main(["distill", "--teacher", str(t), "--mini", "--transfer-size", "0"]) == 2
     assert main(["distill", "--teacher", str(tmp_path / "none"), "--mini"]) == 2
     assert main(["distill", "--teacher", str(t), "--mini", "--temperature", "-1"]) == 2
+    m = tmp_path / "mixed"
+    assert main(["distill", "--teacher", str(t), "--mini", "--negatives", "mixed", "--out", str(m), "--quiet"]) == 0
+    assert json.loads((m / "summary.json").read_text())["distill"]["negatives"] == "mixed"
+    assert main(["distill", "--teacher", str(t), "--mini", "--negatives", "random"]) == 2
 
 
 def test_uncertain_targets_train_only_the_head(mini):
