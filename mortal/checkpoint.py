@@ -136,7 +136,8 @@ def check_checkpoint(config: Any, chip: Chip, sizes: tuple[int, ...], data_id: s
         raise InputError(f"the chip passed to fit(resume=...) is not the chip saved in {ck}; "
                          f"load it with devices.load_chip({str(ck / CHIP_FILE)!r})")
     if meta.get("data", "") != data_id:
-        raise InputError(f"the training images or labels differ from those the checkpoint in {ck} was trained on")
+        raise InputError(f"the training images or labels (or the soft-target settings) differ from those "
+                         f"the checkpoint in {ck} was trained with")
     meta["path"] = str(ck)
     return meta
 

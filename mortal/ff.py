@@ -385,6 +385,8 @@ class FFLearner:
         if (cfg.checkpoint_every or resume is not None) and not callable(getattr(chip, "save", None)):
             raise InputError("checkpoints need a chip with a save(path) method")
         data_id = _data_fingerprint(x_all, y_all, soft)
+        if soft is not None:  # a run from soft targets must also resume with the same settings
+            data_id += f"/{positives}/{min_confidence!r}/{negatives}"
         if checkpoint_dir is not None:
             try:
                 Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)

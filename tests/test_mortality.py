@@ -403,3 +403,21 @@ def test_negatives_setting_is_checked(mini):
     with pytest.raises(ValidationError, match="negatives"):
         DistillConfig(negatives="random")
     assert chip.ledger.total_energy_j == 0.0
+
+
+def test_soft_run_resumes_only_with_the_same_settings(mini, tmp_path):
+    from mortal.checkpoint import CHIP_FILE, latest_checkpoint
+
+    x = mini.train_images[:300]
+    probs = np.random.default_rng(0).dirichlet(np.ones(10), size=300).astype(np.float32)
+    cfg = FFConfig(epochs=1, eval_every=0, checkpoint_every=1)
+    FFLearner(cfg).fit_soft(devices.make_chip("pcm", (784, 20), seed=3), x, probs, negatives="mixed",
+                            checkpoint_dir=tmp_path)
+    saved = latest_checkpoint(tmp_path) / CHIP_FILE
+    for other in ({"negatives": "own"}, {"positives": "sample"}, {"min_confidence": 0.5}):
+        with pytest.raises(InputError, match="soft-target settings"):
+            FFLearner(cfg).fit_soft(devices.load_chip(saved), x, probs, **{"negatives": "mixed", **other},
+                                    checkpoint_dir=tmp_path, resume=tmp_path)
+    same = FFLearner(cfg).fit_soft(devices.load_chip(saved), x, probs, negatives="mixed",
+                                   checkpoint_dir=tmp_path, resume=tmp_path)
+    assert same.epoch == 1
