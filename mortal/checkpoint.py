@@ -85,6 +85,8 @@ def save_checkpoint(learner: "FFLearner", chip: Chip, directory: str | os.PathLi
             arrays[f"slope{i}"] = learner.slopes[i][0]
         for k, v in learner.policy.state().items():
             arrays[f"policy_{k}"] = v
+        for i, f in enumerate(learner.correction or ()):
+            arrays[f"correction{i}"] = f
         meta = {
             "format": _FORMAT,
             "epoch": learner.epoch,
@@ -154,5 +156,7 @@ def load_checkpoint(learner: "FFLearner", meta: dict[str, Any]) -> None:
             learner.peer_mean[i][...] = z[f"peer{i}"]
             learner.slopes[i] = (z[f"slope{i}"].copy(), meta["slope_widths"][i])
         learner.policy.load_state({k[len("policy_"):]: z[k] for k in z.files if k.startswith("policy_")})
+        n_corr = sum(k.startswith("correction") for k in z.files)
+        learner.correction = [z[f"correction{i}"].copy() for i in range(n_corr)] if n_corr else None
     learner.epoch = int(meta["epoch"])
     learner.history = list(meta["history"])

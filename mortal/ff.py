@@ -232,7 +232,8 @@ class FFLearner:
 
     def copy_controller(self, chip: Chip) -> "FFLearner":
         """A new learner bound to ``chip`` (same layer sizes) holding a copy of this learner's
-        controller memory: head, peer means, smoothed gradients, slope tables, history.
+        controller memory: head, peer means, smoothed gradients, slope tables, drift
+        correction, history.
 
         This copies only what lives in the digital controller; the chip's weights are not
         involved (see ``mortal.lifetime.weight_copy`` for the immortal weight copy).
@@ -249,6 +250,7 @@ class FFLearner:
             setattr(new, name, [a.copy() for a in getattr(self, name)])
         new.head, new.head_smooth = self.head.copy(), self.head_smooth.copy()
         new.slopes = [(t.copy(), w) for t, w in self.slopes]
+        new.correction = None if self.correction is None else [f.copy() for f in self.correction]
         new.epoch = self.epoch
         new.history = [dict(r) for r in self.history]
         return new

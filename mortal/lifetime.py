@@ -73,7 +73,7 @@ def weight_copy(teacher: devices.AnalogChip, student: devices.AnalogChip, teache
     programs the difference (program-and-verify, ``rounds`` times, since one
     ``program`` call moves a device by at most ``max_pulses`` pulses).  The
     returned learner holds a copy of the teacher's controller memory (head,
-    peer means).  What cannot be copied is the neurons: each chip has its own.
+    peer means, and any drift correction, which matches the drifted weights copied).  What cannot be copied is the neurons: each chip has its own.
     """
     for role, chip in (("teacher", teacher), ("student", student)):
         if not isinstance(chip, devices.AnalogChip):

@@ -421,3 +421,25 @@ def test_soft_run_resumes_only_with_the_same_settings(mini, tmp_path):
     same = FFLearner(cfg).fit_soft(devices.load_chip(saved), x, probs, negatives="mixed",
                                    checkpoint_dir=tmp_path, resume=tmp_path)
     assert same.epoch == 1
+
+
+def test_drift_correction_is_checkpointed_and_copied(mini, tmp_path):
+    from mortal.checkpoint import CHIP_FILE, latest_checkpoint, save_checkpoint
+    from mortal.ff import _as_images, _data_fingerprint
+
+    x, y = mini.train_images[:200], mini.train_labels[:200]
+    cfg = FFConfig(epochs=1, eval_every=0)
+    chip = devices.make_chip("pcm", (784, 20, 10), seed=3)
+    learner = FFLearner(cfg).fit(chip, x, y)
+    chip.wait(86400.0)
+    DriftCompensator(x[:50], mode="column").calibrate(chip, learner)  # sets no correction yet
+    assert learner.correction is None
+    learner.correction = [np.full(20, 1.25, np.float32), np.full(10, 0.75, np.float32)]
+    save_checkpoint(learner, chip, tmp_path, _data_fingerprint(_as_images(x), y))
+    saved = devices.load_chip(latest_checkpoint(tmp_path) / CHIP_FILE)
+    restored = FFLearner(cfg).fit(saved, x, y, resume=tmp_path)
+    copy = learner.copy_controller(devices.make_chip("pcm", (784, 20, 10), seed=4))
+    for other in (restored, copy):
+        for a, b in zip(other.correction, learner.correction, strict=True):
+            np.testing.assert_array_equal(a, b)
+            assert a is not b
