@@ -53,7 +53,6 @@ from mortal.ff import FFConfig, FFLearner  # noqa: E402
 from mortal.lifetime import SECONDS_PER_YEAR, weight_copy  # noqa: E402
 
 
-
 def shift_one_pixel(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Each image moved one pixel up, down, left or right (drawn from ``rng``), zeros shifted in."""
     out = np.zeros_like(x)
