@@ -77,7 +77,8 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--positives", default="argmax")
     ap.add_argument("--min-confidence", type=float, default=0.0)
-    ap.add_argument("--negatives", default="teacher", choices=("teacher", "own", "mixed"))
+    ap.add_argument("--negatives", default="teacher", choices=("teacher", "own", "mixed"),
+                    help="the student's negative labels (DistillConfig.negatives)")
     ap.add_argument("--holdout", type=int, default=0,
                     help="hold out the last N training images and report errors on them, not on the test set")
     ap.add_argument("--teacher-dir", default=None,
