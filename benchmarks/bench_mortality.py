@@ -101,6 +101,8 @@ def main() -> None:
             ap.error(f"--holdout must lie between 1 and {xtr.shape[0] - 1}")
         cut = xtr.shape[0] - args.holdout
         xtr, ytr, xte, yte = xtr[:cut], ytr[:cut], xtr[cut:], ytr[cut:]
+    if args.transfer_shifts < 0:
+        ap.error("--transfer-shifts must be >= 0")
     print(machine_line(), flush=True)
     result: dict = {"preset": args.preset, "layers": list(sizes), "epochs": args.epochs,
                     "distill_epochs": d_epochs, "policy": args.policy, "seed": args.seed,
@@ -171,8 +173,10 @@ def main() -> None:
         t = time.perf_counter()
         student = fab(1)
         sl = FFLearner(cfg(d_epochs, args.seed + 1))
-        transfer = np.concatenate([xtr] + [shift_one_pixel(xtr, np.random.default_rng([args.seed, k]))
-                                           for k in range(args.transfer_shifts)])
+        transfer = xtr
+        if args.transfer_shifts:
+            transfer = np.concatenate([xtr] + [shift_one_pixel(xtr, np.random.default_rng([args.seed, k]))
+                                               for k in range(args.transfer_shifts)])
         r = distill(teacher, student, tl, sl, transfer,
                     DistillConfig(temperature=args.temperature, teacher_readout=args.teacher_readout,
                                   positives=args.positives, min_confidence=args.min_confidence,

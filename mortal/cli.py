@@ -12,7 +12,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from pydantic import ValidationError
 
@@ -29,6 +29,26 @@ def _layers(text: str) -> tuple[int, ...]:
     if not sizes or any(s <= 0 for s in sizes):
         raise argparse.ArgumentTypeError(f"--layers needs positive widths, got {text!r}")
     return sizes
+
+
+#: The DistillConfig fields that `mortal distill` and `mortal lifetime` take as options.
+_TRANSFER_FIELDS = ("temperature", "teacher_readout", "positives", "min_confidence", "negatives")
+
+
+def _transfer_options(p: argparse.ArgumentParser) -> None:
+    """The distillation options (``_TRANSFER_FIELDS``), checked by ``DistillConfig``."""
+    p.add_argument("--temperature", type=float, default=1.0, help="distillation temperature")
+    p.add_argument("--teacher-readout", choices=("goodness", "softmax", "combined"), default="softmax")
+    p.add_argument("--positives", choices=("argmax", "sample"), default="argmax")
+    p.add_argument("--min-confidence", type=float, default=0.0,
+                   help="transfer images the teacher is less sure of train only the student's head")
+    p.add_argument("--negatives", choices=("teacher", "own", "mixed"), default="teacher",
+                   help="the student's negative labels: from the teacher's ranking of the wrong labels, its own, "
+                        "or both")
+
+
+def _transfer_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in _TRANSFER_FIELDS}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,12 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     life.add_argument("--margin", type=float, default=0.03,
                       help="dying once the probe error exceeds its post-training value by this much")
     life.add_argument("--compensation", choices=("none", "global", "column"), default="column")
-    life.add_argument("--temperature", type=float, default=1.0, help="distillation temperature")
-    life.add_argument("--teacher-readout", choices=("goodness", "softmax", "combined"), default="softmax")
-    life.add_argument("--min-confidence", type=float, default=0.0,
-                      help="transfer images the teacher is less sure of train only the student's head")
-    life.add_argument("--negatives", choices=("teacher", "own", "mixed"), default="teacher",
-                      help="the student's negative labels: from the teacher's ranking of the wrong labels, its own, or both")
+    _transfer_options(life)
     life.add_argument("--policy", choices=("direct", "mixed"), default="mixed")
     life.add_argument("--out", default=None, help="output folder (events.jsonl, config.json, lifetime.png/.svg)")
     life.add_argument("--quiet", action="store_true", help="no per-event lines")
@@ -83,13 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     ds.add_argument("--teacher", required=True, help="the --out folder of a `mortal train` run")
     ds.add_argument("--seed", type=int, default=1, help="seeds the student chip and its learner")
     ds.add_argument("--epochs", type=int, default=None, help="student epochs (default: the teacher's)")
-    ds.add_argument("--temperature", type=float, default=1.0)
-    ds.add_argument("--teacher-readout", choices=("goodness", "softmax", "combined"), default="softmax")
-    ds.add_argument("--positives", choices=("argmax", "sample"), default="argmax")
-    ds.add_argument("--min-confidence", type=float, default=0.0,
-                    help="transfer images the teacher is less sure of train only the student's head")
-    ds.add_argument("--negatives", choices=("teacher", "own", "mixed"), default="teacher",
-                    help="the student's negative labels: from the teacher's ranking of the wrong labels, its own, or both")
+    _transfer_options(ds)
     ds.add_argument("--data", default=None, help="the data the teacher was trained on (as for `mortal train`)")
     ds.add_argument("--mini", action="store_true", help="the teacher was trained on the bundled subset")
     ds.add_argument("--transfer-size", type=int, default=None, help="unlabelled transfer images (default: all)")
@@ -221,9 +230,7 @@ def cmd_lifetime(args: argparse.Namespace) -> int:
         cfg = LifetimeConfig(preset=args.preset, layers=args.layers, generations=args.generations,
                              epochs=args.epochs, distill_epochs=args.distill_epochs, seed=args.seed,
                              check_every=args.check_every, max_age=args.max_age, margin=args.margin,
-                             compensation=args.compensation, temperature=args.temperature,
-                             teacher_readout=args.teacher_readout, min_confidence=args.min_confidence,
-                             negatives=args.negatives, policy=args.policy)
+                             compensation=args.compensation, policy=args.policy, **_transfer_settings(args))
         data = load_mnist_mini() if args.mini else load_mnist(args.data)
     except ValidationError as exc:
         return _error(_validation_message(exc))
@@ -378,9 +385,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         epochs = args.epochs if args.epochs is not None else t_cfg.epochs
         s_cfg = FFConfig(**{**t_cfg.model_dump(), "epochs": epochs, "seed": args.seed, "checkpoint_every": 0,
                             "eval_every": 0})
-        d_cfg = DistillConfig(temperature=args.temperature, teacher_readout=args.teacher_readout,
-                              positives=args.positives, min_confidence=args.min_confidence,
-                              negatives=args.negatives)
+        d_cfg = DistillConfig(**_transfer_settings(args))
         data = load_mnist_mini() if args.mini else load_mnist(args.data)
     except (OSError, KeyError, json.JSONDecodeError) as exc:
         return _error(f"{teacher_dir} is not a finished `mortal train --out` folder ({exc})")

@@ -33,7 +33,6 @@ from .report import write_report
 __all__ = ["run_demo"]
 
 
-
 def run_demo(out: Path, chips: int = 4, workers: int | None = None, layers: tuple[int, ...] = (300, 300),
              epochs: int = 5, seed: int = 0, quiet: bool = False) -> int:
     """Run the demo into ``out`` (replaced if it holds an earlier demo); returns an exit code."""

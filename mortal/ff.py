@@ -466,24 +466,15 @@ class FFLearner:
         if soft is not None and positives == "sample":
             labels = _sample_rows(soft, rng)
         online_err = float(np.count_nonzero(logits.argmax(axis=1) != labels))
-        if soft is not None:
-            # The targets' ranking of the wrong labels chooses the negatives.
-            prob = soft.astype(np.float64)
-            prob[np.arange(batch), labels] = 0.0
-            total = prob.sum(axis=1, keepdims=True)
-            flat = total[:, 0] <= 0.0
-            prob[flat] = 1.0
-            prob[flat, labels[flat]] = 0.0
-            prob /= prob.sum(axis=1, keepdims=True)
-            if negatives != "targets":
-                own = _wrong_label_probs(logits, labels)
-                prob = own if negatives == "own" else 0.5 * (prob + own)
+        if soft is not None or cfg.hard_negatives:
+            if soft is None or negatives == "own":
+                prob = _wrong_label_probs(logits, labels)
+            else:
+                # The targets' ranking of the wrong labels chooses the negatives.
+                prob = _wrong_target_probs(soft, labels)
+                if negatives == "mixed":
+                    prob = 0.5 * (prob + _wrong_label_probs(logits, labels))
             wrong = _sample_rows(prob, rng)
-            wrong = np.where(wrong == labels, (labels + 1) % N_CLASSES, wrong)
-        elif cfg.hard_negatives:
-            prob = _wrong_label_probs(logits, labels)
-            u = rng.random(batch)[:, None]
-            wrong = np.minimum((np.cumsum(prob, axis=1) < u).sum(axis=1), N_CLASSES - 1)
             wrong = np.where(wrong == labels, (labels + 1) % N_CLASSES, wrong)
         else:
             wrong = (labels + rng.integers(1, N_CLASSES, batch)) % N_CLASSES
@@ -653,6 +644,18 @@ def _wrong_label_probs(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     z[np.arange(z.shape[0]), labels] = -np.inf
     z -= z.max(axis=1, keepdims=True)
     prob = np.exp(z)
+    prob /= prob.sum(axis=1, keepdims=True)
+    return prob
+
+
+def _wrong_target_probs(soft: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``soft`` with ``labels`` zeroed and rows renormalized, float64; a row with no mass left
+    becomes uniform over the other labels."""
+    prob = soft.astype(np.float64)
+    prob[np.arange(prob.shape[0]), labels] = 0.0
+    flat = prob.sum(axis=1) <= 0.0
+    prob[flat] = 1.0
+    prob[flat, labels[flat]] = 0.0
     prob /= prob.sum(axis=1, keepdims=True)
     return prob
 

@@ -73,7 +73,8 @@ def weight_copy(teacher: devices.AnalogChip, student: devices.AnalogChip, teache
     programs the difference (program-and-verify, ``rounds`` times, since one
     ``program`` call moves a device by at most ``max_pulses`` pulses).  The
     returned learner holds a copy of the teacher's controller memory (head,
-    peer means, and any drift correction, which matches the drifted weights copied).  What cannot be copied is the neurons: each chip has its own.
+    peer means, and any drift correction, which matches the drifted weights
+    copied).  What cannot be copied is the neurons: each chip has its own.
     """
     for role, chip in (("teacher", teacher), ("student", student)):
         if not isinstance(chip, devices.AnalogChip):
@@ -133,6 +134,10 @@ class LifetimeConfig(BaseModel):
     transfer_size: Optional[int] = Field(None, ge=1)
     """Unlabelled transfer images per distillation (default: all training images)."""
 
+    def distill_config(self) -> DistillConfig:
+        """The transfer settings above (the fields shared with ``DistillConfig``)."""
+        return DistillConfig(**self.model_dump(include=set(DistillConfig.model_fields)))
+
     _durations = field_validator("check_every", "max_age", mode="before")(parse_duration)
     _widths = field_validator("layers")(positive_widths)
     _preset = field_validator("preset")(known_preset)
@@ -146,9 +151,9 @@ def run_lifetime(config: LifetimeConfig, train_images: np.ndarray, train_labels:
 
     Events (``event`` field): ``trained`` (generation 0 after training from labels),
     ``check`` (one health check: probe error, softmax test error, compensation factors,
-    stuck fraction; both readouts are measured at ``trained`` and ``distilled``), ``dying`` (the monitor's verdict), ``distilled`` (a new generation
-    trained from the dying one: energies and errors), ``retired`` (the last chip at the
-    end).  ``time_s`` is simulated time since generation 0 was fabricated; ``age_s``
+    stuck fraction; both readouts are measured at ``trained`` and ``distilled``), ``dying``
+    (the monitor's verdict), ``distilled`` (a new generation trained from the dying one:
+    energies and errors), ``retired`` (the last chip at the end).  ``time_s`` is simulated time since generation 0 was fabricated; ``age_s``
     the chip's own age.
     """
     cfg = config
@@ -233,9 +238,7 @@ def run_lifetime(config: LifetimeConfig, train_images: np.ndarray, train_labels:
         s_learner = learner_for(gen + 1, cfg.distill_epochs or cfg.epochs)
         teacher_test = test_errors(chip, learner)
         res = distill(chip, student, learner, s_learner, transfer,
-                      DistillConfig(temperature=cfg.temperature, positives=cfg.positives,
-                                    teacher_readout=cfg.teacher_readout, min_confidence=cfg.min_confidence,
-                                    negatives=cfg.negatives), progress=progress)
+                      cfg.distill_config(), progress=progress)
         birth = t_birth
         put({"event": "distilled", "generation": gen + 1, "teacher_generation": gen,
              "time_s": birth + student.clock_s, "age_s": student.clock_s,

@@ -14,7 +14,6 @@ from .care import SECONDS_PER_YEAR as _YEAR
 __all__ = ["plot_lifetime", "plot_fleet_errors", "plot_energy_error", "plot_energy_breakdown"]
 
 
-
 def _pyplot():
     import matplotlib
 

@@ -431,10 +431,11 @@ def test_drift_correction_is_checkpointed_and_copied(mini, tmp_path):
     cfg = FFConfig(epochs=1, eval_every=0)
     chip = devices.make_chip("pcm", (784, 20, 10), seed=3)
     learner = FFLearner(cfg).fit(chip, x, y)
-    chip.wait(86400.0)
-    DriftCompensator(x[:50], mode="column").calibrate(chip, learner)  # sets no correction yet
-    assert learner.correction is None
-    learner.correction = [np.full(20, 1.25, np.float32), np.full(10, 0.75, np.float32)]
+    comp = DriftCompensator(x[:50], mode="column")
+    comp.calibrate(chip, learner)
+    chip.wait(30 * 86400.0)
+    comp.update(chip, learner)  # sets learner.correction, one factor per column
+    assert [f.shape for f in learner.correction] == [(20,), (10,)]
     save_checkpoint(learner, chip, tmp_path, _data_fingerprint(_as_images(x), y))
     saved = devices.load_chip(latest_checkpoint(tmp_path) / CHIP_FILE)
     restored = FFLearner(cfg).fit(saved, x, y, resume=tmp_path)
@@ -443,3 +444,12 @@ def test_drift_correction_is_checkpointed_and_copied(mini, tmp_path):
         for a, b in zip(other.correction, learner.correction, strict=True):
             np.testing.assert_array_equal(a, b)
             assert a is not b
+
+
+def test_lifetime_transfer_settings_reach_distill(tmp_path):
+    cfg = LifetimeConfig(temperature=2.0, positives="sample", min_confidence=0.5, negatives="own")
+    assert cfg.distill_config() == DistillConfig(temperature=2.0, positives="sample", min_confidence=0.5,
+                                                 negatives="own")
+    out = tmp_path / "o"
+    assert main(["lifetime", "--mini", "--out", str(out), "--positives", "guess"]) == 2
+    assert not out.exists()
