@@ -79,6 +79,8 @@ def main() -> None:
     ap.add_argument("--min-confidence", type=float, default=0.0)
     ap.add_argument("--negatives", default="teacher", choices=("teacher", "own", "mixed"),
                     help="the student's negative labels (DistillConfig.negatives)")
+    ap.add_argument("--weighting", default="none", choices=("none", "confidence"),
+                    help="weight each transfer image's layer update by the teacher's probability of its label")
     ap.add_argument("--holdout", type=int, default=0,
                     help="hold out the last N training images and report errors on them, not on the test set")
     ap.add_argument("--teacher-dir", default=None,
@@ -108,7 +110,7 @@ def main() -> None:
                     "distill_epochs": d_epochs, "policy": args.policy, "seed": args.seed,
                     "teacher_readout": args.teacher_readout, "temperature": args.temperature,
                     "positives": args.positives, "min_confidence": args.min_confidence,
-                    "negatives": args.negatives, "transfer_shifts": args.transfer_shifts,
+                    "negatives": args.negatives, "weighting": args.weighting, "transfer_shifts": args.transfer_shifts,
                     "errors_on": f"last {args.holdout} training images" if args.holdout else "test set",
                     "command": " ".join(sys.argv)}
 
@@ -180,7 +182,7 @@ def main() -> None:
         r = distill(teacher, student, tl, sl, transfer,
                     DistillConfig(temperature=args.temperature, teacher_readout=args.teacher_readout,
                                   positives=args.positives, min_confidence=args.min_confidence,
-                                  negatives=args.negatives),
+                                  negatives=args.negatives, weighting=args.weighting),
                     log=line("distill"))
         res = sl.evaluate(student, xte, yte, "both")
         result["distilled"] = {"test_error": res.errors, **r.summary(), "wall_s": time.perf_counter() - t,

@@ -32,7 +32,7 @@ def _layers(text: str) -> tuple[int, ...]:
 
 
 #: The DistillConfig fields that `mortal distill` and `mortal lifetime` take as options.
-_TRANSFER_FIELDS = ("temperature", "teacher_readout", "positives", "min_confidence", "negatives")
+_TRANSFER_FIELDS = ("temperature", "teacher_readout", "positives", "min_confidence", "negatives", "weighting")
 
 
 def _transfer_options(p: argparse.ArgumentParser) -> None:
@@ -45,6 +45,9 @@ def _transfer_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--negatives", choices=("teacher", "own", "mixed"), default="teacher",
                    help="the student's negative labels: from the teacher's ranking of the wrong labels, its own, "
                         "or both")
+    p.add_argument("--weighting", choices=("none", "confidence"), default="none",
+                   help="weight each transfer image's update of the student's layers by the teacher's "
+                        "probability of its label")
 
 
 def _transfer_settings(args: argparse.Namespace) -> dict[str, Any]:

@@ -55,6 +55,11 @@ class DistillConfig(BaseModel):
     """Where the student's negative labels come from: drawn in proportion to the teacher's
     probabilities of the wrong labels, to the student's own (its one-pass head, as when it
     trains from labels), or to the mean of the two."""
+    weighting: Literal["none", "confidence"] = "none"
+    """``"confidence"``: each transfer image's update of the student's layers is weighted by the
+    teacher's probability of its positive label, so that labels the teacher is unsure of (where
+    its wrong labels concentrate) teach less, without dropping any image (``min_confidence``
+    drops them)."""
     query_batch: int = Field(1000, ge=1, le=100_000)
     """Images per batch when the teacher is read."""
 
@@ -192,6 +197,7 @@ def distill(teacher: Chip, student: Chip, teacher_learner: FFLearner, student_le
     s0 = _ledger_snapshot(student)
     student_learner.fit_soft(student, x, probs, positives=cfg.positives, min_confidence=cfg.min_confidence,
                              negatives="targets" if cfg.negatives == "teacher" else cfg.negatives,
+                             weighting=cfg.weighting,
                              test_images=test_images,
                              test_labels=test_labels, log=sink, progress=progress)
     s1 = _ledger_snapshot(student)

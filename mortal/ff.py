@@ -342,6 +342,7 @@ class FFLearner:
 
     def fit_soft(self, chip: Chip, images: Any, targets: Any, *, positives: Literal["argmax", "sample"] = "argmax",
                  min_confidence: float = 0.0, negatives: Literal["targets", "own", "mixed"] = "targets",
+                 weighting: Literal["none", "confidence"] = "none",
                  test_images: Any = None, test_labels: Any = None, checkpoint_dir: str | Path | None = None,
                  resume: str | Path | None = None, log: Callable[[dict[str, Any]], None] | str | Path | None = None,
                  progress: bool | None = None) -> "FFLearner":
@@ -351,9 +352,12 @@ class FFLearner:
         label drawn from its target anew every epoch (``"sample"``); negative labels are drawn
         in proportion to the targets' probabilities of the other labels (``negatives="targets"``),
         to the learner's own one-pass probabilities of them, as ``fit`` does (``"own"``), or to
-        the mean of the two (``"mixed"``); the softmax head is fitted to the targets themselves.  Images whose largest target probability is below
-        ``min_confidence`` train only the head, not the layers (their label is likely wrong).
-        Other arguments as in :meth:`fit`.
+        the mean of the two (``"mixed"``); the softmax head is fitted to the targets themselves.
+        With ``weighting="confidence"`` each image's update of the layers (its positive and its
+        negative pass) is weighted by its target's probability of the positive label, so that
+        labels the targets are unsure of teach less.  Images whose largest target probability
+        is below ``min_confidence`` train only the head, not the layers (their label is likely
+        wrong).  Other arguments as in :meth:`fit`.
         """
         if positives not in ("argmax", "sample"):
             raise InputError(f"positives must be 'argmax' or 'sample', got {positives!r}")
@@ -361,15 +365,17 @@ class FFLearner:
             raise InputError(f"min_confidence must lie in [0, 1), got {min_confidence!r}")
         if negatives not in ("targets", "own", "mixed"):
             raise InputError(f"negatives must be 'targets', 'own' or 'mixed', got {negatives!r}")
+        if weighting not in ("none", "confidence"):
+            raise InputError(f"weighting must be 'none' or 'confidence', got {weighting!r}")
         x = _as_images(images)
         soft = _as_targets(targets, x.shape[0])
         return self._fit(chip, x, soft.argmax(axis=1), soft, positives, test_images, test_labels,
-                         checkpoint_dir, resume, log, progress, float(min_confidence), negatives)
+                         checkpoint_dir, resume, log, progress, float(min_confidence), negatives, weighting)
 
     def _fit(self, chip: Chip, images: Any, labels: Any, soft: np.ndarray | None, positives: str,
              test_images: Any, test_labels: Any, checkpoint_dir: str | Path | None, resume: str | Path | None,
              log: Callable[[dict[str, Any]], None] | str | Path | None, progress: bool | None,
-             min_confidence: float = 0.0, negatives: str = "targets") -> "FFLearner":
+             min_confidence: float = 0.0, negatives: str = "targets", weighting: str = "none") -> "FFLearner":
         cfg = self.config
         sizes = self._check_chip(chip, bound=resume is None)
         x_all = _as_images(images)
@@ -388,7 +394,7 @@ class FFLearner:
             raise InputError("checkpoints need a chip with a save(path) method")
         data_id = _data_fingerprint(x_all, y_all, soft)
         if soft is not None:  # a run from soft targets must also resume with the same settings
-            data_id += f"/{positives}/{min_confidence!r}/{negatives}"
+            data_id += f"/{positives}/{min_confidence!r}/{negatives}/{weighting}"
         if checkpoint_dir is not None:
             try:
                 Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
@@ -423,7 +429,7 @@ class FFLearner:
                 idx = order[k * cfg.batch_size:(k + 1) * cfg.batch_size]
                 stats += self._train_batch(chip, x_all[idx], y_all[idx], gain, rng,
                                            None if soft is None else soft[idx], positives, min_confidence,
-                                           negatives)
+                                           negatives, weighting)
                 bar.update(k + 1)
             bar.close()
             train_wall = time.perf_counter() - t_wall
@@ -457,7 +463,7 @@ class FFLearner:
     def _train_batch(self, chip: Chip, x: np.ndarray, labels: np.ndarray, gain: float,
                      rng: np.random.Generator, soft: np.ndarray | None = None,
                      positives: str = "argmax", min_confidence: float = 0.0,
-                     negatives: str = "targets") -> np.ndarray:
+                     negatives: str = "targets", weighting: str = "none") -> np.ndarray:
         cfg = self.config
         batch = x.shape[0]
         # Neutral pass: trains the head and proposes hard negatives.
@@ -479,10 +485,13 @@ class FFLearner:
         else:
             wrong = (labels + rng.integers(1, N_CLASSES, batch)) % N_CLASSES
         self._update_head(chip, feats, logits, labels, gain, soft)
+        # Per-image weight of the layers' update: the targets' probability of the positive label.
+        weight = soft[np.arange(batch), labels].astype(np.float64) if weighting == "confidence" else None
         if soft is not None and min_confidence > 0.0:
             keep = soft.max(axis=1) >= min_confidence
             if not keep.all():
                 x, labels, wrong = x[keep], labels[keep], wrong[keep]
+                weight = None if weight is None else weight[keep]
             if x.shape[0] == 0:
                 return np.array([0.0, 0.0, online_err, batch])
         pos = self._forward(chip, self._embed(x, labels))
@@ -490,10 +499,11 @@ class FFLearner:
         scales = self._scales(chip)
         loss = np.zeros(2)
         for layer in range(len(pos.outputs)):
-            loss += self._update_layer(chip, layer, pos, neg, scales[layer], gain)
+            loss += self._update_layer(chip, layer, pos, neg, scales[layer], gain, weight)
         return np.array([loss[0], loss[1], online_err, batch])
 
-    def _update_layer(self, chip: Chip, layer: int, pos: _Pass, neg: _Pass, s: float, gain: float) -> np.ndarray:
+    def _update_layer(self, chip: Chip, layer: int, pos: _Pass, neg: _Pass, s: float, gain: float,
+                      weight: np.ndarray | None = None) -> np.ndarray:
         cfg = self.config
         n_out = pos.outputs[layer].shape[1]
         batch = pos.outputs[layer].shape[0]
@@ -505,9 +515,12 @@ class FFLearner:
         self.peer_mean[layer] = 0.9 * self.peer_mean[layer] + 0.1 * mean_act
         peer = (cfg.peer_strength * (self.peer_mean[layer].mean() - self.peer_mean[layer])).astype(np.float32)
         table, width = self.slopes[layer]
+        c_pos, c_neg = (1.0 - p_pos) / cfg.temperature, -p_neg / cfg.temperature
+        if weight is not None:
+            c_pos, c_neg = c_pos * weight, c_neg * weight
         sig = np.empty((2 * batch, n_out), np.float32)
-        K.ff_signal(pos.outputs[layer], 1.0 / s, (1.0 - p_pos) / cfg.temperature, table, width, peer, sig[:batch])
-        K.ff_signal(neg.outputs[layer], 1.0 / s, -p_neg / cfg.temperature, table, width,
+        K.ff_signal(pos.outputs[layer], 1.0 / s, c_pos, table, width, peer, sig[:batch])
+        K.ff_signal(neg.outputs[layer], 1.0 / s, c_neg, table, width,
                     np.zeros(n_out, np.float32), sig[batch:])
         h = np.concatenate([pos.inputs[layer], neg.inputs[layer]], axis=0)
         grad = np.empty((h.shape[1] + 1, n_out), np.float32)

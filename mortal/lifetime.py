@@ -131,6 +131,7 @@ class LifetimeConfig(BaseModel):
     teacher_readout: Literal["goodness", "softmax", "combined"] = "softmax"
     min_confidence: float = Field(0.0, ge=0.0, lt=1.0)
     negatives: Literal["teacher", "own", "mixed"] = "teacher"
+    weighting: Literal["none", "confidence"] = "none"
     transfer_size: Optional[int] = Field(None, ge=1)
     """Unlabelled transfer images per distillation (default: all training images)."""
 

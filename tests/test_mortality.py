@@ -328,8 +328,10 @@ def test_cli_distill_from_a_train_run(tmp_path, capsys):
     assert main(["distill", "--teacher", str(tmp_path / "none"), "--mini"]) == 2
     assert main(["distill", "--teacher", str(t), "--mini", "--temperature", "-1"]) == 2
     m = tmp_path / "mixed"
-    assert main(["distill", "--teacher", str(t), "--mini", "--negatives", "mixed", "--out", str(m), "--quiet"]) == 0
-    assert json.loads((m / "summary.json").read_text())["distill"]["negatives"] == "mixed"
+    assert main(["distill", "--teacher", str(t), "--mini", "--negatives", "mixed", "--weighting", "confidence",
+                 "--out", str(m), "--quiet"]) == 0
+    settings = json.loads((m / "summary.json").read_text())["distill"]
+    assert settings["negatives"] == "mixed" and settings["weighting"] == "confidence"
     assert main(["distill", "--teacher", str(t), "--mini", "--negatives", "random"]) == 2
 
 
@@ -414,7 +416,8 @@ def test_soft_run_resumes_only_with_the_same_settings(mini, tmp_path):
     FFLearner(cfg).fit_soft(devices.make_chip("pcm", (784, 20), seed=3), x, probs, negatives="mixed",
                             checkpoint_dir=tmp_path)
     saved = latest_checkpoint(tmp_path) / CHIP_FILE
-    for other in ({"negatives": "own"}, {"positives": "sample"}, {"min_confidence": 0.5}):
+    for other in ({"negatives": "own"}, {"positives": "sample"}, {"min_confidence": 0.5},
+                  {"weighting": "confidence"}):
         with pytest.raises(InputError, match="soft-target settings"):
             FFLearner(cfg).fit_soft(devices.load_chip(saved), x, probs, **{"negatives": "mixed", **other},
                                     checkpoint_dir=tmp_path, resume=tmp_path)
@@ -447,9 +450,72 @@ def test_drift_correction_is_checkpointed_and_copied(mini, tmp_path):
 
 
 def test_lifetime_transfer_settings_reach_distill(tmp_path):
-    cfg = LifetimeConfig(temperature=2.0, positives="sample", min_confidence=0.5, negatives="own")
+    cfg = LifetimeConfig(temperature=2.0, positives="sample", min_confidence=0.5, negatives="own",
+                         weighting="confidence")
     assert cfg.distill_config() == DistillConfig(temperature=2.0, positives="sample", min_confidence=0.5,
-                                                 negatives="own")
+                                                 negatives="own", weighting="confidence")
     out = tmp_path / "o"
     assert main(["lifetime", "--mini", "--out", str(out), "--positives", "guess"]) == 2
     assert not out.exists()
+
+
+def _captured_layer_update(mini, weight):
+    """The update one layer's controller step requests for one batch, with momentum, weight cost
+    and peer normalization off, so that it is linear in the per-image signal."""
+    x, y = mini.train_images[:100].reshape(100, -1), mini.train_labels[:100]
+    chip = devices.make_chip("ideal", (784, 30), seed=3)
+    learner = FFLearner(FFConfig(epochs=1, eval_every=0, momentum=0.0, weight_cost=0.0, peer_strength=0.0))
+    learner._init_state(chip, learner._check_chip(chip))
+    seen = []
+    learner.policy.apply = lambda layer, delta: seen.append(delta.copy())
+    pos = learner._forward(chip, learner._embed(x, y))
+    neg = learner._forward(chip, learner._embed(x, (y + 1) % 10))
+    loss = learner._update_layer(chip, 0, pos, neg, learner._scales(chip)[0], 1.0, weight)
+    return seen[0], loss
+
+
+def test_confidence_weighting_scales_each_images_share_of_the_update(mini):
+    plain, loss = _captured_layer_update(mini, None)
+    ones, loss_ones = _captured_layer_update(mini, np.ones(100))
+    np.testing.assert_array_equal(ones, plain)
+    half, loss_half = _captured_layer_update(mini, np.full(100, 0.5))
+    np.testing.assert_allclose(half, 0.5 * plain, rtol=1e-5, atol=1e-9)
+    np.testing.assert_array_equal(loss_half, loss)  # the reported losses stay unweighted
+    # Per image: the updates of two complementary halves (weights 0/1 and 1/0) add up to the whole.
+    second = (np.arange(100) >= 50).astype(np.float64)
+    a, _ = _captured_layer_update(mini, second)
+    b, _ = _captured_layer_update(mini, 1.0 - second)
+    assert np.abs(a - b).max() > 0.1 * np.abs(plain).max()
+    np.testing.assert_allclose(a + b, plain, rtol=1e-4, atol=1e-6 * np.abs(plain).max())
+
+
+def test_confidence_weighting_uses_the_targets_probability_of_the_positive_label(mini, monkeypatch):
+    """With one-hot targets every weight is 1 (the run equals the unweighted one bit for bit);
+    with targets of 0.4 on the label, every image's layer update is weighted 0.4."""
+    import mortal.ff as ff
+
+    x, y = mini.train_images[:300], mini.train_labels[:300]
+    one_hot = np.eye(10, dtype=np.float32)[y]
+    runs = []
+    for how in ("none", "confidence"):
+        chip = devices.make_chip("pcm", (784, 30, 20), seed=3)
+        FFLearner(FFConfig(epochs=1, eval_every=0, seed=5)).fit_soft(chip, x, one_hot, negatives="own",
+                                                                     weighting=how)
+        runs.append([L.weights for L in devices.inspect(chip).layers])
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+    flat = np.full((300, 10), 0.6 / 9, np.float32)
+    flat[np.arange(300), y] = 0.4
+    seen = []
+    real = ff.FFLearner._update_layer
+    monkeypatch.setattr(ff.FFLearner, "_update_layer",
+                        lambda self, *a: seen.append(a[-1]) or real(self, *a))
+    chip = devices.make_chip("pcm", (784, 30, 20), seed=3)
+    FFLearner(FFConfig(epochs=1, eval_every=0)).fit_soft(chip, x, flat, weighting="confidence")
+    assert len(seen) == 2 * 3  # two layers, three batches
+    for w in seen:
+        np.testing.assert_allclose(w, 0.4, rtol=1e-6)
+    with pytest.raises(InputError, match="weighting"):
+        FFLearner(FFConfig(epochs=1)).fit_soft(chip, x, flat, weighting="margin")
+    with pytest.raises(ValidationError, match="weighting"):
+        DistillConfig(weighting="margin")
