@@ -24,6 +24,14 @@ only for the final figures.  ``--teacher-dir DIR`` saves the trained teacher
 (chip and learner) there, or reuses the one already there, so that several
 transfer settings can be compared against the same teacher.
 
+``--refit-head K`` is a diagnostic that uses labels: after the transfer, the
+softmax heads of the teacher and of the student are refitted from zero for K
+epochs on the true labels over their frozen layers (the features read once
+through each chip), and the test errors of the refitted heads are reported.
+It tells whether the student's remaining gap lies in its head (fitted to the
+teacher's soft targets) or in its layers.  The figures it reports are not
+the transfer's: a chip without labels cannot do this.
+
 Writes ``OUT/result.json`` and prints the figures.  Runs single-threaded
 (one BLAS and numba thread) so that two presets can run side by side.
 """
@@ -47,7 +55,7 @@ import devices  # noqa: E402
 from _common import machine_line  # noqa: E402
 from mortal.care import SECONDS_PER_DAY as DAY, DriftCompensator  # noqa: E402
 from mortal.data import load_mnist  # noqa: E402
-from mortal.checkpoint import CHIP_FILE  # noqa: E402
+from mortal.checkpoint import CHIP_FILE, save_checkpoint  # noqa: E402
 from mortal.distill import DistillConfig, distill  # noqa: E402
 from mortal.ff import FFConfig, FFLearner  # noqa: E402
 from mortal.lifetime import SECONDS_PER_YEAR, weight_copy  # noqa: E402
@@ -62,6 +70,31 @@ def shift_one_pixel(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     out[way == 2, :, :-1] = x[way == 2, :, 1:]
     out[way == 3, :, 1:] = x[way == 3, :, :-1]
     return out
+
+
+def features(learner: FFLearner, chip, x: np.ndarray, batch: int = 1000) -> np.ndarray:
+    """The softmax head's input (normalized readout activities of a neutral pass), float32 (n, f)."""
+    return np.concatenate([learner._head_logits(chip, learner._forward(chip, learner._embed(x[s:s + batch], None)))[1]
+                           for s in range(0, x.shape[0], batch)])
+
+
+def refit_head(learner: FFLearner, chip, xtr, ytr, xte, yte, epochs: int, seed: int) -> dict:
+    """Diagnostic: a head fitted from zero to the true labels over the chip's frozen layers, with
+    the learner's own head update and schedule; its test error.  ``learner`` is left unchanged."""
+    f_tr, f_te = features(learner, chip, xtr.reshape(len(xtr), -1)), features(learner, chip, xte.reshape(len(xte), -1))
+    probe = learner.copy_controller(chip)
+    probe.head[:] = 0.0
+    probe.head_smooth[:] = 0.0
+    rng = np.random.default_rng(seed)
+    b = learner.config.batch_size
+    for e in range(epochs):
+        gain = 1.0 if e + 1 <= epochs / 2 else (1.0 + 2.0 * (epochs - (e + 1))) / epochs
+        order = rng.permutation(len(f_tr))
+        for k in range(len(order) // b):
+            idx = order[k * b:(k + 1) * b]
+            probe._update_head(chip, f_tr[idx], f_tr[idx] @ probe.head, ytr[idx], gain)
+    return {"epochs": epochs, "softmax_error": float(np.mean((f_te @ probe.head).argmax(1) != yte)),
+            "same_features_own_head_error": float(np.mean((f_te @ learner.head).argmax(1) != yte))}
 
 
 def main() -> None:
@@ -86,6 +119,9 @@ def main() -> None:
     ap.add_argument("--teacher-dir", default=None,
                     help="save the trained teacher here, or reuse the teacher already saved here")
     ap.add_argument("--skip-drift", action="store_true")
+    ap.add_argument("--student-dir", default=None, help="save the distilled student (chip and learner) there")
+    ap.add_argument("--refit-head", type=int, default=0, metavar="K",
+                    help="diagnostic with labels: refit teacher's and student's heads for K epochs on frozen layers")
     ap.add_argument("--transfer-shifts", type=int, default=0,
                     help="add K copies of the transfer images, each image moved one pixel in a random direction")
     ap.add_argument("--teacher-only", action="store_true", help="train (or reuse) the teacher and stop")
@@ -105,6 +141,8 @@ def main() -> None:
         xtr, ytr, xte, yte = xtr[:cut], ytr[:cut], xtr[cut:], ytr[cut:]
     if args.transfer_shifts < 0:
         ap.error("--transfer-shifts must be >= 0")
+    if args.refit_head < 0:
+        ap.error("--refit-head must be >= 0")
     print(machine_line(), flush=True)
     result: dict = {"preset": args.preset, "layers": list(sizes), "epochs": args.epochs,
                     "distill_epochs": d_epochs, "policy": args.policy, "seed": args.seed,
@@ -190,6 +228,14 @@ def main() -> None:
                                    float(np.mean(r.teacher_probs[: len(ytr)].argmax(1) != ytr))}
         print("distilled", result["distilled"], flush=True)
         save()
+        if args.student_dir:
+            save_checkpoint(sl, student, Path(args.student_dir), "distilled student")
+        if args.refit_head:
+            result["refit_head"] = {}
+            for role, chip, learner in (("teacher", teacher, tl), ("student", student, sl)):
+                result["refit_head"][role] = refit_head(learner, chip, xtr, ytr, xte, yte, args.refit_head, args.seed)
+            print("refit head (diagnostic, uses labels)", result["refit_head"], flush=True)
+            save()
 
         if args.skip_baselines:
             return
