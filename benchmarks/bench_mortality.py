@@ -27,10 +27,11 @@ transfer settings can be compared against the same teacher.
 ``--refit-head K`` is a diagnostic that uses labels: after the transfer, the
 softmax heads of the teacher and of the student are refitted from zero for K
 epochs on the true labels over their frozen layers (the features read once
-through each chip), and the test errors of the refitted heads are reported.
-It tells whether the student's remaining gap lies in its head (fitted to the
-teacher's soft targets) or in its layers.  The figures it reports are not
-the transfer's: a chip without labels cannot do this.
+through each chip), and the test errors of the refitted heads are reported;
+so is the student's head refitted to the teacher's soft targets (no labels).
+It tells whether the student's remaining gap lies in its head or in its
+layers.  The figures from true labels are not the transfer's: a chip without
+labels cannot do this.
 
 Writes ``OUT/result.json`` and prints the figures.  Runs single-threaded
 (one BLAS and numba thread) so that two presets can run side by side.
@@ -78,10 +79,13 @@ def features(learner: FFLearner, chip, x: np.ndarray, batch: int = 1000) -> np.n
                            for s in range(0, x.shape[0], batch)])
 
 
-def refit_head(learner: FFLearner, chip, xtr, ytr, xte, yte, epochs: int, seed: int) -> dict:
-    """Diagnostic: a head fitted from zero to the true labels over the chip's frozen layers, with
-    the learner's own head update and schedule; its test error.  ``learner`` is left unchanged."""
+def refit_head(learner: FFLearner, chip, xtr, targets, xte, yte, epochs: int, seed: int) -> float:
+    """Diagnostic: the test error of a head fitted from zero over the chip's frozen layers to
+    ``targets`` (labels (n,) or probabilities (n, 10)), with the learner's own head update and
+    schedule.  ``learner`` is left unchanged; the reads are charged to ``chip``."""
     f_tr, f_te = features(learner, chip, xtr.reshape(len(xtr), -1)), features(learner, chip, xte.reshape(len(xte), -1))
+    soft = targets if targets.ndim == 2 else None
+    labels = targets.argmax(1) if soft is not None else targets
     probe = learner.copy_controller(chip)
     probe.head[:] = 0.0
     probe.head_smooth[:] = 0.0
@@ -92,9 +96,9 @@ def refit_head(learner: FFLearner, chip, xtr, ytr, xte, yte, epochs: int, seed: 
         order = rng.permutation(len(f_tr))
         for k in range(len(order) // b):
             idx = order[k * b:(k + 1) * b]
-            probe._update_head(chip, f_tr[idx], f_tr[idx] @ probe.head, ytr[idx], gain)
-    return {"epochs": epochs, "softmax_error": float(np.mean((f_te @ probe.head).argmax(1) != yte)),
-            "same_features_own_head_error": float(np.mean((f_te @ learner.head).argmax(1) != yte))}
+            probe._update_head(chip, f_tr[idx], f_tr[idx] @ probe.head, labels[idx], gain,
+                               None if soft is None else soft[idx])
+    return float(np.mean((f_te @ probe.head).argmax(1) != yte))
 
 
 def main() -> None:
@@ -231,9 +235,14 @@ def main() -> None:
         if args.student_dir:
             save_checkpoint(sl, student, Path(args.student_dir), "distilled student")
         if args.refit_head:
-            result["refit_head"] = {}
-            for role, chip, learner in (("teacher", teacher, tl), ("student", student, sl)):
-                result["refit_head"][role] = refit_head(learner, chip, xtr, ytr, xte, yte, args.refit_head, args.seed)
+            k = args.refit_head
+            result["refit_head"] = {
+                "epochs": k,
+                "teacher, true labels": refit_head(tl, teacher, xtr, ytr, xte, yte, k, args.seed),
+                "student, true labels": refit_head(sl, student, xtr, ytr, xte, yte, k, args.seed),
+                "student, teacher's targets": refit_head(sl, student, transfer, r.teacher_probs, xte, yte, k,
+                                                         args.seed),
+            }
             print("refit head (diagnostic, uses labels)", result["refit_head"], flush=True)
             save()
 
