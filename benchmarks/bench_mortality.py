@@ -58,7 +58,7 @@ from mortal.care import SECONDS_PER_DAY as DAY, DriftCompensator  # noqa: E402
 from mortal.data import load_mnist  # noqa: E402
 from mortal.checkpoint import CHIP_FILE, save_checkpoint  # noqa: E402
 from mortal.distill import DistillConfig, distill  # noqa: E402
-from mortal.ff import FFConfig, FFLearner  # noqa: E402
+from mortal.ff import FFConfig, FFLearner, _as_images  # noqa: E402
 from mortal.lifetime import SECONDS_PER_YEAR, weight_copy  # noqa: E402
 
 
@@ -73,17 +73,19 @@ def shift_one_pixel(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def features(learner: FFLearner, chip, x: np.ndarray, batch: int = 1000) -> np.ndarray:
+def features(learner: FFLearner, chip, images: np.ndarray, batch: int = 1000) -> np.ndarray:
     """The softmax head's input (normalized readout activities of a neutral pass), float32 (n, f)."""
+    x = _as_images(images)
     return np.concatenate([learner._head_logits(chip, learner._forward(chip, learner._embed(x[s:s + batch], None)))[1]
                            for s in range(0, x.shape[0], batch)])
 
 
-def refit_head(learner: FFLearner, chip, xtr, targets, xte, yte, epochs: int, seed: int) -> float:
+def refit_head(learner: FFLearner, chip, xtr, targets, xte, yte, epochs: int, seed: int) -> dict[str, float]:
     """Diagnostic: the test error of a head fitted from zero over the chip's frozen layers to
     ``targets`` (labels (n,) or probabilities (n, 10)), with the learner's own head update and
-    schedule.  ``learner`` is left unchanged; the reads are charged to ``chip``."""
-    f_tr, f_te = features(learner, chip, xtr.reshape(len(xtr), -1)), features(learner, chip, xte.reshape(len(xte), -1))
+    schedule, beside that of the learner's own head on the same features (which should match
+    its softmax readout).  ``learner`` is left unchanged; the reads are charged to ``chip``."""
+    f_tr, f_te = features(learner, chip, xtr), features(learner, chip, xte)
     soft = targets if targets.ndim == 2 else None
     labels = targets.argmax(1) if soft is not None else targets
     probe = learner.copy_controller(chip)
@@ -98,7 +100,8 @@ def refit_head(learner: FFLearner, chip, xtr, targets, xte, yte, epochs: int, se
             idx = order[k * b:(k + 1) * b]
             probe._update_head(chip, f_tr[idx], f_tr[idx] @ probe.head, labels[idx], gain,
                                None if soft is None else soft[idx])
-    return float(np.mean((f_te @ probe.head).argmax(1) != yte))
+    return {"refitted": float(np.mean((f_te @ probe.head).argmax(1) != yte)),
+            "own head": float(np.mean((f_te @ learner.head).argmax(1) != yte))}
 
 
 def main() -> None:
