@@ -25,10 +25,11 @@ only for the final figures.  ``--teacher-dir DIR`` saves the trained teacher
 transfer settings can be compared against the same teacher.
 
 ``--refit-head K`` is a diagnostic that uses labels: after the transfer, the
-softmax heads of the teacher and of the student are refitted from zero for K
-epochs on the true labels over their frozen layers (the features read once
-through each chip), and the test errors of the refitted heads are reported;
-so is the student's head refitted to the teacher's soft targets (no labels).
+softmax heads of copies of the teacher's and the student's controllers are
+refitted from zero for K epochs on the true labels over their frozen layers
+(``FFLearner.refit_head``), and the test errors of the refitted heads are
+reported; so is the student's head refitted to the teacher's soft targets (no
+labels).
 It tells whether the student's remaining gap lies in its head or in its
 layers.  The figures from true labels are not the transfer's: a chip without
 labels cannot do this.
@@ -58,7 +59,7 @@ from mortal.care import SECONDS_PER_DAY as DAY, DriftCompensator  # noqa: E402
 from mortal.data import load_mnist  # noqa: E402
 from mortal.checkpoint import CHIP_FILE, save_checkpoint  # noqa: E402
 from mortal.distill import DistillConfig, distill  # noqa: E402
-from mortal.ff import FFConfig, FFLearner, _as_images  # noqa: E402
+from mortal.ff import FFConfig, FFLearner  # noqa: E402
 from mortal.lifetime import SECONDS_PER_YEAR, weight_copy  # noqa: E402
 
 
@@ -73,35 +74,12 @@ def shift_one_pixel(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def features(learner: FFLearner, chip, images: np.ndarray, batch: int = 1000) -> np.ndarray:
-    """The softmax head's input (normalized readout activities of a neutral pass), float32 (n, f)."""
-    x = _as_images(images)
-    return np.concatenate([learner._head_logits(chip, learner._forward(chip, learner._embed(x[s:s + batch], None)))[1]
-                           for s in range(0, x.shape[0], batch)])
-
-
-def refit_head(learner: FFLearner, chip, xtr, targets, xte, yte, epochs: int, seed: int) -> dict[str, float]:
-    """Diagnostic: the test error of a head fitted from zero over the chip's frozen layers to
-    ``targets`` (labels (n,) or probabilities (n, 10)), with the learner's own head update and
-    schedule, beside that of the learner's own head on the same features (which should match
-    its softmax readout).  ``learner`` is left unchanged; the reads are charged to ``chip``."""
-    f_tr, f_te = features(learner, chip, xtr), features(learner, chip, xte)
-    soft = targets if targets.ndim == 2 else None
-    labels = targets.argmax(1) if soft is not None else targets
+def refit_error(learner: FFLearner, chip, images, targets, xte, yte, epochs: int) -> float:
+    """Diagnostic: softmax test error after a copy of ``learner`` refits its head over the chip's
+    frozen layers to ``targets`` (``FFLearner.refit_head``); ``learner`` is left unchanged."""
     probe = learner.copy_controller(chip)
-    probe.head[:] = 0.0
-    probe.head_smooth[:] = 0.0
-    rng = np.random.default_rng(seed)
-    b = learner.config.batch_size
-    for e in range(epochs):
-        gain = 1.0 if e + 1 <= epochs / 2 else (1.0 + 2.0 * (epochs - (e + 1))) / epochs
-        order = rng.permutation(len(f_tr))
-        for k in range(len(order) // b):
-            idx = order[k * b:(k + 1) * b]
-            probe._update_head(chip, f_tr[idx], f_tr[idx] @ probe.head, labels[idx], gain,
-                               None if soft is None else soft[idx])
-    return {"refitted": float(np.mean((f_te @ probe.head).argmax(1) != yte)),
-            "own head": float(np.mean((f_te @ learner.head).argmax(1) != yte))}
+    probe.refit_head(chip, images, targets, epochs)
+    return probe.evaluate(chip, xte, yte, "softmax").errors["softmax"]
 
 
 def main() -> None:
@@ -121,6 +99,8 @@ def main() -> None:
                     help="the student's negative labels (DistillConfig.negatives)")
     ap.add_argument("--weighting", default="none", choices=("none", "confidence"),
                     help="weight each transfer image's layer update by the teacher's probability of its label")
+    ap.add_argument("--head-epochs", type=int, default=0,
+                    help="after the transfer, refit the student's head to the teacher's targets (K epochs)")
     ap.add_argument("--holdout", type=int, default=0,
                     help="hold out the last N training images and report errors on them, not on the test set")
     ap.add_argument("--teacher-dir", default=None,
@@ -155,7 +135,8 @@ def main() -> None:
                     "distill_epochs": d_epochs, "policy": args.policy, "seed": args.seed,
                     "teacher_readout": args.teacher_readout, "temperature": args.temperature,
                     "positives": args.positives, "min_confidence": args.min_confidence,
-                    "negatives": args.negatives, "weighting": args.weighting, "transfer_shifts": args.transfer_shifts,
+                    "negatives": args.negatives, "weighting": args.weighting,
+                    "head_epochs": args.head_epochs, "transfer_shifts": args.transfer_shifts,
                     "errors_on": f"last {args.holdout} training images" if args.holdout else "test set",
                     "command": " ".join(sys.argv)}
 
@@ -227,7 +208,8 @@ def main() -> None:
         r = distill(teacher, student, tl, sl, transfer,
                     DistillConfig(temperature=args.temperature, teacher_readout=args.teacher_readout,
                                   positives=args.positives, min_confidence=args.min_confidence,
-                                  negatives=args.negatives, weighting=args.weighting),
+                                  negatives=args.negatives, weighting=args.weighting,
+                                  head_epochs=args.head_epochs),
                     log=line("distill"))
         res = sl.evaluate(student, xte, yte, "both")
         result["distilled"] = {"test_error": res.errors, **r.summary(), "wall_s": time.perf_counter() - t,
@@ -241,10 +223,9 @@ def main() -> None:
             k = args.refit_head
             result["refit_head"] = {
                 "epochs": k,
-                "teacher, true labels": refit_head(tl, teacher, xtr, ytr, xte, yte, k, args.seed),
-                "student, true labels": refit_head(sl, student, xtr, ytr, xte, yte, k, args.seed),
-                "student, teacher's targets": refit_head(sl, student, transfer, r.teacher_probs, xte, yte, k,
-                                                         args.seed),
+                "teacher, true labels": refit_error(tl, teacher, xtr, ytr, xte, yte, k),
+                "student, true labels": refit_error(sl, student, xtr, ytr, xte, yte, k),
+                "student, teacher's targets": refit_error(sl, student, transfer, r.teacher_probs, xte, yte, k),
             }
             print("refit head (diagnostic, uses labels)", result["refit_head"], flush=True)
             save()

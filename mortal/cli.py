@@ -32,7 +32,8 @@ def _layers(text: str) -> tuple[int, ...]:
 
 
 #: The DistillConfig fields that `mortal distill` and `mortal lifetime` take as options.
-_TRANSFER_FIELDS = ("temperature", "teacher_readout", "positives", "min_confidence", "negatives", "weighting")
+_TRANSFER_FIELDS = ("temperature", "teacher_readout", "positives", "min_confidence", "negatives", "weighting",
+                    "head_epochs")
 
 
 def _transfer_options(p: argparse.ArgumentParser) -> None:
@@ -48,6 +49,9 @@ def _transfer_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weighting", choices=("none", "confidence"), default="none",
                    help="weight each transfer image's update of the student's layers by the teacher's "
                         "probability of its label")
+    p.add_argument("--head-epochs", type=int, default=0,
+                   help="after the transfer, refit the student's head to the teacher's targets over its frozen "
+                        "layers for this many epochs")
 
 
 def _transfer_settings(args: argparse.Namespace) -> dict[str, Any]:

@@ -60,6 +60,9 @@ class DistillConfig(BaseModel):
     teacher's probability of its positive label, so that labels the teacher is unsure of (where
     its wrong labels concentrate) teach less, without dropping any image (``min_confidence``
     drops them)."""
+    head_epochs: int = Field(0, ge=0, le=1000)
+    """After the student's training, its softmax head is fitted anew over its frozen layers to
+    the teacher's soft targets for this many epochs (``FFLearner.refit_head``; 0: not)."""
     query_batch: int = Field(1000, ge=1, le=100_000)
     """Images per batch when the teacher is read."""
 
@@ -200,6 +203,8 @@ def distill(teacher: Chip, student: Chip, teacher_learner: FFLearner, student_le
                              weighting=cfg.weighting,
                              test_images=test_images,
                              test_labels=test_labels, log=sink, progress=progress)
+    if cfg.head_epochs:
+        student_learner.refit_head(student, x, probs, cfg.head_epochs, cfg.query_batch)
     s1 = _ledger_snapshot(student)
     agreement = float(np.mean(student_learner.predict(student, x, "softmax") == probs.argmax(axis=1)))
     return DistillResult(

@@ -422,7 +422,7 @@ class FFLearner:
             if cfg.estimator == "perturbed":
                 probe = self._embed(x_all[order[: cfg.slope_probes]], None)
                 self.slopes = perturbed_tables(self, chip, probe, cfg.slope_levels, cfg.slope_bins)
-            gain = 1.0 if e + 1 <= cfg.epochs / 2 else (1.0 + 2.0 * (cfg.epochs - (e + 1))) / cfg.epochs
+            gain = _lr_gain(e, cfg.epochs)
             stats = np.zeros(4)
             bar = Progress(n_batches, f"epoch {e + 1}/{cfg.epochs}", enabled=show)
             for k in range(n_batches):
@@ -555,6 +555,52 @@ class FFLearner:
         self.head += np.float32(cfg.lr_head * gain) * (self.head_smooth - np.float32(cfg.weight_cost_head) * self.head)
         chip.ledger.charge_digital(2 * feats.size * N_CLASSES + 8 * self.head.size)
 
+    def refit_head(self, chip: Chip, images: Any, targets: Any, epochs: int = 10,
+                   batch_size: int = 1000) -> "FFLearner":
+        """Fit the softmax head anew, from zero, over the chip's frozen layers.
+
+        The head's input (the normalized activities of one neutral pass) is read through the
+        chip once per image and kept by the controller; the head is then trained on it for
+        ``epochs`` with the learner's head settings (``lr_head``, ``momentum``,
+        ``weight_cost_head``, the learning-rate schedule, ``batch_size``).  During ``fit`` the
+        head chases layers that keep changing; fitted afterwards it sees their final state.
+
+        ``targets``: labels (integers (n,)) or probabilities (float (n, 10)), such as a
+        teacher's soft targets.  No device is programmed; the reads and the controller's work
+        are charged to the chip's ledger.  ``batch_size``: images per read.
+        """
+        self._check_chip(chip)
+        if self._sizes is None or chip is not self._chip:
+            raise InputError("refit_head needs the learner fitted on this chip (call fit or fit_soft first)")
+        if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 1:
+            raise InputError(f"epochs must be an integer >= 1, got {epochs!r}")
+        _check_batch_size(batch_size)
+        x = _as_images(images)
+        if np.asarray(targets).ndim == 2:
+            soft = _as_targets(targets, x.shape[0])
+            labels = soft.argmax(axis=1)
+        else:
+            soft, labels = None, _as_labels(targets, x.shape[0], "targets")
+        b = self.config.batch_size
+        if x.shape[0] < b:
+            raise InputError(f"{x.shape[0]} images is fewer than one batch ({b})")
+        feats = np.concatenate([self._head_logits(chip, self._forward(chip, self._embed(x[s:s + batch_size], None)))[1]
+                                for s in range(0, x.shape[0], batch_size)])
+        self.head[:] = 0.0
+        self.head_smooth[:] = 0.0
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(self.config.seed,
+                                                                          spawn_key=(_HEAD_REFIT_STREAM,))))
+        for e in range(epochs):
+            gain = _lr_gain(e, epochs)
+            order = rng.permutation(x.shape[0])
+            for k in range(x.shape[0] // b):
+                idx = order[k * b:(k + 1) * b]
+                f = feats[idx]
+                logits = f @ self.head
+                chip.ledger.charge_digital(2 * f.size * N_CLASSES)
+                self._update_head(chip, f, logits, labels[idx], gain, None if soft is None else soft[idx])
+        return self
+
     # -- prediction -----------------------------------------------------------------------------------
     def predict(self, chip: Chip, images: Any, method: Literal["goodness", "softmax"] = "goodness",
                 batch_size: int = 1000) -> np.ndarray:
@@ -607,7 +653,6 @@ class FFLearner:
         return np.concatenate([self._scores(chip, x[s:s + batch_size], readout)
                                for s in range(0, x.shape[0], batch_size)], axis=0)
 
-
     def evaluate(self, chip: Chip, images: Any, labels: Any,
                  method: Literal["goodness", "softmax", "both"] | None = None) -> EvalResult:
         """Error rate(s) on ``images`` and the energy and chip time the evaluation cost."""
@@ -620,6 +665,16 @@ class FFLearner:
         after = _ledger_snapshot(chip)
         energy = {c: after[0][c] - before[0].get(c, 0.0) for c in after[0]}
         return EvalResult(errors=errors, n=int(x.shape[0]), energy_j=energy, chip_time_s=after[1] - before[1])
+
+
+# Spawn key of refit_head's shuffling stream (training epoch e uses spawn key (e,)).
+_HEAD_REFIT_STREAM = 1 << 20
+
+
+def _lr_gain(epoch: int, epochs: int) -> float:
+    """Learning-rate factor of epoch ``epoch`` (from 0) of ``epochs``: 1 for the first half,
+    then falling linearly towards 0 (the recipe's schedule)."""
+    return 1.0 if epoch + 1 <= epochs / 2 else (1.0 + 2.0 * (epochs - (epoch + 1))) / epochs
 
 
 def _data_fingerprint(x: np.ndarray, y: np.ndarray, soft: np.ndarray | None = None) -> str:

@@ -132,6 +132,7 @@ class LifetimeConfig(BaseModel):
     min_confidence: float = Field(0.0, ge=0.0, lt=1.0)
     negatives: Literal["teacher", "own", "mixed"] = "teacher"
     weighting: Literal["none", "confidence"] = "none"
+    head_epochs: int = Field(0, ge=0, le=1000)
     transfer_size: Optional[int] = Field(None, ge=1)
     """Unlabelled transfer images per distillation (default: all training images)."""
 

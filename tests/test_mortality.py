@@ -329,9 +329,11 @@ def test_cli_distill_from_a_train_run(tmp_path, capsys):
     assert main(["distill", "--teacher", str(t), "--mini", "--temperature", "-1"]) == 2
     m = tmp_path / "mixed"
     assert main(["distill", "--teacher", str(t), "--mini", "--negatives", "mixed", "--weighting", "confidence",
-                 "--out", str(m), "--quiet"]) == 0
+                 "--head-epochs", "1", "--out", str(m), "--quiet"]) == 0
     settings = json.loads((m / "summary.json").read_text())["distill"]
     assert settings["negatives"] == "mixed" and settings["weighting"] == "confidence"
+    assert settings["head_epochs"] == 1
+    assert main(["distill", "--teacher", str(t), "--mini", "--head-epochs", "-1"]) == 2
     assert main(["distill", "--teacher", str(t), "--mini", "--negatives", "random"]) == 2
 
 
@@ -451,9 +453,9 @@ def test_drift_correction_is_checkpointed_and_copied(mini, tmp_path):
 
 def test_lifetime_transfer_settings_reach_distill(tmp_path):
     cfg = LifetimeConfig(temperature=2.0, positives="sample", min_confidence=0.5, negatives="own",
-                         weighting="confidence")
+                         weighting="confidence", head_epochs=3)
     assert cfg.distill_config() == DistillConfig(temperature=2.0, positives="sample", min_confidence=0.5,
-                                                 negatives="own", weighting="confidence")
+                                                 negatives="own", weighting="confidence", head_epochs=3)
     out = tmp_path / "o"
     assert main(["lifetime", "--mini", "--out", str(out), "--positives", "guess"]) == 2
     assert not out.exists()
@@ -519,3 +521,72 @@ def test_confidence_weighting_uses_the_targets_probability_of_the_positive_label
         FFLearner(FFConfig(epochs=1)).fit_soft(chip, x, flat, weighting="margin")
     with pytest.raises(ValidationError, match="weighting"):
         DistillConfig(weighting="margin")
+
+
+def test_refit_head_fits_the_head_alone_over_frozen_layers(mini, tmp_path):
+    x, y = mini.train_images[:600], mini.train_labels[:600]
+    chip = devices.make_chip("pcm", (784, 40, 30), seed=3)
+    learner = FFLearner(FFConfig(epochs=2, policy="mixed", eval_every=0, seed=5)).fit(chip, x, y)
+    conductances = [L.g.copy() for L in devices.inspect(chip).layers]
+    pulses, energy = chip.ledger.counts.get("pulses", 0), chip.ledger.total_energy_j
+    # Refitted to the head's own one-hot predictions, the new head must reproduce them.
+    own = learner.predict(chip, x, "softmax")
+    before = learner.head.copy()
+    learner.refit_head(chip, x, own, epochs=5)
+    assert not np.array_equal(learner.head, before)
+    assert np.mean(learner.predict(chip, x, "softmax") == own) > 0.9
+    assert chip.ledger.total_energy_j > energy  # reads and controller work are charged
+    assert chip.ledger.counts.get("pulses", 0) == pulses  # no device was programmed
+    for a, b in zip(conductances, devices.inspect(chip).layers):
+        np.testing.assert_array_equal(a, b.g)  # (the effective weights still drift with time)
+    # Soft targets work the same way, and the refit is reproducible: from zero, seeded, and
+    # (from the same chip state) reading the same features.
+    soft = np.full((600, 10), 0.02, np.float32)
+    soft[np.arange(600), y] = 0.82
+    saved = chip.save(tmp_path / "chip.npz")
+    heads = []
+    for _ in range(2):
+        again = devices.load_chip(saved)
+        heads.append(learner.copy_controller(again).refit_head(again, x, soft, epochs=2).head)
+    assert heads[0].shape == before.shape and np.abs(heads[0]).sum() > 0
+    np.testing.assert_array_equal(heads[0], heads[1])
+
+
+@pytest.mark.parametrize("kwargs, msg", [({"epochs": 0}, "epochs"), ({"epochs": 1.5}, "epochs"),
+                                         ({"targets": np.zeros(600, np.int64) + 10}, "0..9"),
+                                         ({"targets": np.zeros((600, 9), np.float32)}, "shape"),
+                                         ({"images": np.zeros((50, 28, 28), np.uint8)}, "batch")])
+def test_refit_head_rejects_bad_input(mini, kwargs, msg):
+    x, y = mini.train_images[:600], mini.train_labels[:600]
+    chip = devices.make_chip("pcm", (784, 20), seed=3)
+    with pytest.raises(InputError, match="fitted"):
+        FFLearner(FFConfig(epochs=1)).refit_head(chip, x, y)
+    learner = FFLearner(FFConfig(epochs=1, eval_every=0)).fit(chip, x, y)
+    head = learner.head.copy()
+    args = {"images": x, "targets": y, **kwargs}
+    if "images" in kwargs:
+        args["targets"] = y[:50]
+    with pytest.raises(InputError, match=msg):
+        learner.refit_head(chip, args["images"], args["targets"], epochs=kwargs.get("epochs", 1))
+    np.testing.assert_array_equal(learner.head, head)
+
+
+def test_distill_refits_the_students_head_to_the_teachers_targets(small_pair, mini, tmp_path):
+    teacher, tl = small_pair
+    saved = teacher.save(tmp_path / "teacher.npz")
+    x = mini.train_images[:400]
+    out = {}
+    for k in (0, 2):
+        t = devices.load_chip(saved)  # the same teacher state for both transfers
+        s = devices.make_chip("pcm", (784, 20, 10), seed=8)
+        sl = FFLearner(FFConfig(epochs=1, eval_every=0, seed=2))
+        r = distill(t, s, tl.copy_controller(t), sl, x, DistillConfig(head_epochs=k))
+        out[k] = (r, sl.head.copy(), [L.g.copy() for L in devices.inspect(s).layers])
+    (r0, h0, g0), (r2, h2, g2) = out[0], out[2]
+    np.testing.assert_array_equal(r0.teacher_probs, r2.teacher_probs)
+    for a, b in zip(g0, g2):
+        np.testing.assert_array_equal(a, b)  # the refit programs nothing
+    assert not np.array_equal(h0, h2)
+    assert sum(r2.student_energy_j.values()) > sum(r0.student_energy_j.values())
+    with pytest.raises(ValidationError, match="head_epochs"):
+        DistillConfig(head_epochs=-1)
