@@ -9,7 +9,7 @@ from ``SeedSequence(seed, spawn_key=(k,))``):
 2. drift: copies of the trained teacher (saved and reloaded) wait one day,
    one month and one year; test error without compensation and with the
    global and per-column output compensation (``mortal.care``);
-3. distillation: a fresh student (chip 1) learns for ``--distill-epochs`` from
+3. distillation: a fresh student (chip 1, or ``--student-chip K``) learns for ``--distill-epochs`` from
    the teacher's soft labels on the 60,000 training images *without* labels;
 4. weight copy: another instance of chip 1 is programmed with the teacher's
    effective weights (``devices.inspect``: the immortal reference);
@@ -106,6 +106,8 @@ def main() -> None:
     ap.add_argument("--teacher-dir", default=None,
                     help="save the trained teacher here, or reuse the teacher already saved here")
     ap.add_argument("--skip-drift", action="store_true")
+    ap.add_argument("--student-chip", type=int, default=1, metavar="K",
+                    help="student, weight-copy and scratch chips are instance K >= 1 (learner seed: seed + K)")
     ap.add_argument("--student-dir", default=None, help="save the distilled student (chip and learner) there")
     ap.add_argument("--refit-head", type=int, default=0, metavar="K",
                     help="diagnostic with labels: refit teacher's and student's heads for K epochs on frozen layers")
@@ -128,11 +130,14 @@ def main() -> None:
         xtr, ytr, xte, yte = xtr[:cut], ytr[:cut], xtr[cut:], ytr[cut:]
     if args.transfer_shifts < 0:
         ap.error("--transfer-shifts must be >= 0")
+    if args.student_chip < 1:
+        ap.error("--student-chip must be >= 1 (chip 0 is the teacher)")
     if args.refit_head < 0:
         ap.error("--refit-head must be >= 0")
     print(machine_line(), flush=True)
     result: dict = {"preset": args.preset, "layers": list(sizes), "epochs": args.epochs,
-                    "distill_epochs": d_epochs, "policy": args.policy, "seed": args.seed,
+                    "distill_epochs": d_epochs, "student_chip": args.student_chip,
+                    "policy": args.policy, "seed": args.seed,
                     "teacher_readout": args.teacher_readout, "temperature": args.temperature,
                     "positives": args.positives, "min_confidence": args.min_confidence,
                     "negatives": args.negatives, "weighting": args.weighting,
@@ -199,8 +204,8 @@ def main() -> None:
 
         # 3. distillation from unlabelled training images
         t = time.perf_counter()
-        student = fab(1)
-        sl = FFLearner(cfg(d_epochs, args.seed + 1))
+        student = fab(args.student_chip)
+        sl = FFLearner(cfg(d_epochs, args.seed + args.student_chip))
         transfer = xtr
         if args.transfer_shifts:
             transfer = np.concatenate([xtr] + [shift_one_pixel(xtr, np.random.default_rng([args.seed, k]))
@@ -234,7 +239,7 @@ def main() -> None:
             return
         # 4. weight copy (immortal reference) onto another instance of the student chip
         teacher_now = devices.load_chip(snap)
-        copy_chip = fab(1)
+        copy_chip = fab(args.student_chip)
         cl = weight_copy(teacher_now, copy_chip, tl.copy_controller(teacher_now))
         res = cl.evaluate(copy_chip, xte, yte, "both")
         result["weight_copy"] = {"test_error": res.errors, "energy_j": copy_chip.ledger.total_energy_j}
@@ -243,8 +248,8 @@ def main() -> None:
 
     # 5. scratch from labels, softmax error after each epoch
     t = time.perf_counter()
-    scratch = fab(1)
-    sc = FFLearner(cfg(d_epochs, args.seed + 1, eval_every=1, method="softmax"))
+    scratch = fab(args.student_chip)
+    sc = FFLearner(cfg(d_epochs, args.seed + args.student_chip, eval_every=1, method="softmax"))
     sc.fit(scratch, xtr, ytr, test_images=xte, test_labels=yte, log=line("scratch"))
     curve = []
     energy = 0.0
