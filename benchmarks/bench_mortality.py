@@ -9,11 +9,12 @@ from ``SeedSequence(seed, spawn_key=(k,))``):
 2. drift: copies of the trained teacher (saved and reloaded) wait one day,
    one month and one year; test error without compensation and with the
    global and per-column output compensation (``mortal.care``);
-3. distillation: a fresh student (chip 1, or ``--student-chip K``) learns for ``--distill-epochs`` from
-   the teacher's soft labels on the 60,000 training images *without* labels;
-4. weight copy: another instance of chip 1 is programmed with the teacher's
+3. distillation: a fresh student (chip 1, or chip K with ``--student-chip K``)
+   learns for ``--distill-epochs`` from the teacher's soft labels on the
+   60,000 training images *without* labels;
+4. weight copy: another instance of the student chip is programmed with the teacher's
    effective weights (``devices.inspect``: the immortal reference);
-5. scratch: another instance of chip 1 is trained from the true labels, its
+5. scratch: another instance of the student chip is trained from the true labels, its
    softmax test error measured after every epoch, to find the energy it needs
    to reach the distilled student's error.
 
@@ -29,9 +30,8 @@ softmax heads of copies of the teacher's and the student's controllers are
 refitted from zero for K epochs on the true labels over their frozen layers
 (``FFLearner.refit_head``), and the test errors of the refitted heads are
 reported; so is the student's head refitted to the teacher's soft targets (no
-labels).
-It tells whether the student's remaining gap lies in its head or in its
-layers.  The figures from true labels are not the transfer's: a chip without
+labels).  It tells whether the student's remaining gap lies in its head or in
+its layers.  The figures from true labels are not the transfer's: a chip without
 labels cannot do this.
 
 Writes ``OUT/result.json`` and prints the figures.  Runs single-threaded
