@@ -296,9 +296,13 @@ class FFLearner:
         chip.ledger.charge_digital(per_value * batch * sum(chip.info.layer_sizes[: n_layers + 1]))
         return out
 
+    def _features(self, p: _Pass) -> np.ndarray:
+        """The head's input (B, f): the normalized activities of the readout layers."""
+        return np.concatenate([p.normed[i] for i in self._readout_layers(len(p.normed))], axis=1)
+
     def _head_logits(self, chip: Chip, p: _Pass) -> tuple[np.ndarray, np.ndarray]:
         """Head logits (B, 10) and the features they came from (normalized readout activities)."""
-        feats = np.concatenate([p.normed[i] for i in self._readout_layers(len(p.normed))], axis=1)
+        feats = self._features(p)
         chip.ledger.charge_digital(2 * feats.shape[0] * feats.shape[1] * N_CLASSES)
         return feats @ self.head, feats
 
@@ -584,7 +588,7 @@ class FFLearner:
         b = self.config.batch_size
         if x.shape[0] < b:
             raise InputError(f"{x.shape[0]} images is fewer than one batch ({b})")
-        feats = np.concatenate([self._head_logits(chip, self._forward(chip, self._embed(x[s:s + batch_size], None)))[1]
+        feats = np.concatenate([self._features(self._forward(chip, self._embed(x[s:s + batch_size], None)))
                                 for s in range(0, x.shape[0], batch_size)])
         self.head[:] = 0.0
         self.head_smooth[:] = 0.0

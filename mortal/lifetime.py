@@ -155,8 +155,8 @@ def run_lifetime(config: LifetimeConfig, train_images: np.ndarray, train_labels:
     ``check`` (one health check: probe error, softmax test error, compensation factors,
     stuck fraction; both readouts are measured at ``trained`` and ``distilled``), ``dying``
     (the monitor's verdict), ``distilled`` (a new generation trained from the dying one:
-    energies and errors), ``retired`` (the last chip at the end).  ``time_s`` is simulated time since generation 0 was fabricated; ``age_s``
-    the chip's own age.
+    energies and errors), ``retired`` (the last chip at the end).  ``time_s`` is simulated
+    time since generation 0 was fabricated; ``age_s`` the chip's own age.
     """
     cfg = config
     if cfg.probe_size + cfg.reference_size > len(train_labels) - 1:
