@@ -101,6 +101,8 @@ def main() -> None:
                     help="weight each transfer image's layer update by the teacher's probability of its label")
     ap.add_argument("--head-epochs", type=int, default=0,
                     help="after the transfer, refit the student's head to the teacher's targets (K epochs)")
+    ap.add_argument("--head-weight-cost", type=float, default=None,
+                    help="the head's weight cost in that refit (default: the learner's weight_cost_head)")
     ap.add_argument("--holdout", type=int, default=0,
                     help="hold out the last N training images and report errors on them, not on the test set")
     ap.add_argument("--teacher-dir", default=None,
@@ -141,7 +143,8 @@ def main() -> None:
                     "teacher_readout": args.teacher_readout, "temperature": args.temperature,
                     "positives": args.positives, "min_confidence": args.min_confidence,
                     "negatives": args.negatives, "weighting": args.weighting,
-                    "head_epochs": args.head_epochs, "transfer_shifts": args.transfer_shifts,
+                    "head_epochs": args.head_epochs, "head_weight_cost": args.head_weight_cost,
+                    "transfer_shifts": args.transfer_shifts,
                     "errors_on": f"last {args.holdout} training images" if args.holdout else "test set",
                     "command": " ".join(sys.argv)}
 
@@ -214,7 +217,7 @@ def main() -> None:
                     DistillConfig(temperature=args.temperature, teacher_readout=args.teacher_readout,
                                   positives=args.positives, min_confidence=args.min_confidence,
                                   negatives=args.negatives, weighting=args.weighting,
-                                  head_epochs=args.head_epochs),
+                                  head_epochs=args.head_epochs, head_weight_cost=args.head_weight_cost),
                     log=line("distill"))
         res = sl.evaluate(student, xte, yte, "both")
         result["distilled"] = {"test_error": res.errors, **r.summary(), "wall_s": time.perf_counter() - t,

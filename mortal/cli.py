@@ -33,7 +33,7 @@ def _layers(text: str) -> tuple[int, ...]:
 
 #: The DistillConfig fields that `mortal distill` and `mortal lifetime` take as options.
 _TRANSFER_FIELDS = ("temperature", "teacher_readout", "positives", "min_confidence", "negatives", "weighting",
-                    "head_epochs")
+                    "head_epochs", "head_weight_cost")
 
 
 def _transfer_options(p: argparse.ArgumentParser) -> None:
@@ -52,6 +52,8 @@ def _transfer_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--head-epochs", type=int, default=0,
                    help="after the transfer, refit the student's head to the teacher's targets over its frozen "
                         "layers for this many epochs")
+    p.add_argument("--head-weight-cost", type=float, default=None,
+                   help="the head's weight cost during that refit (default: the learner's weight_cost_head)")
 
 
 def _transfer_settings(args: argparse.Namespace) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Optional
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -63,6 +63,10 @@ class DistillConfig(BaseModel):
     head_epochs: int = Field(0, ge=0, le=1000)
     """After the student's training, its softmax head is fitted anew over its frozen layers to
     the teacher's soft targets for this many epochs (``FFLearner.refit_head``; 0: not)."""
+    head_weight_cost: Optional[float] = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
+    """Weight cost of the head during that refit (``None``: the student learner's
+    ``weight_cost_head``).  The soft targets bound the head's logits by themselves; 0 lets the
+    head follow the teacher more closely."""
     query_batch: int = Field(1000, ge=1, le=100_000)
     """Images per batch when the teacher is read."""
 
@@ -204,7 +208,7 @@ def distill(teacher: Chip, student: Chip, teacher_learner: FFLearner, student_le
                              test_images=test_images,
                              test_labels=test_labels, log=sink, progress=progress)
     if cfg.head_epochs:
-        student_learner.refit_head(student, x, probs, cfg.head_epochs, cfg.query_batch)
+        student_learner.refit_head(student, x, probs, cfg.head_epochs, cfg.query_batch, cfg.head_weight_cost)
     s1 = _ledger_snapshot(student)
     agreement = float(np.mean(student_learner.predict(student, x, "softmax") == probs.argmax(axis=1)))
     return DistillResult(

@@ -542,8 +542,9 @@ class FFLearner:
         return np.array([np.logaddexp(0.0, -z_pos).mean(), np.logaddexp(0.0, z_neg).mean()])
 
     def _update_head(self, chip: Chip, feats: np.ndarray, logits: np.ndarray, labels: np.ndarray,
-                     gain: float, soft: np.ndarray | None = None) -> None:
+                     gain: float, soft: np.ndarray | None = None, weight_cost: float | None = None) -> None:
         cfg = self.config
+        wc = cfg.weight_cost_head if weight_cost is None else weight_cost
         z = logits - logits.max(axis=1, keepdims=True)
         prob = np.exp(z)
         prob /= prob.sum(axis=1, keepdims=True)
@@ -556,11 +557,11 @@ class FFLearner:
         m = np.float32(cfg.momentum)
         self.head_smooth *= m
         self.head_smooth += (1 - m) * grad
-        self.head += np.float32(cfg.lr_head * gain) * (self.head_smooth - np.float32(cfg.weight_cost_head) * self.head)
+        self.head += np.float32(cfg.lr_head * gain) * (self.head_smooth - np.float32(wc) * self.head)
         chip.ledger.charge_digital(2 * feats.size * N_CLASSES + 8 * self.head.size)
 
     def refit_head(self, chip: Chip, images: Any, targets: Any, epochs: int = 10,
-                   batch_size: int = 1000) -> "FFLearner":
+                   batch_size: int = 1000, weight_cost: float | None = None) -> "FFLearner":
         """Fit the softmax head anew, from zero, over the chip's frozen layers.
 
         The head's input (the normalized activities of one neutral pass) is read through the
@@ -571,7 +572,9 @@ class FFLearner:
 
         ``targets``: labels (integers (n,)) or probabilities (float (n, 10)), such as a
         teacher's soft targets.  No device is programmed; the reads and the controller's work
-        are charged to the chip's ledger.  ``batch_size``: images per read.
+        are charged to the chip's ledger.  ``batch_size``: images per read.  ``weight_cost``:
+        the head's weight cost during the refit (``None``: the learner's ``weight_cost_head``).
+        Soft targets bound the head's logits by themselves, so a refit to them needs less of it.
         """
         self._check_chip(chip)
         if self._sizes is None or chip is not self._chip:
@@ -579,6 +582,9 @@ class FFLearner:
         if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 1:
             raise InputError(f"epochs must be an integer >= 1, got {epochs!r}")
         _check_batch_size(batch_size)
+        if weight_cost is not None and (not is_real(weight_cost) or not math.isfinite(weight_cost)
+                                        or not 0.0 <= weight_cost <= 1.0):
+            raise InputError(f"weight_cost must be a number in [0, 1] or None, got {weight_cost!r}")
         x = _as_images(images)
         if np.asarray(targets).ndim == 2:
             soft = _as_targets(targets, x.shape[0])
@@ -602,7 +608,8 @@ class FFLearner:
                 f = feats[idx]
                 logits = f @ self.head
                 chip.ledger.charge_digital(2 * f.size * N_CLASSES)
-                self._update_head(chip, f, logits, labels[idx], gain, None if soft is None else soft[idx])
+                self._update_head(chip, f, logits, labels[idx], gain, None if soft is None else soft[idx],
+                                  weight_cost)
         return self
 
     # -- prediction -----------------------------------------------------------------------------------

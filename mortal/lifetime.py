@@ -133,6 +133,7 @@ class LifetimeConfig(BaseModel):
     negatives: Literal["teacher", "own", "mixed"] = "teacher"
     weighting: Literal["none", "confidence"] = "none"
     head_epochs: int = Field(0, ge=0, le=1000)
+    head_weight_cost: Optional[float] = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
     transfer_size: Optional[int] = Field(None, ge=1)
     """Unlabelled transfer images per distillation (default: all training images)."""
 

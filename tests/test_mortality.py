@@ -329,10 +329,11 @@ def test_cli_distill_from_a_train_run(tmp_path, capsys):
     assert main(["distill", "--teacher", str(t), "--mini", "--temperature", "-1"]) == 2
     m = tmp_path / "mixed"
     assert main(["distill", "--teacher", str(t), "--mini", "--negatives", "mixed", "--weighting", "confidence",
-                 "--head-epochs", "1", "--out", str(m), "--quiet"]) == 0
+                 "--head-epochs", "1", "--head-weight-cost", "0", "--out", str(m), "--quiet"]) == 0
     settings = json.loads((m / "summary.json").read_text())["distill"]
     assert settings["negatives"] == "mixed" and settings["weighting"] == "confidence"
-    assert settings["head_epochs"] == 1
+    assert settings["head_epochs"] == 1 and settings["head_weight_cost"] == 0.0
+    assert main(["distill", "--teacher", str(t), "--mini", "--head-weight-cost", "-1"]) == 2
     assert main(["distill", "--teacher", str(t), "--mini", "--head-epochs", "-1"]) == 2
     assert main(["distill", "--teacher", str(t), "--mini", "--negatives", "random"]) == 2
 
@@ -453,9 +454,10 @@ def test_drift_correction_is_checkpointed_and_copied(mini, tmp_path):
 
 def test_lifetime_transfer_settings_reach_distill(tmp_path):
     cfg = LifetimeConfig(temperature=2.0, positives="sample", min_confidence=0.5, negatives="own",
-                         weighting="confidence", head_epochs=3)
+                         weighting="confidence", head_epochs=3, head_weight_cost=0.0)
     assert cfg.distill_config() == DistillConfig(temperature=2.0, positives="sample", min_confidence=0.5,
-                                                 negatives="own", weighting="confidence", head_epochs=3)
+                                                 negatives="own", weighting="confidence", head_epochs=3,
+                                                 head_weight_cost=0.0)
     out = tmp_path / "o"
     assert main(["lifetime", "--mini", "--out", str(out), "--positives", "guess"]) == 2
     assert not out.exists()
@@ -552,6 +554,34 @@ def test_refit_head_fits_the_head_alone_over_frozen_layers(mini, tmp_path):
     np.testing.assert_array_equal(heads[0], heads[1])
 
 
+def test_refit_head_weight_cost(mini, tmp_path):
+    x, y = mini.train_images[:600], mini.train_labels[:600]
+    chip = devices.make_chip("pcm", (784, 30), seed=3)
+    learner = FFLearner(FFConfig(epochs=1, policy="mixed", eval_every=0, seed=5, weight_cost_head=0.05)).fit(chip, x, y)
+    saved = chip.save(tmp_path / "chip.npz")
+    soft = np.full((600, 10), 0.02, np.float32)
+    soft[np.arange(600), y] = 0.82
+
+    def refit(weight_cost_head=0.05, **kw):
+        again = devices.load_chip(saved)  # the same chip state, so the same features
+        probe = learner.copy_controller(again)
+        probe.config = probe.config.model_copy(update={"weight_cost_head": weight_cost_head})
+        return probe.refit_head(again, x, soft, epochs=3, **kw).head
+
+    own = refit()
+    np.testing.assert_array_equal(own, refit(weight_cost=None))  # None: the learner's own setting
+    free = refit(weight_cost=0.0)
+    # weight_cost overrides the learner's setting for the refit alone, exactly
+    np.testing.assert_array_equal(free, refit(weight_cost_head=0.0))
+    np.testing.assert_array_equal(own, refit(weight_cost_head=0.0, weight_cost=0.05))
+    assert np.abs(free).sum() > np.abs(own).sum()  # without decay the head grows larger
+    head = learner.head.copy()
+    for bad in (-0.1, 1.5, float("nan"), "0.1", True):
+        with pytest.raises(InputError, match="weight_cost"):
+            learner.refit_head(chip, x, soft, epochs=1, weight_cost=bad)
+    np.testing.assert_array_equal(learner.head, head)
+
+
 @pytest.mark.parametrize("kwargs, msg", [({"epochs": 0}, "epochs"), ({"epochs": 1.5}, "epochs"),
                                          ({"targets": np.zeros(600, np.int64) + 10}, "0..9"),
                                          ({"targets": np.zeros((600, 9), np.float32)}, "shape"),
@@ -590,3 +620,15 @@ def test_distill_refits_the_students_head_to_the_teachers_targets(small_pair, mi
     assert sum(r2.student_energy_j.values()) > sum(r0.student_energy_j.values())
     with pytest.raises(ValidationError, match="head_epochs"):
         DistillConfig(head_epochs=-1)
+    # the refit's weight cost: only the head changes, and it is the learner's refit with that setting
+    t = devices.load_chip(saved)
+    s = devices.make_chip("pcm", (784, 20, 10), seed=8)
+    sl = FFLearner(FFConfig(epochs=1, eval_every=0, seed=2))
+    r = distill(t, s, tl.copy_controller(t), sl, x, DistillConfig(head_epochs=2, head_weight_cost=0.0))
+    np.testing.assert_array_equal(r.teacher_probs, r2.teacher_probs)
+    for a, b in zip(g2, devices.inspect(s).layers):
+        np.testing.assert_array_equal(a, b.g)
+    assert not np.array_equal(sl.head, h2)
+    for bad in (-1.0, 2.0, float("inf")):
+        with pytest.raises(ValidationError, match="head_weight_cost"):
+            DistillConfig(head_weight_cost=bad)
