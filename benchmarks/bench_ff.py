@@ -59,8 +59,9 @@ def run(preset: str, sizes: tuple[int, ...], cfg: FFConfig, data, n_train: int, 
 
     def log(rec: dict) -> None:
         te = rec.get("test_error", {})
+        refit = f" (before the head refit {rec['test_error_before_refit']})" if "test_error_before_refit" in rec else ""
         print(f"[{preset}] epoch {rec['epoch']} train {rec['train_wall_s']:.1f}s online-err "
-              f"{rec['train_error_online']:.4f} test {te}", flush=True)
+              f"{rec['train_error_online']:.4f} test {te}{refit}", flush=True)
         if log_path:
             with open(log_path, "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
@@ -84,6 +85,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", default=None, help="MNIST .npz or folder (default: MORTAL_DATA)")
     ap.add_argument("--eval-every", type=int, default=10)
+    ap.add_argument("--refit-epochs", type=int, default=0,
+                    help="after training, refit the softmax head over the frozen layers (FFConfig.refit_epochs)")
+    ap.add_argument("--refit-weight-cost", type=float, default=0.0, help="the head's weight cost in that refit")
     ap.add_argument("--out", default=None, help="folder for per-epoch JSON lines and the summary")
     ap.add_argument("--unset-blas-tuning", action="store_true")
     args = ap.parse_args()
@@ -92,7 +96,8 @@ def main() -> None:
     sizes = (784,) + args.layers
     extra = {"lr": args.lr} if args.lr is not None else {}
     cfg = FFConfig(epochs=args.epochs, seed=args.seed, policy=args.policy, estimator=args.estimator,
-                   eval_every=args.eval_every, **extra)
+                   eval_every=args.eval_every, refit_epochs=args.refit_epochs,
+                   refit_weight_cost=args.refit_weight_cost, **extra)
     print(f"# {machine_line()}")
     peak = gemm_peak_gflops()
     print(f"# float32 GEMM peak here: {peak:.1f} GFLOP/s")
@@ -121,6 +126,8 @@ def main() -> None:
         "preset": args.preset, "layers": list(sizes), "epochs": args.epochs, "policy": args.policy,
         "estimator": args.estimator, "seed": args.seed, "train_size": args.train_size,
         "test_error": learner.history[-1].get("test_error"),
+        "refit_epochs": cfg.refit_epochs, "refit_weight_cost": cfg.refit_weight_cost,
+        "test_error_before_refit": learner.history[-1].get("test_error_before_refit"),
         "best_test_error": {m: min(r["test_error"][m] for r in learner.history if "test_error" in r)
                             for m in learner.history[-1].get("test_error", {})},
         "median_train_s_per_epoch": train_s,

@@ -85,6 +85,12 @@ class FFConfig(BaseModel):
     slope_levels: int = Field(8, ge=4, le=1024)
     reads_per_measurement: int = Field(1, ge=1, le=64)
     """Reads averaged for every measurement of a layer (less read noise, more read energy)."""
+    refit_epochs: int = Field(0, ge=0, le=1000)
+    """After the last epoch, fit the softmax head anew over the frozen layers for this many
+    epochs (:meth:`FFLearner.refit_head`), to the labels (``fit``) or the soft targets
+    (``fit_soft``) it trained on; 0: the head is the one trained alongside the layers."""
+    refit_weight_cost: float = Field(0.0, ge=0.0, le=1.0)
+    """The head's weight cost during that refit (``weight_cost_head`` applies while training)."""
     eval_every: int = Field(1, ge=0)
     """Evaluate on the test set every this many epochs (0: only at the end)."""
     eval_method: Literal["goodness", "softmax", "both"] = "both"
@@ -437,6 +443,14 @@ class FFLearner:
                 bar.update(k + 1)
             bar.close()
             train_wall = time.perf_counter() - t_wall
+            refit_wall, before_refit = None, None
+            if e + 1 == cfg.epochs and cfg.refit_epochs:
+                if has_test:  # the head trained alongside the layers, for comparison
+                    before_refit = self.evaluate(chip, x_test, y_test).errors
+                t_refit = time.perf_counter()
+                self.refit_head(chip, x_all, y_all if soft is None else soft, cfg.refit_epochs,
+                                weight_cost=cfg.refit_weight_cost)
+                refit_wall = time.perf_counter() - t_refit
             after = _ledger_snapshot(chip)
             record: dict[str, Any] = {
                 "epoch": e + 1,
@@ -456,6 +470,10 @@ class FFLearner:
             record["energy_j"] = dict(_ledger_snapshot(chip)[0])
             record["total_energy_j"] = float(sum(record["energy_j"].values()))
             record["train_wall_s"] = train_wall
+            if refit_wall is not None:
+                record["refit_wall_s"] = refit_wall
+                if before_refit is not None:
+                    record["test_error_before_refit"] = before_refit
             record["wall_s"] = time.perf_counter() - t_wall
             self.history.append(record)
             # Checkpoint first: a log line then never runs ahead of the saved state.

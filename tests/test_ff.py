@@ -162,11 +162,13 @@ class _Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize("preset,policy,estimator", [("pcm", "direct", "nominal"), ("wild", "mixed", "perturbed")])
+@pytest.mark.parametrize("preset,policy,estimator,refit", [("pcm", "direct", "nominal", 0),
+                                                            ("wild", "mixed", "perturbed", 2)])
 def test_resume_after_an_interruption_equals_an_uninterrupted_run(tmp_path, mnist, snapshot, assert_same_state,
-                                                                   preset, policy, estimator):
+                                                                   preset, policy, estimator, refit):
     sizes = (784, 100, 100)
-    cfg = FFConfig(epochs=3, lr=0.03, seed=7, checkpoint_every=1, policy=policy, estimator=estimator)
+    cfg = FFConfig(epochs=3, lr=0.03, seed=7, checkpoint_every=1, policy=policy, estimator=estimator,
+                   refit_epochs=refit)
     x, y = mnist.train_images[:600], mnist.train_labels[:600]
     tx, ty = mnist.test_images[:200], mnist.test_labels[:200]
 
@@ -213,6 +215,31 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(tmp_path, mnis
     assert latest_checkpoint(tmp_path / "a").name == latest_checkpoint(tmp_path / "b").name == "epoch-0003"
     assert_same_state(snapshot(devices.load_chip(latest_checkpoint(tmp_path / "a") / CHIP_FILE)),
                       snapshot(devices.load_chip(latest_checkpoint(tmp_path / "b") / CHIP_FILE)))
+
+
+def test_refit_epochs_end_fit_with_a_refit_of_the_head(mnist, snapshot, assert_same_state):
+    x, y = mnist.train_images[:600], mnist.train_labels[:600]
+    tx, ty = mnist.test_images[:200], mnist.test_labels[:200]
+    base = FFConfig(epochs=2, seed=3, policy="mixed", eval_every=0)
+    # fit with refit_epochs is fit followed by refit_head with the configured weight cost, exactly
+    chip_a, chip_b = devices.make_chip("pcm", (784, 40, 30), 5), devices.make_chip("pcm", (784, 40, 30), 5)
+    a = FFLearner(base.model_copy(update={"refit_epochs": 3, "refit_weight_cost": 0.001})).fit(chip_a, x, y)
+    b = FFLearner(base).fit(chip_b, x, y)
+    assert not np.array_equal(a.head, b.head)
+    b.refit_head(chip_b, x, y, 3, weight_cost=0.001)
+    np.testing.assert_array_equal(a.head, b.head)
+    assert_same_state(snapshot(chip_a), snapshot(chip_b))
+    assert a.history[-1]["train_energy_j"]["digital"] > b.history[-1]["train_energy_j"]["digital"]
+    assert "refit_wall_s" in a.history[-1] and "refit_wall_s" not in a.history[0]
+    # with a test set, the last record also holds the error of the head trained alongside the layers
+    chip_c = devices.make_chip("pcm", (784, 40, 30), 5)
+    c = FFLearner(base.model_copy(update={"refit_epochs": 3})).fit(chip_c, x, y, test_images=tx, test_labels=ty)
+    last = c.history[-1]
+    assert set(last["test_error_before_refit"]) == set(last["test_error"]) == {"goodness", "softmax"}
+    with pytest.raises(ValidationError):
+        FFConfig(refit_epochs=-1)
+    with pytest.raises(ValidationError):
+        FFConfig(refit_weight_cost=2.0)
 
 
 def test_fit_on_another_chip_after_an_interruption_never_programs_the_first(mnist):
