@@ -25,6 +25,13 @@ only for the final figures.  ``--teacher-dir DIR`` saves the trained teacher
 (chip and learner) there, or reuses the one already there, so that several
 transfer settings can be compared against the same teacher.
 
+``--refit-epochs K`` ends every learner's training with a refit of its softmax
+head over its frozen layers (``FFConfig.refit_epochs``, weight cost
+``--refit-weight-cost``): the teacher's and the scratch chip's to the labels,
+the student's to the teacher's soft targets.  The teacher is saved before its
+refit (so one saved teacher serves runs with and without it); its test error
+before the refit is reported too.
+
 ``--refit-head K`` is a diagnostic that uses labels: after the transfer, the
 softmax heads of copies of the teacher's and the student's controllers are
 refitted from zero for K epochs on the true labels over their frozen layers
@@ -103,6 +110,10 @@ def main() -> None:
                     help="after the transfer, refit the student's head to the teacher's targets (K epochs)")
     ap.add_argument("--head-weight-cost", type=float, default=None,
                     help="the head's weight cost in that refit (default: the learner's weight_cost_head)")
+    ap.add_argument("--refit-epochs", type=int, default=0,
+                    help="every learner ends by refitting its head over frozen layers for K epochs "
+                         "(FFConfig.refit_epochs): teacher and scratch to the labels, student to the teacher's targets")
+    ap.add_argument("--refit-weight-cost", type=float, default=0.0, help="the head's weight cost in that refit")
     ap.add_argument("--holdout", type=int, default=0,
                     help="hold out the last N training images and report errors on them, not on the test set")
     ap.add_argument("--teacher-dir", default=None,
@@ -144,6 +155,7 @@ def main() -> None:
                     "positives": args.positives, "min_confidence": args.min_confidence,
                     "negatives": args.negatives, "weighting": args.weighting,
                     "head_epochs": args.head_epochs, "head_weight_cost": args.head_weight_cost,
+                    "refit_epochs": args.refit_epochs, "refit_weight_cost": args.refit_weight_cost,
                     "transfer_shifts": args.transfer_shifts,
                     "errors_on": f"last {args.holdout} training images" if args.holdout else "test set",
                     "command": " ".join(sys.argv)}
@@ -154,9 +166,11 @@ def main() -> None:
     def fab(k: int) -> devices.AnalogChip:
         return devices.make_chip(args.preset, sizes, np.random.SeedSequence(args.seed, spawn_key=(k,)))
 
-    def cfg(epochs: int, seed: int, eval_every: int = 0, method: str = "both", checkpoint_every: int = 0) -> FFConfig:
+    def cfg(epochs: int, seed: int, eval_every: int = 0, method: str = "both", checkpoint_every: int = 0,
+            refit: bool = True) -> FFConfig:
         return FFConfig(epochs=epochs, policy=args.policy, seed=seed, eval_every=eval_every, eval_method=method,
-                        checkpoint_every=checkpoint_every)
+                        checkpoint_every=checkpoint_every, refit_epochs=args.refit_epochs if refit else 0,
+                        refit_weight_cost=args.refit_weight_cost)
 
     def line(tag: str):
         def show(rec: dict) -> None:
@@ -167,8 +181,11 @@ def main() -> None:
     # 1. teacher
     t = time.perf_counter()
     teacher = fab(0)
-    # Saving the teacher (checkpoint after its last epoch) does not change its training.
-    tl = FFLearner(cfg(args.epochs, args.seed, checkpoint_every=args.epochs if args.teacher_dir else 0))
+    # Saving the teacher (checkpoint after its last epoch) does not change its training.  It is
+    # trained and saved without the head refit, which follows below, so that one saved teacher
+    # serves runs with and without it.
+    tl = FFLearner(cfg(args.epochs, args.seed, checkpoint_every=args.epochs if args.teacher_dir else 0,
+                       refit=False))
     saved = Path(args.teacher_dir) / f"epoch-{args.epochs:04d}" if args.teacher_dir else None
     if saved is not None and saved.is_dir():
         teacher = devices.load_chip(saved / CHIP_FILE)
@@ -177,8 +194,12 @@ def main() -> None:
     else:
         tl.fit(teacher, xtr, ytr, checkpoint_dir=args.teacher_dir, log=line("teacher"))
     res = tl.evaluate(teacher, xte, yte, "both")
-    result["teacher"] = {"test_error": res.errors, "train_energy_j": teacher.ledger.total_energy_j,
-                         "wall_s": time.perf_counter() - t}
+    result["teacher"] = {"test_error": res.errors}
+    if args.refit_epochs:
+        result["teacher"]["test_error_before_refit"] = res.errors
+        tl.refit_head(teacher, xtr, ytr, args.refit_epochs, weight_cost=args.refit_weight_cost)
+        result["teacher"]["test_error"] = tl.evaluate(teacher, xte, yte, "both").errors
+    result["teacher"].update(train_energy_j=teacher.ledger.total_energy_j, wall_s=time.perf_counter() - t)
     print("teacher", result["teacher"], flush=True)
     save()
     if args.teacher_only:
