@@ -130,7 +130,9 @@ def check_checkpoint(config: Any, chip: Chip, sizes: tuple[int, ...], data_id: s
     """
     ck = latest_checkpoint(directory)
     meta = _read_meta(ck)
-    if meta["config"] != config.model_dump(mode="json"):
+    # Settings added to the config after a checkpoint was written take their defaults.
+    saved = {**type(config)().model_dump(mode="json"), **meta["config"]}
+    if saved != config.model_dump(mode="json"):
         raise InputError(f"the checkpoint in {ck} was made with a different FFConfig; resume with the same configuration")
     if tuple(meta["sizes"]) != tuple(sizes):
         raise InputError(f"the checkpoint is for layer sizes {meta['sizes']}, the chip has {list(sizes)}")

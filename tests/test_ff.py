@@ -295,6 +295,19 @@ def test_resume_refuses_another_chip_or_config(tmp_path, mnist, snapshot, assert
     done = FFLearner(cfg).fit(chip, x, y, checkpoint_dir=tmp_path, resume=tmp_path, progress=False)
     assert done.epoch == 2 and len(done.history) == 2
     assert_same_state(before, snapshot(chip))
+    # A checkpoint written before a setting existed resumes under that setting's default, and only then.
+    ck = latest_checkpoint(tmp_path) / LEARNER_FILE
+    with np.load(ck) as z:
+        arrays = dict(z)
+    meta = json.loads(arrays["meta"].tobytes().decode())
+    for newer in ("refit_epochs", "refit_weight_cost"):
+        del meta["config"][newer]
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(ck, **arrays)
+    assert FFLearner(cfg).fit(chip, x, y, checkpoint_dir=tmp_path, resume=tmp_path, progress=False).epoch == 2
+    with pytest.raises(ValueError, match="different FFConfig"):
+        FFLearner(cfg.model_copy(update={"refit_epochs": 2})).fit(chip, x, y, checkpoint_dir=tmp_path,
+                                                                  resume=tmp_path, progress=False)
 
 
 # -- bad input ----------------------------------------------------------------------------------------
