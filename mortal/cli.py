@@ -102,6 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     life.add_argument("--compensation", choices=("none", "global", "column"), default="column")
     _transfer_options(life)
     life.add_argument("--policy", choices=("direct", "mixed"), default="mixed")
+    life.add_argument("--refit-epochs", type=int, default=0,
+                      help="every generation's training ends with a refit of its softmax head (K epochs)")
     life.add_argument("--out", default=None, help="output folder (events.jsonl, config.json, lifetime.png/.svg)")
     life.add_argument("--quiet", action="store_true", help="no per-event lines")
 
@@ -243,7 +245,8 @@ def cmd_lifetime(args: argparse.Namespace) -> int:
         cfg = LifetimeConfig(preset=args.preset, layers=args.layers, generations=args.generations,
                              epochs=args.epochs, distill_epochs=args.distill_epochs, seed=args.seed,
                              check_every=args.check_every, max_age=args.max_age, margin=args.margin,
-                             compensation=args.compensation, policy=args.policy, **_transfer_settings(args))
+                             compensation=args.compensation, policy=args.policy, refit_epochs=args.refit_epochs,
+                             **_transfer_settings(args))
         data = load_mnist_mini() if args.mini else load_mnist(args.data)
     except ValidationError as exc:
         return _error(_validation_message(exc))

@@ -112,6 +112,9 @@ class LifetimeConfig(BaseModel):
     distill_epochs: Optional[int] = Field(None, ge=1, le=10_000)
     """Epochs of each distillation (default: ``epochs``)."""
     policy: Literal["direct", "mixed"] = "mixed"
+    refit_epochs: int = Field(0, ge=0, le=1000)
+    """Every generation's training (from labels or from its teacher) ends with a refit of its
+    softmax head over its frozen layers for this many epochs (``FFConfig.refit_epochs``)."""
     seed: int = Field(0, ge=0)
     check_every: float = 30 * SECONDS_PER_DAY
     """Simulated time between health checks."""
@@ -187,7 +190,8 @@ def run_lifetime(config: LifetimeConfig, train_images: np.ndarray, train_labels:
         return devices.make_chip(spec, sizes, np.random.SeedSequence(cfg.seed, spawn_key=(g,)))
 
     def learner_for(g: int, epochs: int) -> FFLearner:
-        return FFLearner(FFConfig(epochs=epochs, policy=cfg.policy, seed=cfg.seed + g, eval_every=0))
+        return FFLearner(FFConfig(epochs=epochs, policy=cfg.policy, seed=cfg.seed + g, eval_every=0,
+                                  refit_epochs=cfg.refit_epochs))
 
     def test_errors(chip: devices.AnalogChip, learner: FFLearner, method: str = "both") -> dict[str, float]:
         return learner.evaluate(chip, test_images, test_labels, method=method).errors

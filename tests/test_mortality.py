@@ -284,7 +284,7 @@ def test_lifetime_run_completes_on_small_settings(tmp_path, capsys):
     out = tmp_path / "life"
     code = main(["lifetime", "--preset", "wild", "--layers", "60,60", "--epochs", "2", "--mini",
                  "--train-size", "3000", "--generations", "2", "--check-every", "1y", "--max-age", "3y",
-                 "--margin", "0.02", "--out", str(out)])
+                 "--margin", "0.02", "--refit-epochs", "2", "--out", str(out)])
     assert code == 0
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     kinds = [e["event"] for e in events]
@@ -296,13 +296,13 @@ def test_lifetime_run_completes_on_small_settings(tmp_path, capsys):
     assert d["teacher_energy_j"] > 0 and d["student_energy_j"] > 0 and d["age_s"] < 86400
     assert (out / "lifetime.png").stat().st_size > 1000 and (out / "lifetime.svg").is_file()
     cfg = json.loads((out / "config.json").read_text())["lifetime"]
-    assert cfg["generations"] == 2 and cfg["check_every"] == YEAR
+    assert cfg["generations"] == 2 and cfg["check_every"] == YEAR and cfg["refit_epochs"] == 2
     assert "gen" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv", [
     ["--check-every", "soon"], ["--generations", "0"], ["--preset", "quantum"], ["--margin", "2"],
-    ["--train-size", "0"],
+    ["--train-size", "0"], ["--refit-epochs", "-1"],
 ])
 def test_lifetime_bad_arguments_exit_2_and_write_nothing(tmp_path, argv):
     out = tmp_path / "o"
