@@ -28,8 +28,8 @@ from .errors import InputError
 if TYPE_CHECKING:
     from .ff import FFLearner
 
-__all__ = ["save_checkpoint", "check_checkpoint", "load_checkpoint", "latest_checkpoint", "read_history",
-           "CHIP_FILE", "LEARNER_FILE"]
+__all__ = ["save_checkpoint", "check_checkpoint", "load_checkpoint", "load_learner", "latest_checkpoint",
+           "read_history", "CHIP_FILE", "LEARNER_FILE"]
 
 CHIP_FILE = "chip.npz"
 LEARNER_FILE = "learner.npz"
@@ -144,6 +144,30 @@ def check_checkpoint(config: Any, chip: Chip, sizes: tuple[int, ...], data_id: s
                          f"the checkpoint in {ck} was trained with")
     meta["path"] = str(ck)
     return meta
+
+
+def load_learner(directory: str | os.PathLike, chip: Chip) -> "FFLearner":
+    """The learner saved in the newest checkpoint under ``directory``, bound to ``chip``.
+
+    ``chip`` must be the chip saved with it, loaded by the caller (for the emulator:
+    ``devices.load_chip(latest_checkpoint(directory) / CHIP_FILE)``); another chip is refused.
+    The learner can predict, evaluate, ``refit_head`` and ``copy_controller`` at once.
+    """
+    from .ff import FFConfig, FFLearner
+
+    ck = latest_checkpoint(directory)
+    meta = _read_meta(ck)
+    meta["path"] = str(ck)
+    if _fingerprint(chip) != meta["chip"]:
+        raise InputError(f"the chip is not the chip saved in {ck}; load it with "
+                         f"devices.load_chip({str(ck / CHIP_FILE)!r})")
+    learner = FFLearner(FFConfig(**meta["config"]))
+    sizes = learner._check_chip(chip)
+    if sizes != tuple(meta["sizes"]):
+        raise InputError(f"the checkpoint is for layer sizes {meta['sizes']}, the chip has {list(sizes)}")
+    learner._init_state(chip, sizes)
+    load_checkpoint(learner, meta)
+    return learner
 
 
 def load_checkpoint(learner: "FFLearner", meta: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 import devices
 import reference_ff as ref
-from mortal.checkpoint import CHIP_FILE, LEARNER_FILE, latest_checkpoint
+from mortal.checkpoint import CHIP_FILE, LEARNER_FILE, latest_checkpoint, load_learner
 from mortal.chip import Chip, check_chip
 from mortal.data import load_mnist_mini
 from mortal.errors import InputError
@@ -240,6 +240,23 @@ def test_refit_epochs_end_fit_with_a_refit_of_the_head(mnist, snapshot, assert_s
         FFConfig(refit_epochs=-1)
     with pytest.raises(ValidationError):
         FFConfig(refit_weight_cost=2.0)
+
+
+def test_load_learner_restores_a_saved_learner_with_its_chip(tmp_path, mnist):
+    x, y = mnist.train_images[:300], mnist.train_labels[:300]
+    cfg = FFConfig(epochs=1, seed=3, checkpoint_every=1, policy="mixed")
+    chip = devices.make_chip("wild", (784, 30, 20), 4)
+    learner = FFLearner(cfg).fit(chip, x, y, checkpoint_dir=tmp_path, progress=False)
+    path = latest_checkpoint(tmp_path) / CHIP_FILE
+    loaded = devices.load_chip(path)
+    restored = load_learner(tmp_path, loaded)
+    assert restored.config == cfg and restored.epoch == 1 and restored.history == learner.history
+    _assert_same_arrays(_learner_arrays(learner), _learner_arrays(restored))
+    again = devices.load_chip(path)  # the same chip state: the same predictions, bit for bit
+    np.testing.assert_array_equal(restored.predict(loaded, x, "softmax"),
+                                  learner.copy_controller(again).predict(again, x, "softmax"))
+    with pytest.raises(InputError, match="not the chip"):
+        load_learner(tmp_path, devices.make_chip("wild", (784, 30, 20), 4))
 
 
 def test_fit_on_another_chip_after_an_interruption_never_programs_the_first(mnist):

@@ -1,0 +1,113 @@
+"""Refits of the softmax head over a saved chip's frozen layers (``FFLearner.refit_head``).
+
+Run on chips saved by ``bench_mortality.py`` (``--teacher-dir``, ``--student-dir``):
+
+    python benchmarks/bench_refit.py --teacher-dir runs/teacher-wild-ho --student-dir runs/student-wild-ho \\
+        --holdout 10000 --settings 10:0.003,10:0,30:0 --teacher-refit 30:0
+
+Each setting ``E:W`` is a refit of ``E`` epochs at head weight cost ``W``, made on a
+fresh load of the saved chip, so that every setting starts from the same state:
+
+1. the teacher as saved, and refitted to the true labels with each setting;
+2. with ``--student-dir``: the student refitted, with each setting, to the teacher's
+   soft targets (softmax readout, temperature 1) on the transfer images, no labels.
+   ``--teacher-refit E:W`` first refits the teacher's head to the labels and takes the
+   targets from the refitted teacher.
+
+``--holdout N``: the chips were trained on all but the last N training images; the
+refits use those and errors are measured on the last N (the split on which settings
+are chosen).  ``--holdout 0``: the refits use all 60,000 training images and errors
+are measured on the test set.  Prints one line per refit and writes ``--out`` (JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import devices
+from _common import machine_line
+from mortal.checkpoint import CHIP_FILE, latest_checkpoint, load_learner
+from mortal.data import load_mnist
+from mortal.distill import teacher_probabilities
+
+
+def parse_settings(text: str) -> list[tuple[int, float]]:
+    out = []
+    for item in text.split(","):
+        epochs, _, cost = item.partition(":")
+        out.append((int(epochs), float(cost or 0.0)))
+    return out
+
+
+def load(directory: str):
+    chip = devices.load_chip(latest_checkpoint(directory) / CHIP_FILE)
+    return chip, load_learner(directory, chip)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--teacher-dir", required=True)
+    ap.add_argument("--student-dir", default=None)
+    ap.add_argument("--holdout", type=int, default=0)
+    ap.add_argument("--settings", default="10:0.003,10:0,30:0", help="refits E:W (epochs : head weight cost)")
+    ap.add_argument("--teacher-refit", default=None, help="E:W: take the student's targets from the teacher "
+                                                          "after this refit to the labels")
+    ap.add_argument("--data", default=None)
+    ap.add_argument("--out", default=None, help="JSON file for the results")
+    args = ap.parse_args()
+    settings = parse_settings(args.settings)
+    data = load_mnist(args.data)
+    xtr, ytr, xte, yte = data.train_images, data.train_labels, data.test_images, data.test_labels
+    if args.holdout:
+        if not 0 < args.holdout < xtr.shape[0]:
+            ap.error(f"--holdout must lie between 1 and {xtr.shape[0] - 1}")
+        cut = xtr.shape[0] - args.holdout
+        xtr, ytr, xte, yte = xtr[:cut], ytr[:cut], xtr[cut:], ytr[cut:]
+    print(machine_line(), flush=True)
+    where = f"last {args.holdout} training images" if args.holdout else "test set"
+    result: dict = {"command": " ".join(sys.argv), "errors_on": where, "teacher": {}, "student": {}}
+
+    def error(learner, chip) -> float:
+        return float(learner.evaluate(chip, xte, yte, "softmax").errors["softmax"])
+
+    t = time.perf_counter()
+    chip, tl = load(args.teacher_dir)
+    result["teacher"]["as saved"] = error(tl, chip)
+    print(f"teacher as saved: {result['teacher']['as saved']:.4f} ({where})", flush=True)
+    for epochs, cost in settings:
+        chip, tl = load(args.teacher_dir)
+        tl.refit_head(chip, xtr, ytr, epochs, weight_cost=cost)
+        result["teacher"][f"labels {epochs}:{cost}"] = e = error(tl, chip)
+        print(f"teacher, refit to labels, {epochs} epochs, weight cost {cost}: {e:.4f}", flush=True)
+    if args.student_dir:
+        chip, tl = load(args.teacher_dir)
+        if args.teacher_refit:
+            (epochs, cost), = parse_settings(args.teacher_refit)
+            tl.refit_head(chip, xtr, ytr, epochs, weight_cost=cost)
+        probs = teacher_probabilities(chip, tl, xtr, readout="softmax")
+        result["teacher_targets"] = {"refit": args.teacher_refit,
+                                     "label_error": float(np.mean(probs.argmax(1) != ytr))}
+        print(f"teacher targets (teacher refit {args.teacher_refit}): wrong on "
+              f"{result['teacher_targets']['label_error']:.4f} of the transfer images", flush=True)
+        chip, sl = load(args.student_dir)
+        result["student"]["as saved"] = error(sl, chip)
+        print(f"student as saved: {result['student']['as saved']:.4f}", flush=True)
+        for epochs, cost in settings:
+            chip, sl = load(args.student_dir)
+            sl.refit_head(chip, xtr, probs, epochs, weight_cost=cost)
+            result["student"][f"targets {epochs}:{cost}"] = e = error(sl, chip)
+            print(f"student, refit to the teacher's targets, {epochs} epochs, weight cost {cost}: {e:.4f}",
+                  flush=True)
+    result["wall_s"] = time.perf_counter() - t
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
