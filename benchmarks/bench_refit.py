@@ -6,7 +6,8 @@ Run on chips saved by ``bench_mortality.py`` (``--teacher-dir``, ``--student-dir
         --holdout 10000 --settings 10:0.003,10:0,30:0 --teacher-refit 30:0
 
 Each setting ``E:W`` is a refit of ``E`` epochs at head weight cost ``W``, made on a
-fresh load of the saved chip, so that every setting starts from the same state:
+fresh load of the saved chip, so that every setting starts from the same state
+(``--head-layers all``: the refitted heads read all hidden layers):
 
 1. the teacher as saved, and refitted to the true labels with each setting;
 2. with ``--student-dir``: the student refitted, with each setting, to the teacher's
@@ -45,9 +46,13 @@ def parse_settings(text: str) -> list[tuple[int, float]]:
     return out
 
 
-def load(directory: str):
+def load(directory: str, head_layers: str | None = None):
+    """A fresh load of a saved chip and its learner; ``head_layers``: the copy to refit reads those."""
     chip = devices.load_chip(latest_checkpoint(directory) / CHIP_FILE)
-    return chip, load_learner(directory, chip)
+    learner = load_learner(directory, chip)
+    if head_layers is not None and head_layers != learner.config.head_layers:
+        learner = learner.copy_controller(chip, head_layers=head_layers)
+    return chip, learner
 
 
 def main() -> None:
@@ -58,6 +63,9 @@ def main() -> None:
     ap.add_argument("--settings", default="10:0.003,10:0,30:0", help="refits E:W (epochs : head weight cost)")
     ap.add_argument("--teacher-refit", default=None, help="E:W: take the student's targets from the teacher "
                                                           "after this refit to the labels")
+    ap.add_argument("--head-layers", choices=("readout", "all"), default="readout",
+                    help="the layers every refitted head reads (FFConfig.head_layers; the saved heads read "
+                         "the readout layers)")
     ap.add_argument("--data", default=None)
     ap.add_argument("--out", default=None, help="JSON file for the results")
     args = ap.parse_args()
@@ -71,7 +79,8 @@ def main() -> None:
         xtr, ytr, xte, yte = xtr[:cut], ytr[:cut], xtr[cut:], ytr[cut:]
     print(machine_line(), flush=True)
     where = f"last {args.holdout} training images" if args.holdout else "test set"
-    result: dict = {"command": " ".join(sys.argv), "errors_on": where, "teacher": {}, "student": {}}
+    result: dict = {"command": " ".join(sys.argv), "errors_on": where, "head_layers": args.head_layers,
+                    "teacher": {}, "student": {}}
 
     def error(learner, chip) -> float:
         return float(learner.evaluate(chip, xte, yte, "softmax").errors["softmax"])
@@ -81,12 +90,12 @@ def main() -> None:
     result["teacher"]["as saved"] = error(tl, chip)
     print(f"teacher as saved: {result['teacher']['as saved']:.4f} ({where})", flush=True)
     for epochs, cost in settings:
-        chip, tl = load(args.teacher_dir)
+        chip, tl = load(args.teacher_dir, args.head_layers)
         tl.refit_head(chip, xtr, ytr, epochs, weight_cost=cost)
         result["teacher"][f"labels {epochs}:{cost}"] = e = error(tl, chip)
         print(f"teacher, refit to labels, {epochs} epochs, weight cost {cost}: {e:.4f}", flush=True)
     if args.student_dir:
-        chip, tl = load(args.teacher_dir)
+        chip, tl = load(args.teacher_dir, args.head_layers if args.teacher_refit else None)
         if args.teacher_refit:
             (epochs, cost), = parse_settings(args.teacher_refit)
             tl.refit_head(chip, xtr, ytr, epochs, weight_cost=cost)
@@ -99,7 +108,7 @@ def main() -> None:
         result["student"]["as saved"] = error(sl, chip)
         print(f"student as saved: {result['student']['as saved']:.4f}", flush=True)
         for epochs, cost in settings:
-            chip, sl = load(args.student_dir)
+            chip, sl = load(args.student_dir, args.head_layers)
             sl.refit_head(chip, xtr, probs, epochs, weight_cost=cost)
             result["student"][f"targets {epochs}:{cost}"] = e = error(sl, chip)
             print(f"student, refit to the teacher's targets, {epochs} epochs, weight cost {cost}: {e:.4f}",

@@ -81,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--refit-epochs", type=int, default=0,
                    help="after training, refit the softmax head over the frozen layers for this many epochs")
+    t.add_argument("--head-layers", choices=("readout", "all"), default="readout",
+                   help="the hidden layers the softmax head reads (default: those of the goodness readout)")
     t.add_argument("--checkpoint-every", type=int, default=0, help="epochs between checkpoints (0: only with --out, at the end)")
     t.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
@@ -166,6 +168,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             cfg_args["batch_size"] = args.batch_size
         if args.refit_epochs:
             cfg_args["refit_epochs"] = args.refit_epochs
+        if args.head_layers != "readout":
+            cfg_args["head_layers"] = args.head_layers
         out = Path(args.out) if args.out else None
         if out is not None and args.epochs >= 1:
             cfg_args["checkpoint_every"] = args.checkpoint_every or args.epochs

@@ -75,6 +75,9 @@ class FFConfig(BaseModel):
     """Sample negative labels from the head's predictions (else uniformly among wrong ones)."""
     skip_first_layer: bool = True
     """Leave the first hidden layer out of both readouts (needs two or more layers)."""
+    head_layers: Literal["readout", "all"] = "readout"
+    """The hidden layers whose normalized activities the softmax head reads: those of the
+    goodness readout (``skip_first_layer`` applies; Hinton's recipe) or all of them."""
     estimator: Literal["nominal", "perturbed"] = "nominal"
     """Neuron slope in the update: nominal ReLU slope, or measured by extra reads."""
     policy: Literal["direct", "mixed"] = "direct"
@@ -215,6 +218,11 @@ class FFLearner:
             return list(range(1, n_layers))
         return list(range(n_layers))
 
+    def _head_layers(self, n_layers: int) -> list[int]:
+        if self.config.head_layers == "all":
+            return list(range(n_layers))
+        return self._readout_layers(n_layers)
+
     def _label_copies(self, chip: Chip) -> int:
         if self.config.label_copies is not None:
             return self.config.label_copies
@@ -228,7 +236,7 @@ class FFLearner:
         self.smooth = [np.zeros((sizes[i] + 1, sizes[i + 1]), np.float32) for i in range(n_layers)]
         self.shadow = [np.zeros((sizes[i], sizes[i + 1]), np.float32) for i in range(n_layers)]
         self.peer_mean = [np.full(sizes[i + 1], 0.5, np.float64) for i in range(n_layers)]
-        width = sum(sizes[i + 1] for i in self._readout_layers(n_layers))
+        width = sum(sizes[i + 1] for i in self._head_layers(n_layers))
         self.head = np.zeros((width, N_CLASSES), np.float32)
         self.head_smooth = np.zeros_like(self.head)
         self.slopes = nominal_tables(sizes)
@@ -236,25 +244,30 @@ class FFLearner:
         self.epoch = 0
         self.history = []
 
-    def copy_controller(self, chip: Chip) -> "FFLearner":
+    def copy_controller(self, chip: Chip, **changes: Any) -> "FFLearner":
         """A new learner bound to ``chip`` (same layer sizes) holding a copy of this learner's
         controller memory: head, peer means, smoothed gradients, slope tables, drift
         correction, history.
 
         This copies only what lives in the digital controller; the chip's weights are not
         involved (see ``mortal.lifetime.weight_copy`` for the immortal weight copy).
+        ``changes``: ``FFConfig`` fields the copy uses instead of this learner's (validated);
+        if they change the head's input (``head_layers``, ``skip_first_layer``), the copy's
+        head starts from zero, to be fitted with :meth:`refit_head`.
         """
         if self._sizes is None:
             raise InputError("the learner has not been fitted yet (call fit first)")
         sizes = self._check_chip(chip, bound=False)
         if sizes != self._sizes:
             raise InputError(f"the chip has layer sizes {sizes}, this learner {self._sizes}")
-        new = FFLearner(self.config)
+        config = FFConfig(**{**self.config.model_dump(), **changes}) if changes else self.config
+        new = FFLearner(config)
         new._init_state(chip, sizes)
         new._copies = self._copies
         for name in ("smooth", "shadow", "peer_mean"):
             setattr(new, name, [a.copy() for a in getattr(self, name)])
-        new.head, new.head_smooth = self.head.copy(), self.head_smooth.copy()
+        if new.head.shape == self.head.shape:
+            new.head, new.head_smooth = self.head.copy(), self.head_smooth.copy()
         new.slopes = [(t.copy(), w) for t, w in self.slopes]
         new.correction = None if self.correction is None else [f.copy() for f in self.correction]
         new.epoch = self.epoch
@@ -303,8 +316,8 @@ class FFLearner:
         return out
 
     def _features(self, p: _Pass) -> np.ndarray:
-        """The head's input (B, f): the normalized activities of the readout layers."""
-        return np.concatenate([p.normed[i] for i in self._readout_layers(len(p.normed))], axis=1)
+        """The head's input (B, f): the normalized activities of the head's layers."""
+        return np.concatenate([p.normed[i] for i in self._head_layers(len(p.normed))], axis=1)
 
     def _head_logits(self, chip: Chip, p: _Pass) -> tuple[np.ndarray, np.ndarray]:
         """Head logits (B, 10) and the features they came from (normalized readout activities)."""

@@ -242,6 +242,29 @@ def test_refit_epochs_end_fit_with_a_refit_of_the_head(mnist, snapshot, assert_s
         FFConfig(refit_weight_cost=2.0)
 
 
+def test_the_head_can_read_all_hidden_layers(mnist):
+    x, y = mnist.train_images[:300], mnist.train_labels[:300]
+    chip = devices.make_chip("pcm", (784, 30, 20, 10), 4)
+    learner = FFLearner(FFConfig(epochs=1, seed=3, head_layers="all", eval_every=0)).fit(chip, x, y)
+    assert learner.head.shape == (60, 10)  # the readout (goodness) layers stay 2 and 3
+    assert learner.predict(chip, x, "softmax").shape == (300,)
+    base = FFLearner(FFConfig(epochs=1, seed=3, eval_every=0)).fit(devices.make_chip("pcm", (784, 30, 20, 10), 4), x, y)
+    assert base.head.shape == (30, 10)
+    # a copy of the controller under other head settings starts its head from zero, to be refitted
+    other = devices.make_chip("pcm", (784, 30, 20, 10), 4)
+    wide = base.copy_controller(other, head_layers="all")
+    assert wide.config.head_layers == "all" and wide.head.shape == (60, 10) and not wide.head.any()
+    for a, b in zip(wide.peer_mean, base.peer_mean):
+        np.testing.assert_array_equal(a, b)
+    wide.refit_head(other, x, y, 2)
+    assert wide.head.any() and wide.predict(other, x, "softmax").shape == (300,)
+    np.testing.assert_array_equal(base.copy_controller(other).head, base.head)
+    with pytest.raises(ValidationError):
+        base.copy_controller(other, head_layers="first")
+    with pytest.raises(ValidationError):
+        base.copy_controller(other, no_such_setting=1)
+
+
 def test_load_learner_restores_a_saved_learner_with_its_chip(tmp_path, mnist):
     x, y = mnist.train_images[:300], mnist.train_labels[:300]
     cfg = FFConfig(epochs=1, seed=3, checkpoint_every=1, policy="mixed")
