@@ -114,6 +114,9 @@ def main() -> None:
                     help="every learner ends by refitting its head over frozen layers for K epochs "
                          "(FFConfig.refit_epochs): teacher and scratch to the labels, student to the teacher's targets")
     ap.add_argument("--refit-weight-cost", type=float, default=0.0, help="the head's weight cost in that refit")
+    ap.add_argument("--head-layers", choices=("readout", "all"), default="readout",
+                    help="with --refit-epochs: the hidden layers every learner's head reads (FFConfig.head_layers); "
+                         "the teacher is trained with the readout head and its copy refitted with this one")
     ap.add_argument("--holdout", type=int, default=0,
                     help="hold out the last N training images and report errors on them, not on the test set")
     ap.add_argument("--teacher-dir", default=None,
@@ -134,6 +137,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     sizes = (784,) + tuple(int(s) for s in args.layers.split(","))
     d_epochs = args.distill_epochs or args.epochs
+    if args.head_layers != "readout" and not args.refit_epochs:
+        ap.error("--head-layers needs --refit-epochs (the saved teacher's head reads the readout layers)")
+    head_layers = args.head_layers
     data = load_mnist(args.data)
     xtr, ytr, xte, yte = data.train_images, data.train_labels, data.test_images, data.test_labels
     if args.holdout:
@@ -156,6 +162,7 @@ def main() -> None:
                     "negatives": args.negatives, "weighting": args.weighting,
                     "head_epochs": args.head_epochs, "head_weight_cost": args.head_weight_cost,
                     "refit_epochs": args.refit_epochs, "refit_weight_cost": args.refit_weight_cost,
+                    "head_layers": args.head_layers,
                     "transfer_shifts": args.transfer_shifts,
                     "errors_on": f"last {args.holdout} training images" if args.holdout else "test set",
                     "command": " ".join(sys.argv)}
@@ -170,7 +177,7 @@ def main() -> None:
             refit: bool = True) -> FFConfig:
         return FFConfig(epochs=epochs, policy=args.policy, seed=seed, eval_every=eval_every, eval_method=method,
                         checkpoint_every=checkpoint_every, refit_epochs=args.refit_epochs if refit else 0,
-                        refit_weight_cost=args.refit_weight_cost)
+                        refit_weight_cost=args.refit_weight_cost, head_layers=head_layers if refit else "readout")
 
     def line(tag: str):
         def show(rec: dict) -> None:
@@ -197,6 +204,8 @@ def main() -> None:
     result["teacher"] = {"test_error": res.errors}
     if args.refit_epochs:
         result["teacher"]["test_error_before_refit"] = res.errors
+        if head_layers != tl.config.head_layers:
+            tl = tl.copy_controller(teacher, head_layers=head_layers)
         tl.refit_head(teacher, xtr, ytr, args.refit_epochs, weight_cost=args.refit_weight_cost)
         result["teacher"]["test_error"] = tl.evaluate(teacher, xte, yte, "both").errors
     result["teacher"].update(train_energy_j=teacher.ledger.total_energy_j, wall_s=time.perf_counter() - t)
