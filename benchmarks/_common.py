@@ -65,3 +65,16 @@ def machine_line() -> str:
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}, "
             f"OpenBLAS tuning vars: {', '.join(f'{v}={os.environ.get(v)}' for v in BLAS_VARS)}, "
             f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}")
+
+
+def split_holdout(train_images, train_labels, test_images, test_labels, holdout: int):
+    """``(x_train, y_train, x_eval, y_eval)``: with ``holdout`` N > 0, the last N training
+    images become the evaluation set and are left out of training; with 0, the test set.
+    Raises ``ValueError`` if N does not leave both parts non-empty."""
+    if not holdout:
+        return train_images, train_labels, test_images, test_labels
+    n = train_images.shape[0]
+    if not 0 < holdout < n:
+        raise ValueError(f"--holdout must lie between 1 and {n - 1}")
+    cut = n - holdout
+    return train_images[:cut], train_labels[:cut], train_images[cut:], train_labels[cut:]

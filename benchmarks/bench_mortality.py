@@ -61,7 +61,7 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 import devices  # noqa: E402
-from _common import machine_line  # noqa: E402
+from _common import machine_line, split_holdout  # noqa: E402
 from mortal.care import SECONDS_PER_DAY as DAY, DriftCompensator  # noqa: E402
 from mortal.data import load_mnist  # noqa: E402
 from mortal.checkpoint import CHIP_FILE, save_checkpoint  # noqa: E402
@@ -139,14 +139,12 @@ def main() -> None:
     d_epochs = args.distill_epochs or args.epochs
     if args.head_layers != "readout" and not args.refit_epochs:
         ap.error("--head-layers needs --refit-epochs (the saved teacher's head reads the readout layers)")
-    head_layers = args.head_layers
     data = load_mnist(args.data)
-    xtr, ytr, xte, yte = data.train_images, data.train_labels, data.test_images, data.test_labels
-    if args.holdout:
-        if not 0 < args.holdout < xtr.shape[0]:
-            ap.error(f"--holdout must lie between 1 and {xtr.shape[0] - 1}")
-        cut = xtr.shape[0] - args.holdout
-        xtr, ytr, xte, yte = xtr[:cut], ytr[:cut], xtr[cut:], ytr[cut:]
+    try:
+        xtr, ytr, xte, yte = split_holdout(data.train_images, data.train_labels, data.test_images,
+                                           data.test_labels, args.holdout)
+    except ValueError as exc:
+        ap.error(str(exc))
     if args.transfer_shifts < 0:
         ap.error("--transfer-shifts must be >= 0")
     if args.student_chip < 1:
@@ -177,7 +175,7 @@ def main() -> None:
             refit: bool = True) -> FFConfig:
         return FFConfig(epochs=epochs, policy=args.policy, seed=seed, eval_every=eval_every, eval_method=method,
                         checkpoint_every=checkpoint_every, refit_epochs=args.refit_epochs if refit else 0,
-                        refit_weight_cost=args.refit_weight_cost, head_layers=head_layers if refit else "readout")
+                        refit_weight_cost=args.refit_weight_cost, head_layers=args.head_layers if refit else "readout")
 
     def line(tag: str):
         def show(rec: dict) -> None:
@@ -204,8 +202,8 @@ def main() -> None:
     result["teacher"] = {"test_error": res.errors}
     if args.refit_epochs:
         result["teacher"]["test_error_before_refit"] = res.errors
-        if head_layers != tl.config.head_layers:
-            tl = tl.copy_controller(teacher, head_layers=head_layers)
+        if args.head_layers != tl.config.head_layers:
+            tl = tl.copy_controller(teacher, head_layers=args.head_layers)
         tl.refit_head(teacher, xtr, ytr, args.refit_epochs, weight_cost=args.refit_weight_cost)
         result["teacher"]["test_error"] = tl.evaluate(teacher, xte, yte, "both").errors
     result["teacher"].update(train_energy_j=teacher.ledger.total_energy_j, wall_s=time.perf_counter() - t)

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 import devices
-from _common import machine_line
+from _common import machine_line, split_holdout
 from mortal.checkpoint import CHIP_FILE, latest_checkpoint, load_learner
 from mortal.data import load_mnist
 from mortal.distill import teacher_probabilities
@@ -71,12 +71,11 @@ def main() -> None:
     args = ap.parse_args()
     settings = parse_settings(args.settings)
     data = load_mnist(args.data)
-    xtr, ytr, xte, yte = data.train_images, data.train_labels, data.test_images, data.test_labels
-    if args.holdout:
-        if not 0 < args.holdout < xtr.shape[0]:
-            ap.error(f"--holdout must lie between 1 and {xtr.shape[0] - 1}")
-        cut = xtr.shape[0] - args.holdout
-        xtr, ytr, xte, yte = xtr[:cut], ytr[:cut], xtr[cut:], ytr[cut:]
+    try:
+        xtr, ytr, xte, yte = split_holdout(data.train_images, data.train_labels, data.test_images,
+                                           data.test_labels, args.holdout)
+    except ValueError as exc:
+        ap.error(str(exc))
     print(machine_line(), flush=True)
     where = f"last {args.holdout} training images" if args.holdout else "test set"
     result: dict = {"command": " ".join(sys.argv), "errors_on": where, "head_layers": args.head_layers,
@@ -89,11 +88,15 @@ def main() -> None:
     chip, tl = load(args.teacher_dir)
     result["teacher"]["as saved"] = error(tl, chip)
     print(f"teacher as saved: {result['teacher']['as saved']:.4f} ({where})", flush=True)
-    for epochs, cost in settings:
-        chip, tl = load(args.teacher_dir, args.head_layers)
-        tl.refit_head(chip, xtr, ytr, epochs, weight_cost=cost)
-        result["teacher"][f"labels {epochs}:{cost}"] = e = error(tl, chip)
-        print(f"teacher, refit to labels, {epochs} epochs, weight cost {cost}: {e:.4f}", flush=True)
+    def refits(role: str, directory: str, targets: np.ndarray, what: str) -> None:
+        """Each setting's refit of a fresh load of ``directory`` to ``targets``, and its error."""
+        for epochs, cost in settings:
+            chip, learner = load(directory, args.head_layers)
+            learner.refit_head(chip, xtr, targets, epochs, weight_cost=cost)
+            result[role][f"{what} {epochs}:{cost}"] = e = error(learner, chip)
+            print(f"{role}, refit to the {what}, {epochs} epochs, weight cost {cost}: {e:.4f}", flush=True)
+
+    refits("teacher", args.teacher_dir, ytr, "labels")
     if args.student_dir:
         chip, tl = load(args.teacher_dir, args.head_layers if args.teacher_refit else None)
         if args.teacher_refit:
@@ -107,12 +110,7 @@ def main() -> None:
         chip, sl = load(args.student_dir)
         result["student"]["as saved"] = error(sl, chip)
         print(f"student as saved: {result['student']['as saved']:.4f}", flush=True)
-        for epochs, cost in settings:
-            chip, sl = load(args.student_dir, args.head_layers)
-            sl.refit_head(chip, xtr, probs, epochs, weight_cost=cost)
-            result["student"][f"targets {epochs}:{cost}"] = e = error(sl, chip)
-            print(f"student, refit to the teacher's targets, {epochs} epochs, weight cost {cost}: {e:.4f}",
-                  flush=True)
+        refits("student", args.student_dir, probs, "teacher's targets")
     result["wall_s"] = time.perf_counter() - t
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))

@@ -134,16 +134,21 @@ def check_checkpoint(config: Any, chip: Chip, sizes: tuple[int, ...], data_id: s
     saved = {**type(config)().model_dump(mode="json"), **meta["config"]}
     if saved != config.model_dump(mode="json"):
         raise InputError(f"the checkpoint in {ck} was made with a different FFConfig; resume with the same configuration")
-    if tuple(meta["sizes"]) != tuple(sizes):
-        raise InputError(f"the checkpoint is for layer sizes {meta['sizes']}, the chip has {list(sizes)}")
-    if _fingerprint(chip) != meta["chip"]:
-        raise InputError(f"the chip passed to fit(resume=...) is not the chip saved in {ck}; "
-                         f"load it with devices.load_chip({str(ck / CHIP_FILE)!r})")
+    _check_saved_chip(meta, ck, chip, sizes, "the chip passed to fit(resume=...)")
     if meta.get("data", "") != data_id:
         raise InputError(f"the training images or labels (or the soft-target settings) differ from those "
                          f"the checkpoint in {ck} was trained with")
     meta["path"] = str(ck)
     return meta
+
+
+def _check_saved_chip(meta: dict[str, Any], ck: Path, chip: Chip, sizes: tuple[int, ...], what: str) -> None:
+    """Refuse a chip whose layer sizes or ledger totals are not those saved in checkpoint ``ck``."""
+    if tuple(meta["sizes"]) != tuple(sizes):
+        raise InputError(f"the checkpoint is for layer sizes {meta['sizes']}, the chip has {list(sizes)}")
+    if _fingerprint(chip) != meta["chip"]:
+        raise InputError(f"{what} is not the chip saved in {ck}; "
+                         f"load it with devices.load_chip({str(ck / CHIP_FILE)!r})")
 
 
 def load_learner(directory: str | os.PathLike, chip: Chip) -> "FFLearner":
@@ -158,13 +163,9 @@ def load_learner(directory: str | os.PathLike, chip: Chip) -> "FFLearner":
     ck = latest_checkpoint(directory)
     meta = _read_meta(ck)
     meta["path"] = str(ck)
-    if _fingerprint(chip) != meta["chip"]:
-        raise InputError(f"the chip is not the chip saved in {ck}; load it with "
-                         f"devices.load_chip({str(ck / CHIP_FILE)!r})")
     learner = FFLearner(FFConfig(**meta["config"]))
     sizes = learner._check_chip(chip)
-    if sizes != tuple(meta["sizes"]):
-        raise InputError(f"the checkpoint is for layer sizes {meta['sizes']}, the chip has {list(sizes)}")
+    _check_saved_chip(meta, ck, chip, sizes, "the chip")
     learner._init_state(chip, sizes)
     load_checkpoint(learner, meta)
     return learner
