@@ -31,7 +31,8 @@ if "--unset-blas-tuning" in sys.argv:  # before numpy loads OpenBLAS; both varia
 import numpy as np  # noqa: E402
 
 import devices  # noqa: E402
-from _common import gemm_peak_gflops, machine_line  # noqa: E402
+from _common import gemm_peak_gflops, machine_line, split_holdout  # noqa: E402
+from mortal.checkpoint import save_checkpoint  # noqa: E402
 from mortal.data import load_mnist  # noqa: E402
 from mortal.ff import FFConfig, FFLearner  # noqa: E402
 from mortal.fleet import training_macs  # noqa: E402
@@ -53,7 +54,9 @@ def parse_layers(text: str) -> tuple[int, ...]:
 
 
 def run(preset: str, sizes: tuple[int, ...], cfg: FFConfig, data, n_train: int, log_path: str | None,
-        eval_test: bool = True) -> tuple[FFLearner, object]:
+        eval_test: bool = True, holdout: int = 0) -> tuple[FFLearner, object]:
+    """Train one chip of ``preset``; with ``holdout`` N > 0 the last N training images are
+    its evaluation set (reported under ``test_error``) and are left out of training."""
     chip = devices.make_chip(preset, sizes, cfg.seed)
     learner = FFLearner(cfg)
 
@@ -66,8 +69,10 @@ def run(preset: str, sizes: tuple[int, ...], cfg: FFConfig, data, n_train: int, 
             with open(log_path, "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
 
-    kw = {"test_images": data.test_images, "test_labels": data.test_labels} if eval_test else {}
-    learner.fit(chip, data.train_images[:n_train], data.train_labels[:n_train], log=log, progress=False, **kw)
+    xtr, ytr, xev, yev = split_holdout(data.train_images, data.train_labels, data.test_images, data.test_labels,
+                                       holdout)
+    kw = {"test_images": xev, "test_labels": yev} if eval_test else {}
+    learner.fit(chip, xtr[:n_train], ytr[:n_train], log=log, progress=False, **kw)
     return learner, chip
 
 
@@ -90,6 +95,9 @@ def main() -> None:
     ap.add_argument("--refit-weight-cost", type=float, default=0.0, help="the head's weight cost in that refit")
     ap.add_argument("--head-layers", choices=("readout", "all"), default="readout",
                     help="the hidden layers the softmax head reads (FFConfig.head_layers)")
+    ap.add_argument("--holdout", type=int, default=0,
+                    help="evaluate on the last N training images, left out of training, instead of the test set")
+    ap.add_argument("--save-dir", default=None, help="save the trained learner and chip here (a checkpoint)")
     ap.add_argument("--out", default=None, help="folder for per-epoch JSON lines and the summary")
     ap.add_argument("--unset-blas-tuning", action="store_true")
     args = ap.parse_args()
@@ -121,12 +129,15 @@ def main() -> None:
 
     t0 = time.perf_counter()
     log_path = os.path.join(args.out, "epochs.jsonl") if args.out else None
-    learner, chip = run(args.preset, sizes, cfg, data, args.train_size, log_path)
+    learner, chip = run(args.preset, sizes, cfg, data, args.train_size, log_path, holdout=args.holdout)
+    if args.save_dir:
+        save_checkpoint(learner, chip, args.save_dir, f"bench_ff holdout {args.holdout}")
     train_s = _median_train_s(learner.history)
     gf = flops / train_s / 1e9
     summary = {
         "preset": args.preset, "layers": list(sizes), "epochs": args.epochs, "policy": args.policy,
         "estimator": args.estimator, "seed": args.seed, "train_size": args.train_size,
+        "evaluated_on": f"last {args.holdout} training images" if args.holdout else "test set",
         "test_error": learner.history[-1].get("test_error"),
         "refit_epochs": cfg.refit_epochs, "refit_weight_cost": cfg.refit_weight_cost,
         "head_layers": cfg.head_layers,
