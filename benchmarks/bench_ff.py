@@ -5,6 +5,10 @@ Accuracy run (Hinton's recipe; hold-out as in his code is not used, the
 
     python benchmarks/bench_ff.py --preset ideal --layers 1000,1000,1000 --epochs 100 --out runs/ff-ideal
 
+``--holdout N`` trains on all but the last N training images and evaluates on those
+instead (the split on which settings are chosen before a test-set run); ``--save-dir DIR``
+saves the trained learner and chip as a checkpoint (for ``bench_refit.py``).
+
 Speed comparison of presets in one process (same data, same seed):
 
     python benchmarks/bench_ff.py --speed --presets ideal,pcm --train-size 10000 --epochs 1
@@ -111,14 +115,18 @@ def main() -> None:
     print(f"# {machine_line()}")
     peak = gemm_peak_gflops()
     print(f"# float32 GEMM peak here: {peak:.1f} GFLOP/s")
-    flops = training_flops(sizes, args.train_size, cfg.batch_size)
+    if not 0 <= args.holdout < data.train_images.shape[0]:
+        ap.error(f"--holdout must lie between 0 and {data.train_images.shape[0] - 1}")
+    n_trained = min(args.train_size, data.train_images.shape[0] - args.holdout)
+    flops = training_flops(sizes, n_trained, cfg.batch_size)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
 
     if args.speed:
         times = {}
         for preset in args.presets.split(","):
-            learner, _ = run(preset, sizes, cfg, data, args.train_size, None, eval_test=False)
+            learner, _ = run(preset, sizes, cfg, data, args.train_size, None, eval_test=False,
+                             holdout=args.holdout)
             times[preset] = _median_train_s(learner.history)
             gf = flops / times[preset] / 1e9
             print(f"| {preset} | {times[preset]:.2f} s/epoch | {gf:.1f} GFLOP/s | {gf / peak:.1%} of peak |")
@@ -136,7 +144,7 @@ def main() -> None:
     gf = flops / train_s / 1e9
     summary = {
         "preset": args.preset, "layers": list(sizes), "epochs": args.epochs, "policy": args.policy,
-        "estimator": args.estimator, "seed": args.seed, "train_size": args.train_size,
+        "estimator": args.estimator, "seed": args.seed, "train_size": n_trained,
         "evaluated_on": f"last {args.holdout} training images" if args.holdout else "test set",
         "test_error": learner.history[-1].get("test_error"),
         "refit_epochs": cfg.refit_epochs, "refit_weight_cost": cfg.refit_weight_cost,
