@@ -15,6 +15,11 @@ fresh load of the saved chip, so that every setting starts from the same state
    ``--teacher-refit E:W`` first refits the teacher's head to the labels and takes the
    targets from the refitted teacher.
 
+``--settle S1,S2,..``: before each teacher refit to the labels, the freshly loaded chip idles
+S seconds of chip time (drift goes on; ``0`` refits at once), one refit per setting and S.
+``--recheck-after T``: each refitted teacher is evaluated again after T more idle seconds
+(how well a head fitted at one moment holds as the chip drifts on).
+
 ``--holdout N``: the chips were trained on all but the last N training images; the
 refits use those and errors are measured on the last N (the split on which settings
 are chosen).  ``--holdout 0``: the refits use all 60,000 training images and errors
@@ -66,10 +71,19 @@ def main() -> None:
     ap.add_argument("--head-layers", choices=("readout", "all"), default="readout",
                     help="the layers every refitted head reads (FFConfig.head_layers; the saved heads read "
                          "the readout layers)")
+    ap.add_argument("--settle", default="0", help="comma-separated idle seconds before each teacher refit")
+    ap.add_argument("--recheck-after", type=float, default=0.0,
+                    help="evaluate each refitted teacher again after this many more idle seconds")
     ap.add_argument("--data", default=None)
     ap.add_argument("--out", default=None, help="JSON file for the results")
     args = ap.parse_args()
     settings = parse_settings(args.settings)
+    try:
+        settles = [float(v) for v in args.settle.split(",")]
+    except ValueError:
+        ap.error(f"--settle takes comma-separated seconds, got {args.settle!r}")
+    if any(not np.isfinite(v) or v < 0 for v in settles + [args.recheck_after]):
+        ap.error("--settle and --recheck-after take finite seconds >= 0")
     data = load_mnist(args.data)
     try:
         xtr, ytr, xte, yte = split_holdout(data.train_images, data.train_labels, data.test_images,
@@ -88,15 +102,26 @@ def main() -> None:
     chip, tl = load(args.teacher_dir)
     result["teacher"]["as saved"] = error(tl, chip)
     print(f"teacher as saved: {result['teacher']['as saved']:.4f} ({where})", flush=True)
-    def refits(role: str, directory: str, targets: np.ndarray, what: str) -> None:
-        """Each setting's refit of a fresh load of ``directory`` to ``targets``, and its error."""
+    def refits(role: str, directory: str, targets: np.ndarray, what: str, settle: float = 0.0) -> None:
+        """Each setting's refit of a fresh load of ``directory`` to ``targets``, and its error;
+        ``settle``: idle seconds before the refit (named in the key when not 0)."""
         for epochs, cost in settings:
             chip, learner = load(directory, args.head_layers)
+            if settle:
+                chip.wait(settle)
             learner.refit_head(chip, xtr, targets, epochs, weight_cost=cost)
-            result[role][f"{what} {epochs}:{cost}"] = e = error(learner, chip)
-            print(f"{role}, refit to the {what}, {epochs} epochs, weight cost {cost}: {e:.4f}", flush=True)
+            key = f"{what} {epochs}:{cost}" + (f" after {settle:g} s" if settle else "")
+            result[role][key] = e = error(learner, chip)
+            line = f"{role}, refit to the {what}{f' after {settle:g} s idle' if settle else ''}, " \
+                   f"{epochs} epochs, weight cost {cost}: {e:.4f}"
+            if args.recheck_after and role == "teacher":
+                chip.wait(args.recheck_after)
+                result[role][f"{key}, {args.recheck_after:g} s later"] = e2 = error(learner, chip)
+                line += f"; {args.recheck_after:g} s later {e2:.4f}"
+            print(line, flush=True)
 
-    refits("teacher", args.teacher_dir, ytr, "labels")
+    for settle in settles:
+        refits("teacher", args.teacher_dir, ytr, "labels", settle)
     if args.student_dir:
         chip, tl = load(args.teacher_dir, args.head_layers if args.teacher_refit else None)
         if args.teacher_refit:
