@@ -97,6 +97,7 @@ def main() -> None:
     ap.add_argument("--refit-epochs", type=int, default=0,
                     help="after training, refit the softmax head over the frozen layers (FFConfig.refit_epochs)")
     ap.add_argument("--refit-weight-cost", type=float, default=0.0, help="the head's weight cost in that refit")
+    ap.add_argument("--refit-settle", type=float, default=0.0, help="idle chip seconds before that refit")
     ap.add_argument("--head-layers", choices=("readout", "all"), default="readout",
                     help="the hidden layers the softmax head reads (FFConfig.head_layers)")
     ap.add_argument("--holdout", type=int, default=0,
@@ -111,7 +112,8 @@ def main() -> None:
     extra = {"lr": args.lr} if args.lr is not None else {}
     cfg = FFConfig(epochs=args.epochs, seed=args.seed, policy=args.policy, estimator=args.estimator,
                    eval_every=args.eval_every, refit_epochs=args.refit_epochs,
-                   refit_weight_cost=args.refit_weight_cost, head_layers=args.head_layers, **extra)
+                   refit_weight_cost=args.refit_weight_cost, refit_settle_s=args.refit_settle,
+                   head_layers=args.head_layers, **extra)
     print(f"# {machine_line()}")
     peak = gemm_peak_gflops()
     print(f"# float32 GEMM peak here: {peak:.1f} GFLOP/s")
@@ -148,6 +150,7 @@ def main() -> None:
         "evaluated_on": f"last {args.holdout} training images" if args.holdout else "test set",
         "test_error": learner.history[-1].get("test_error"),
         "refit_epochs": cfg.refit_epochs, "refit_weight_cost": cfg.refit_weight_cost,
+        "refit_settle_s": cfg.refit_settle_s,
         "head_layers": cfg.head_layers,
         "test_error_before_refit": learner.history[-1].get("test_error_before_refit"),
         "best_test_error": {m: min(r["test_error"][m] for r in learner.history if "test_error" in r)

@@ -81,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--refit-epochs", type=int, default=0,
                    help="after training, refit the softmax head over the frozen layers for this many epochs")
+    t.add_argument("--refit-settle", type=float, default=0.0,
+                   help="idle chip seconds before that refit (a head fitted on a settled chip holds longer)")
     t.add_argument("--head-layers", choices=("readout", "all"), default="readout",
                    help="the hidden layers the softmax head reads (default: those of the goodness readout)")
     t.add_argument("--checkpoint-every", type=int, default=0, help="epochs between checkpoints (0: only with --out, at the end)")
@@ -168,6 +170,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             cfg_args["batch_size"] = args.batch_size
         if args.refit_epochs:
             cfg_args["refit_epochs"] = args.refit_epochs
+        if args.refit_settle:
+            cfg_args["refit_settle_s"] = args.refit_settle
         if args.head_layers != "readout":
             cfg_args["head_layers"] = args.head_layers
         out = Path(args.out) if args.out else None

@@ -94,6 +94,9 @@ class FFConfig(BaseModel):
     (``fit_soft``) it trained on; 0: the head is the one trained alongside the layers."""
     refit_weight_cost: float = Field(0.0, ge=0.0, le=1.0)
     """The head's weight cost during that refit (``weight_cost_head`` applies while training)."""
+    refit_settle_s: float = Field(0.0, ge=0.0, le=1e9)
+    """Idle chip seconds (``chip.wait``) before that refit.  Drift is fastest right after the
+    last pulses; a head fitted after the chip has settled holds longer as it drifts on."""
     eval_every: int = Field(1, ge=0)
     """Evaluate on the test set every this many epochs (0: only at the end)."""
     eval_method: Literal["goodness", "softmax", "both"] = "both"
@@ -460,6 +463,8 @@ class FFLearner:
             if e + 1 == cfg.epochs and cfg.refit_epochs:
                 if has_test:  # the head trained alongside the layers, for comparison
                     before_refit = self.evaluate(chip, x_test, y_test).errors
+                if cfg.refit_settle_s:
+                    chip.wait(cfg.refit_settle_s)
                 t_refit = time.perf_counter()
                 self.refit_head(chip, x_all, y_all if soft is None else soft, cfg.refit_epochs,
                                 weight_cost=cfg.refit_weight_cost)

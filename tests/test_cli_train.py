@@ -134,6 +134,8 @@ def test_train_without_out_prints_epochs_and_writes_nothing(tmp_path, monkeypatc
     (["--estimator", "guess"], "--estimator"),
     (["--seed", "-3"], "seed"),
     (["--refit-epochs", "-2"], "refit_epochs"),
+    (["--refit-settle", "-5"], "refit_settle_s"),
+    (["--refit-settle", "inf"], "refit_settle_s"),
     (["--no-such-flag"], "no-such-flag"),
 ])
 def test_bad_train_arguments_exit_2_with_a_message(args, needle, tmp_path, capsys):
@@ -148,8 +150,9 @@ def test_bad_train_arguments_exit_2_with_a_message(args, needle, tmp_path, capsy
 def test_train_with_a_refit_of_the_head(tmp_path):
     out = tmp_path / "out"
     assert main(["train", "--preset", "pcm", "--layers", "20", "--epochs", "1", "--mini", "--train-size", "200",
-                 "--refit-epochs", "2", "--out", str(out), "--quiet"]) == 0
-    assert json.loads((out / "config.json").read_text())["ff"]["refit_epochs"] == 2
+                 "--refit-epochs", "2", "--refit-settle", "60", "--out", str(out), "--quiet"]) == 0
+    cfg = json.loads((out / "config.json").read_text())["ff"]
+    assert cfg["refit_epochs"] == 2 and cfg["refit_settle_s"] == 60.0
     last = [json.loads(line) for line in (out / "epochs.jsonl").read_text().splitlines()][-1]
     assert "test_error_before_refit" in last and last["refit_wall_s"] > 0
 

@@ -236,10 +236,26 @@ def test_refit_epochs_end_fit_with_a_refit_of_the_head(mnist, snapshot, assert_s
     c = FFLearner(base.model_copy(update={"refit_epochs": 3})).fit(chip_c, x, y, test_images=tx, test_labels=ty)
     last = c.history[-1]
     assert set(last["test_error_before_refit"]) == set(last["test_error"]) == {"goodness", "softmax"}
+    # refit_settle_s: the chip idles that long first, then the same refit
+    chip_d, chip_e = devices.make_chip("pcm", (784, 40, 30), 5), devices.make_chip("pcm", (784, 40, 30), 5)
+    d = FFLearner(base.model_copy(update={"refit_epochs": 3, "refit_settle_s": 600.0})).fit(chip_d, x, y)
+    e = FFLearner(base).fit(chip_e, x, y)
+    chip_e.wait(600.0)
+    e.refit_head(chip_e, x, y, 3, weight_cost=0.0)
+    np.testing.assert_array_equal(d.head, e.head)
+    assert_same_state(snapshot(chip_d), snapshot(chip_e))
+    assert chip_d.ledger.to_dict() == chip_e.ledger.to_dict()
+    assert chip_d.ledger.time_s["idle"] == 600.0
+    chip_f = devices.make_chip("pcm", (784, 40, 30), 5)
+    f = FFLearner(base.model_copy(update={"refit_epochs": 3})).fit(chip_f, x, y)
+    assert not np.array_equal(d.head, f.head)  # without the wait the refit read features 600 s younger
     with pytest.raises(ValidationError):
         FFConfig(refit_epochs=-1)
     with pytest.raises(ValidationError):
         FFConfig(refit_weight_cost=2.0)
+    for bad in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(ValidationError):
+            FFConfig(refit_settle_s=bad)
 
 
 def test_the_head_can_read_all_hidden_layers(mnist):
@@ -340,7 +356,7 @@ def test_resume_refuses_another_chip_or_config(tmp_path, mnist, snapshot, assert
     with np.load(ck) as z:
         arrays = dict(z)
     meta = json.loads(arrays["meta"].tobytes().decode())
-    for newer in ("refit_epochs", "refit_weight_cost"):
+    for newer in ("refit_epochs", "refit_weight_cost", "refit_settle_s"):
         del meta["config"][newer]
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     np.savez(ck, **arrays)
