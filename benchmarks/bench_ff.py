@@ -57,10 +57,10 @@ def parse_layers(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(","))
 
 
-def run(preset: str, sizes: tuple[int, ...], cfg: FFConfig, data, n_train: int, log_path: str | None,
-        eval_test: bool = True, holdout: int = 0) -> tuple[FFLearner, object]:
-    """Train one chip of ``preset``; with ``holdout`` N > 0 the last N training images are
-    its evaluation set (reported under ``test_error``) and are left out of training."""
+def run(preset: str, sizes: tuple[int, ...], cfg: FFConfig, split, n_train: int, log_path: str | None,
+        eval_test: bool = True) -> tuple[FFLearner, object]:
+    """Train one chip of ``preset`` on the first ``n_train`` images of ``split``
+    (``split_holdout``'s four arrays), evaluating on its last two (reported as ``test_error``)."""
     chip = devices.make_chip(preset, sizes, cfg.seed)
     learner = FFLearner(cfg)
 
@@ -73,8 +73,7 @@ def run(preset: str, sizes: tuple[int, ...], cfg: FFConfig, data, n_train: int, 
             with open(log_path, "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
 
-    xtr, ytr, xev, yev = split_holdout(data.train_images, data.train_labels, data.test_images, data.test_labels,
-                                       holdout)
+    xtr, ytr, xev, yev = split
     kw = {"test_images": xev, "test_labels": yev} if eval_test else {}
     learner.fit(chip, xtr[:n_train], ytr[:n_train], log=log, progress=False, **kw)
     return learner, chip
@@ -117,9 +116,11 @@ def main() -> None:
     print(f"# {machine_line()}")
     peak = gemm_peak_gflops()
     print(f"# float32 GEMM peak here: {peak:.1f} GFLOP/s")
-    if not 0 <= args.holdout < data.train_images.shape[0]:
-        ap.error(f"--holdout must lie between 0 and {data.train_images.shape[0] - 1}")
-    n_trained = min(args.train_size, data.train_images.shape[0] - args.holdout)
+    try:
+        split = split_holdout(data.train_images, data.train_labels, data.test_images, data.test_labels, args.holdout)
+    except ValueError as exc:
+        ap.error(str(exc))
+    n_trained = min(args.train_size, split[0].shape[0])
     flops = training_flops(sizes, n_trained, cfg.batch_size)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
@@ -127,8 +128,7 @@ def main() -> None:
     if args.speed:
         times = {}
         for preset in args.presets.split(","):
-            learner, _ = run(preset, sizes, cfg, data, args.train_size, None, eval_test=False,
-                             holdout=args.holdout)
+            learner, _ = run(preset, sizes, cfg, split, n_trained, None, eval_test=False)
             times[preset] = _median_train_s(learner.history)
             gf = flops / times[preset] / 1e9
             print(f"| {preset} | {times[preset]:.2f} s/epoch | {gf:.1f} GFLOP/s | {gf / peak:.1%} of peak |")
@@ -139,7 +139,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     log_path = os.path.join(args.out, "epochs.jsonl") if args.out else None
-    learner, chip = run(args.preset, sizes, cfg, data, args.train_size, log_path, holdout=args.holdout)
+    learner, chip = run(args.preset, sizes, cfg, split, n_trained, log_path)
     if args.save_dir:
         save_checkpoint(learner, chip, args.save_dir, f"bench_ff holdout {args.holdout}")
     train_s = _median_train_s(learner.history)

@@ -102,9 +102,11 @@ def main() -> None:
     chip, tl = load(args.teacher_dir)
     result["teacher"]["as saved"] = error(tl, chip)
     print(f"teacher as saved: {result['teacher']['as saved']:.4f} ({where})", flush=True)
-    def refits(role: str, directory: str, targets: np.ndarray, what: str, settle: float = 0.0) -> None:
+    def refits(role: str, directory: str, targets: np.ndarray, what: str, settle: float = 0.0,
+               recheck: float = 0.0) -> None:
         """Each setting's refit of a fresh load of ``directory`` to ``targets``, and its error;
-        ``settle``: idle seconds before the refit (named in the key when not 0)."""
+        ``settle``: idle seconds before the refit (named in the key when not 0); ``recheck``:
+        if not 0, the error again after that many more idle seconds."""
         for epochs, cost in settings:
             chip, learner = load(directory, args.head_layers)
             if settle:
@@ -114,14 +116,14 @@ def main() -> None:
             result[role][key] = e = error(learner, chip)
             line = f"{role}, refit to the {what}{f' after {settle:g} s idle' if settle else ''}, " \
                    f"{epochs} epochs, weight cost {cost}: {e:.4f}"
-            if args.recheck_after and role == "teacher":
-                chip.wait(args.recheck_after)
-                result[role][f"{key}, {args.recheck_after:g} s later"] = e2 = error(learner, chip)
-                line += f"; {args.recheck_after:g} s later {e2:.4f}"
+            if recheck:
+                chip.wait(recheck)
+                result[role][f"{key}, {recheck:g} s later"] = e2 = error(learner, chip)
+                line += f"; {recheck:g} s later {e2:.4f}"
             print(line, flush=True)
 
     for settle in settles:
-        refits("teacher", args.teacher_dir, ytr, "labels", settle)
+        refits("teacher", args.teacher_dir, ytr, "labels", settle, args.recheck_after)
     if args.student_dir:
         chip, tl = load(args.teacher_dir, args.head_layers if args.teacher_refit else None)
         if args.teacher_refit:
