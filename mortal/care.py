@@ -23,9 +23,11 @@ from typing import Any, Literal, Optional
 
 import numpy as np
 
+from . import ops
 from .chip import Chip
 from .errors import InputError
-from .ff import FFLearner, _as_images, _as_labels, is_real
+from .ff import FFLearner
+from .validate import as_inputs, is_real
 
 __all__ = ["DriftCompensator", "HealthMonitor", "HealthReport", "SECONDS_PER_DAY", "SECONDS_PER_YEAR"]
 
@@ -36,9 +38,7 @@ SECONDS_PER_YEAR = 365.25 * SECONDS_PER_DAY
 def _check_fitted(learner: Any, chip: Chip) -> FFLearner:
     if not isinstance(learner, FFLearner):
         raise InputError(f"learner must be an FFLearner, got {type(learner).__name__}")
-    if learner._sizes is None:
-        raise InputError("the learner has not been fitted yet (call fit first)")
-    learner._check_chip(chip)
+    learner.check_bound(chip)
     return learner
 
 
@@ -47,7 +47,7 @@ class DriftCompensator:
 
     Parameters
     ----------
-    reference_images : array (n, 28, 28) or (n, 784)
+    reference_images : array (n, d) or (n, ...)
         The fixed reference input, sent with the neutral label (no labels needed).
         A few hundred images suffice.
     mode : "global" or "column"
@@ -58,7 +58,8 @@ class DriftCompensator:
 
     Use: ``comp.calibrate(chip, learner)`` right after training, then
     ``comp.update(chip, learner)`` whenever the chip has aged; ``update``
-    sets ``learner.correction``, which every later forward pass applies.
+    sets the drift correction of the learner's controller state
+    (``learner.state.correction``), which every later forward pass applies.
     """
 
     def __init__(self, reference_images: Any, mode: Literal["global", "column"] = "column",
@@ -67,7 +68,7 @@ class DriftCompensator:
             raise InputError(f"mode must be 'global' or 'column', got {mode!r}")
         if not is_real(floor) or not 0.0 < float(floor) < 1.0:
             raise InputError(f"floor must lie in (0, 1), got {floor!r}")
-        self.reference = _as_images(reference_images, "reference_images")
+        self.reference = as_inputs(reference_images, "reference_images")
         self.mode = mode
         self.floor = float(floor)
         self._ref: Optional[list[np.ndarray]] = None
@@ -80,22 +81,17 @@ class DriftCompensator:
     def _column_means(self, chip: Chip, learner: FFLearner) -> list[np.ndarray]:
         """Mean measured output per column of each layer, each layer fed through the
         already-corrected layers before it (so a layer's factor sees corrected inputs)."""
-        x = learner._embed(self.reference, None)
+        x = learner.embed(self.reference, None)
         n_layers = len(chip.info.layer_sizes) - 1
         means = []
-        saved = learner.correction
-        try:
-            partial = [np.ones(chip.info.layer_sizes[i + 1], np.float32) for i in range(n_layers)]
-            for layer in range(n_layers):
-                learner.correction = partial
-                p = learner._forward(chip, x, n_layers=layer + 1)
-                m = p.outputs[layer].mean(axis=0, dtype=np.float64)
-                means.append(m)
-                if self._ref is not None:
-                    partial[layer] = self._factor(layer, m)
-        finally:
-            learner.correction = saved
-        chip.ledger.charge_digital(sum(x.shape[0] * m.size for m in means))
+        partial = [np.ones(chip.info.layer_sizes[i + 1], np.float32) for i in range(n_layers)]
+        for layer in range(n_layers):
+            p = learner.forward(chip, x, n_layers=layer + 1, correction=partial)
+            m = p.outputs[layer].mean(axis=0, dtype=np.float64)
+            means.append(m)
+            if self._ref is not None:
+                partial[layer] = self._factor(layer, m)
+        chip.ledger.charge_digital(sum(ops.column_mean_ops(x.shape[0], m.size) for m in means))
         return means
 
     def _factor(self, layer: int, now: np.ndarray) -> np.ndarray:
@@ -110,15 +106,15 @@ class DriftCompensator:
         return f.astype(np.float32)
 
     def calibrate(self, chip: Chip, learner: FFLearner) -> None:
-        """Record the reference outputs (no correction applied); resets ``learner.correction``."""
+        """Record the reference outputs (no correction applied); clears the learner's drift correction."""
         _check_fitted(learner, chip)
-        learner.correction = None
+        learner.state.correction = None  # type: ignore[union-attr]
         self._ref = None
         self._ref = self._column_means(chip, learner)
         self.factors = [np.ones(m.shape, np.float32) for m in self._ref]
 
     def update(self, chip: Chip, learner: FFLearner) -> list[np.ndarray]:
-        """Re-read the reference, set and return ``learner.correction``."""
+        """Re-read the reference; set the learner's drift correction to the new factors and return them."""
         _check_fitted(learner, chip)
         if self._ref is None:
             raise InputError("calibrate the compensator on the freshly trained chip before update")
@@ -126,7 +122,7 @@ class DriftCompensator:
             raise InputError("this compensator was calibrated on a chip with other layer sizes")
         now = self._column_means(chip, learner)
         self.factors = [self._factor(i, m) for i, m in enumerate(now)]
-        learner.correction = [f.copy() for f in self.factors]
+        learner.state.correction = [f.copy() for f in self.factors]  # type: ignore[union-attr]
         return self.factors
 
     def summary(self) -> dict[str, float]:
@@ -169,8 +165,11 @@ class HealthMonitor:
     def __init__(self, images: Any, labels: Any, *, max_error: float,
                  max_rise_per_day: float | None = None,
                  method: Literal["softmax", "goodness"] = "softmax") -> None:
-        self.images = _as_images(images, "probe images")
-        self.labels = _as_labels(labels, self.images.shape[0], "probe labels")
+        self.images = as_inputs(images, "probe images")
+        self.labels = np.asarray(labels)
+        if self.labels.shape != (self.images.shape[0],) or self.labels.dtype.kind not in "iu" \
+                or (self.labels.size and self.labels.min() < 0):
+            raise InputError(f"probe labels must be {self.images.shape[0]} non-negative integers, one per image")
         if not is_real(max_error) or not 0.0 < float(max_error) < 1.0:
             raise InputError(f"max_error must lie in (0, 1), got {max_error!r}")
         if max_rise_per_day is not None and (not is_real(max_rise_per_day)

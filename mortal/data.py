@@ -1,4 +1,17 @@
-"""MNIST data: loading, a bundled offline subset, and label embedding.
+"""Datasets for the learner: ``(n, d)`` inputs in [0, 1] with ``k`` classes.
+
+:class:`Dataset` is what the learner consumes: float32 inputs of shape (n, d)
+within [0, 1], int64 labels 0..k-1, the per-example shape before flattening,
+and where the data came from. :func:`load_dataset` makes one from
+
+- ``"mnist"``: full MNIST, found by :func:`load_mnist` (below);
+- ``"mini"``: the bundled 6000/2000 MNIST subset (:func:`load_mnist_mini`);
+- ``"digits"``: scikit-learn's bundled 8x8 digits (needs ``mortal[digits]``);
+- a path: any ``.npz`` with keys ``x_train, y_train, x_test, y_test`` of any
+  per-example shape, or an MNIST folder (IDX files or ``mnist.npz``).
+
+:func:`mnist_dataset` converts an :class:`MNIST` (uint8 images) into a
+:class:`Dataset`.
 
 Where :func:`load_mnist` looks, in order:
 
@@ -18,6 +31,8 @@ error; the loader never silently falls through to another place.
 package (``mortal/_mini/mnist_mini.npz``); it needs no files and no network.
 
 MNIST is by Y. LeCun, C. Cortes and C. J. C. Burges, licensed CC BY-SA 3.0.
+The 8x8 digits are the UCI "Optical Recognition of Handwritten Digits" test
+set (E. Alpaydin and C. Kaynak), as bundled with scikit-learn.
 """
 
 from __future__ import annotations
@@ -28,7 +43,10 @@ import hashlib
 import http.client
 import importlib.resources
 import logging
+import math
+import numbers
 import os
+import struct
 import tempfile
 import urllib.request
 import zipfile
@@ -38,8 +56,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
-    "MNIST", "load_mnist", "load_mnist_mini", "cache_dir", "images_to_float",
-    "embed_labels", "embed_neutral", "split_validation",
+    "Dataset", "load_dataset", "mnist_dataset",
+    "MNIST", "load_mnist", "load_mnist_mini", "cache_dir",
 ]
 
 log = logging.getLogger(__name__)
@@ -390,126 +408,374 @@ def load_mnist_mini() -> MNIST:
     return MNIST(*arrays, source="mortal/_mini/mnist_mini.npz (bundled subset)")
 
 
-# ------------------------------------------------------------ label embedding
+# ------------------------------------------------------------- any dataset
 
-def images_to_float(images) -> np.ndarray:
-    """Flatten uint8 images and scale to [0, 1].
+DATASET_NAMES = ("mnist", "mini", "digits")
+DIGITS_N_TEST = 297  # the last 297 of scikit-learn's 1797 digits are the test set
 
-    Parameters
+_NPZ_FORMS = ("a .npz file with keys x_train (n, ...), y_train (n,), x_test (m, ...), "
+              "y_test (m,) and optionally n_classes, or an MNIST directory (the four "
+              "IDX files, plain or .gz, or mnist.npz)")
+
+# What a corrupt or truncated archive can raise while numpy and zipfile decode it.
+_NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, IndexError, TypeError,
+               OverflowError, SyntaxError, NotImplementedError, RuntimeError,
+               zipfile.BadZipFile, zlib.error, struct.error)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+    """A classification dataset as the learner consumes it, validated on construction.
+
+    Attributes
     ----------
-    images : ndarray of uint8, shape (n, 28, 28) or (n, 784)
+    train_inputs : ndarray of float32, shape (n, d)
+        Finite, within [0, 1]; each row is one example flattened in C order.
+    train_labels : ndarray of int64, shape (n,)
+        Values 0..n_classes-1.
+    test_inputs : ndarray of float32, shape (m, d)
+    test_labels : ndarray of int64, shape (m,)
+    n_classes : int
+        Number of classes k >= 2 (a class may have no examples).
+    shape : tuple of int
+        Shape of one example before flattening, e.g. ``(28, 28)``, ``(8, 8)``
+        or ``(d,)``; its product is d.
+    source : str
+        Where the data came from.
+    name : str
+        Short name, e.g. ``"mnist"``, ``"digits"`` or a file's stem.
 
-    Returns
-    -------
-    ndarray of float32, shape (n, 784)
+    Raises
+    ------
+    ValueError
+        On construction, if any of the above does not hold; n and m must be >= 1.
     """
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
-        raise ValueError(f"images_to_float: expected a uint8 numpy array, got "
-                         f"{getattr(images, 'dtype', type(images).__name__)}")
-    if not (images.ndim == 3 and images.shape[1:] == (28, 28)
-            or images.ndim == 2 and images.shape[1] == N_PIXELS):
-        raise ValueError(f"images_to_float: expected shape (n, 28, 28) or (n, 784), "
-                         f"got {images.shape}")
-    return images.reshape(len(images), N_PIXELS).astype(np.float32) / np.float32(255)
+
+    train_inputs: np.ndarray = dataclasses.field(repr=False)
+    train_labels: np.ndarray = dataclasses.field(repr=False)
+    test_inputs: np.ndarray = dataclasses.field(repr=False)
+    test_labels: np.ndarray = dataclasses.field(repr=False)
+    n_classes: int
+    shape: tuple[int, ...]
+    source: str
+    name: str
+
+    def __post_init__(self):
+        for attr in ("source", "name"):
+            if not isinstance(getattr(self, attr), str):
+                raise ValueError(f"Dataset: {attr} must be a str, got "
+                                 f"{type(getattr(self, attr)).__name__}")
+        where = f"Dataset {self.name!r} ({self.source})"
+        k = self.n_classes
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 2:
+            raise ValueError(f"{where}: n_classes must be an int >= 2, got {k!r}")
+        object.__setattr__(self, "n_classes", int(k))
+        shape = self.shape
+        if not isinstance(shape, tuple) or not shape or any(
+                isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1
+                for s in shape):
+            raise ValueError(f"{where}: shape must be a non-empty tuple of positive ints, "
+                             f"got {shape!r}")
+        object.__setattr__(self, "shape", tuple(int(s) for s in shape))
+        d = _check_split(self.train_inputs, self.train_labels, self.n_classes, None,
+                         f"{where}: train")
+        _check_split(self.test_inputs, self.test_labels, self.n_classes, d, f"{where}: test")
+        if math.prod(self.shape) != d:
+            raise ValueError(f"{where}: shape {self.shape} holds {math.prod(self.shape)} "
+                             f"values but the inputs have d = {d} columns")
+
+    @property
+    def n_train(self) -> int:
+        """Number of training examples n."""
+        return len(self.train_labels)
+
+    @property
+    def n_test(self) -> int:
+        """Number of test examples m."""
+        return len(self.test_labels)
+
+    @property
+    def n_inputs(self) -> int:
+        """Input width d (the product of ``shape``)."""
+        return self.train_inputs.shape[1]
+
+    def subset(self, train_size: int | None = None, test_size: int | None = None) -> Dataset:
+        """The first ``train_size`` training and ``test_size`` test examples.
+
+        Parameters
+        ----------
+        train_size, test_size : int, optional
+            How many examples to keep, 1..n_train and 1..n_test; None keeps all.
+
+        Returns
+        -------
+        Dataset
+            Same ``n_classes``, ``shape`` and ``name``; ``source`` notes the
+            cut. Shortened arrays are copies (they do not keep the full arrays
+            alive).
+
+        Raises
+        ------
+        ValueError
+            A size is not an int, is < 1 or exceeds what is available.
+        """
+        n = _subset_size(train_size, self.n_train, "train_size")
+        m = _subset_size(test_size, self.n_test, "test_size")
+        if (n, m) == (self.n_train, self.n_test):
+            return dataclasses.replace(self)
+
+        def cut(a, k):
+            return a if k == len(a) else a[:k].copy()
+        return dataclasses.replace(
+            self, train_inputs=cut(self.train_inputs, n), train_labels=cut(self.train_labels, n),
+            test_inputs=cut(self.test_inputs, m), test_labels=cut(self.test_labels, m),
+            source=f"{self.source}; first {n} of {self.n_train} training and "
+                   f"{m} of {self.n_test} test examples")
 
 
-def _check_x(x, fn: str) -> np.ndarray:
-    if not isinstance(x, np.ndarray) or not np.issubdtype(x.dtype, np.floating):
-        raise ValueError(f"{fn}: expected a float numpy array (use images_to_float), got "
-                         f"{getattr(x, 'dtype', type(x).__name__)}")
-    if x.ndim != 2 or x.shape[1] != N_PIXELS:
-        raise ValueError(f"{fn}: expected x of shape (n, 784), got {x.shape}")
-    return x.astype(np.float32, copy=True)
+def _subset_size(size, available: int, what: str) -> int:
+    if size is None:
+        return available
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) \
+            or not 1 <= size <= available:
+        raise ValueError(f"subset: {what} must be an int in 1..{available} (the examples "
+                         f"available), got {size!r}")
+    return int(size)
 
 
-def _check_scalar(value, name: str, fn: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(value):
-        raise ValueError(f"{fn}: {name} must be a finite number, got {value!r}")
-    return float(value)
+def _check_split(inputs, labels, k: int, d: int | None, where: str) -> int:
+    """Validate one split of a Dataset; return its input width d."""
+    if not isinstance(inputs, np.ndarray) or not isinstance(labels, np.ndarray):
+        raise ValueError(f"{where}: inputs and labels must be numpy arrays, got "
+                         f"{type(inputs).__name__} and {type(labels).__name__}")
+    if inputs.dtype != np.float32:
+        raise ValueError(f"{where}: inputs must be float32, got {inputs.dtype}")
+    if inputs.ndim != 2 or inputs.shape[0] < 1 or inputs.shape[1] < 1:
+        raise ValueError(f"{where}: inputs must have shape (n, d) with n, d >= 1, "
+                         f"got {inputs.shape}")
+    if d is not None and inputs.shape[1] != d:
+        raise ValueError(f"{where}: inputs have {inputs.shape[1]} columns, the training "
+                         f"inputs {d}")
+    if not np.isfinite(inputs).all():
+        raise ValueError(f"{where}: inputs hold {int((~np.isfinite(inputs)).sum())} "
+                         "non-finite values (NaN or inf)")
+    lo, hi = float(inputs.min()), float(inputs.max())
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(f"{where}: inputs must lie within [0, 1], found {lo:.6g}..{hi:.6g}")
+    if labels.dtype != np.int64:
+        raise ValueError(f"{where}: labels must be int64, got {labels.dtype}")
+    if labels.shape != (len(inputs),):
+        raise ValueError(f"{where}: expected labels of shape ({len(inputs)},) to match the "
+                         f"inputs, got {labels.shape}")
+    if labels.min() < 0 or labels.max() >= k:
+        raise ValueError(f"{where}: labels must be in 0..{k - 1}, found "
+                         f"{int(labels.min())}..{int(labels.max())}")
+    return inputs.shape[1]
 
 
-def _check_labels(labels, n: int, fn: str) -> np.ndarray:
-    arr = np.asarray(labels)
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"{fn}: labels must be integers, got dtype {arr.dtype}")
-    if arr.ndim == 0:
-        arr = np.full(n, arr)
-    if arr.shape != (n,):
-        raise ValueError(f"{fn}: expected labels of shape ({n},) to match x, got {arr.shape}")
-    if n and (arr.min() < 0 or arr.max() >= N_CLASSES):
-        raise ValueError(f"{fn}: labels must be in 0..9, found range "
-                         f"{int(arr.min())}..{int(arr.max())}")
-    return arr
-
-
-def embed_labels(x, labels, strength: float = 1.0) -> np.ndarray:
-    """Write one-hot labels into the first 10 pixels (Forward-Forward input).
-
-    Parameters
-    ----------
-    x : ndarray of float, shape (n, 784)
-    labels : int array-like, shape (n,), values 0..9; or one int for all rows
-    strength : float
-        Value of the "hot" pixel; the other nine are 0.
-
-    Returns
-    -------
-    ndarray of float32, shape (n, 784)
-        A copy of ``x``; ``x`` is not modified.
-    """
-    out = _check_x(x, "embed_labels")
-    labels = _check_labels(labels, len(out), "embed_labels")
-    strength = _check_scalar(strength, "strength", "embed_labels")
-    out[:, :N_CLASSES] = 0.0
-    out[np.arange(len(out)), labels] = strength
-    return out
-
-
-def embed_neutral(x, level: float = 0.1) -> np.ndarray:
-    """Set the first 10 pixels to ``level`` (no label information).
-
-    Parameters
-    ----------
-    x : ndarray of float, shape (n, 784)
-    level : float
-
-    Returns
-    -------
-    ndarray of float32, shape (n, 784), a copy.
-    """
-    out = _check_x(x, "embed_neutral")
-    out[:, :N_CLASSES] = _check_scalar(level, "level", "embed_neutral")
-    return out
-
-
-def split_validation(mnist: MNIST, n_val: int, seed: int):
-    """Hold out ``n_val`` training examples chosen by a seeded permutation.
+def mnist_dataset(mnist: MNIST, *, name: str = "mnist") -> Dataset:
+    """Convert :class:`MNIST` into a :class:`Dataset`.
 
     Parameters
     ----------
     mnist : MNIST
-    n_val : int, 0 <= n_val < mnist.n_train
-    seed : int >= 0
-        Seed for ``numpy.random.default_rng``; the global state is untouched.
+        uint8 images (n, 28, 28) and labels (n,).
+    name : str
 
     Returns
     -------
-    train_images : uint8 (n_train - n_val, 28, 28)
-    train_labels : uint8 (n_train - n_val,)
-    val_images : uint8 (n_val, 28, 28)
-    val_labels : uint8 (n_val,)
-        Copies, each part in the original order.
+    Dataset
+        Inputs ``images.reshape(n, 784).astype(np.float32) / np.float32(255.0)``
+        (float32, (n, 784)), int64 labels, ``n_classes`` 10, ``shape`` (28, 28),
+        and ``mnist.source``.
     """
     if not isinstance(mnist, MNIST):
-        raise ValueError(f"split_validation: expected an MNIST, got {type(mnist).__name__}")
-    n = mnist.n_train
-    if isinstance(n_val, bool) or not isinstance(n_val, (int, np.integer)) \
-            or not 0 <= n_val < n:
-        raise ValueError(f"split_validation: n_val must be an int in 0..{n - 1}, got {n_val!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"split_validation: seed must be a non-negative int, got {seed!r}")
-    perm = np.random.default_rng(seed).permutation(n)
-    val, train = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-    return (mnist.train_images[train], mnist.train_labels[train],
-            mnist.train_images[val], mnist.train_labels[val])
+        raise ValueError(f"mnist_dataset: expected an MNIST, got {type(mnist).__name__}")
+
+    def flat(images):
+        return images.reshape(len(images), N_PIXELS).astype(np.float32) / np.float32(255.0)
+    return Dataset(flat(mnist.train_images), mnist.train_labels.astype(np.int64),
+                   flat(mnist.test_images), mnist.test_labels.astype(np.int64),
+                   n_classes=N_CLASSES, shape=(28, 28), source=mnist.source, name=name)
+
+
+def _load_digits(name: str) -> Dataset:
+    """scikit-learn's bundled 8x8 digits: first 1500 for training, last 297 for test."""
+    try:
+        import sklearn
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise ValueError("the 'digits' dataset comes with scikit-learn, which is not "
+                         "installed; install it with: pip install 'mortal[digits]'") from None
+    bunch = load_digits()
+    images, target = np.asarray(bunch.images), np.asarray(bunch.target)
+    if images.shape != (1797, 8, 8) or target.shape != (1797,) \
+            or images.min() < 0 or images.max() > 16:
+        raise ValueError(f"scikit-learn {sklearn.__version__}: load_digits returned images "
+                         f"{images.shape} in {images.min()}..{images.max()} and labels "
+                         f"{target.shape}; expected (1797, 8, 8) in 0..16 and (1797,)")
+    x = images.reshape(len(images), 64).astype(np.float32) / np.float32(16.0)
+    y = target.astype(np.int64)
+    cut = len(y) - DIGITS_N_TEST
+    return Dataset(x[:cut], y[:cut], x[cut:], y[cut:], n_classes=10, shape=(8, 8),
+                   source=f"scikit-learn {sklearn.__version__} load_digits (UCI optdigits); "
+                          f"first {cut} for training, last {DIGITS_N_TEST} for test",
+                   name=name)
+
+
+def _read_npz(path: Path) -> dict:
+    """The arrays of a dataset .npz; any decoding failure is a ValueError naming ``path``."""
+    try:
+        # Own the handle: np.load leaks it when the zip is corrupt.
+        with open(path, "rb") as fh:
+            f = np.load(fh, allow_pickle=False)
+            if not isinstance(f, np.lib.npyio.NpzFile):
+                raise ValueError("it holds a single array, not an archive")
+            with f:
+                missing = [k for k in NPZ_KEYS if k not in f.files]
+                if missing:
+                    raise ValueError(f"missing keys {missing} (has {sorted(f.files)})")
+                keys = NPZ_KEYS + (("n_classes",) if "n_classes" in f.files else ())
+                return {k: f[k] for k in keys}
+    except _NPZ_ERRORS as e:
+        kind = "zlib.error" if isinstance(e, zlib.error) else type(e).__name__
+        raise ValueError(f"{path}: not a usable dataset .npz ({kind}: {e}); "
+                         f"expected {_NPZ_FORMS}") from None
+
+
+def _npz_inputs(x: np.ndarray, key: str, where: str) -> np.ndarray:
+    """uint8 (n, ...) scaled by 1/255, or float (n, ...) within [0, 1]; -> float32 (n, d)."""
+    if x.ndim < 2 or x.shape[0] < 1 or x.size == 0:
+        raise ValueError(f"{where}: {key} must have shape (n, ...) with n >= 1 and at least "
+                         f"one value per example, got {x.shape} (reshape (n,) to (n, 1))")
+    flat = x.reshape(len(x), -1)
+    if x.dtype == np.uint8:
+        return flat.astype(np.float32) / np.float32(255.0)
+    if x.dtype.kind != "f":
+        raise ValueError(f"{where}: {key} has dtype {x.dtype}; expected uint8 (0..255, "
+                         "scaled by 1/255) or float within [0, 1] (e.g. x.astype(np.float32) "
+                         "/ x.max() for non-negative data)")
+    bad = int((~np.isfinite(flat)).sum())
+    if bad:
+        raise ValueError(f"{where}: {key} holds {bad} non-finite values (NaN or inf)")
+    lo, hi = float(flat.min()), float(flat.max())
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(f"{where}: float {key} must already lie within [0, 1], found "
+                         f"{lo:.6g}..{hi:.6g}; scale it first (e.g. (x - x.min()) / "
+                         "(x.max() - x.min())), or store uint8 0..255")
+    return flat.astype(np.float32)
+
+
+def _npz_labels(y: np.ndarray, n: int, key: str, where: str) -> np.ndarray:
+    if y.dtype.kind not in "iu":
+        raise ValueError(f"{where}: {key} must hold integer labels 0..k-1, got dtype {y.dtype}")
+    if y.shape != (n,):
+        raise ValueError(f"{where}: expected {key} of shape ({n},) to match the inputs, "
+                         f"got {y.shape}")
+    if int(y.min()) < 0:
+        raise ValueError(f"{where}: {key} must hold labels 0..k-1, found negative label "
+                         f"{int(y.min())}")
+    if int(y.max()) >= 2**31:
+        raise ValueError(f"{where}: {key} holds label {int(y.max())}; labels must be 0..k-1")
+    return y.astype(np.int64)
+
+
+def _dataset_from_npz(path: Path, name: str) -> Dataset:
+    a = _read_npz(path)
+    where = str(path)
+    x_train = _npz_inputs(a["x_train"], "x_train", where)
+    x_test = _npz_inputs(a["x_test"], "x_test", where)
+    shape = a["x_train"].shape[1:]
+    if a["x_test"].shape[1:] != shape:
+        raise ValueError(f"{where}: x_train examples have shape {shape} but x_test examples "
+                         f"{a['x_test'].shape[1:]}")
+    y_train = _npz_labels(a["y_train"], len(x_train), "y_train", where)
+    y_test = _npz_labels(a["y_test"], len(x_test), "y_test", where)
+    top = max(int(y_train.max()), int(y_test.max()))
+    if "n_classes" in a:
+        k = a["n_classes"]
+        if k.ndim != 0 or k.dtype.kind not in "iu":
+            raise ValueError(f"{where}: n_classes must be an integer scalar, got dtype "
+                             f"{k.dtype} and shape {k.shape}")
+        k = int(k)
+        if k < max(2, top + 1):
+            raise ValueError(f"{where}: n_classes is {k}, but it must be >= 2 and exceed "
+                             f"the largest label {top}")
+    else:
+        k = top + 1
+        if k < 2:
+            raise ValueError(f"{where}: every label is 0; a dataset needs at least 2 "
+                             "classes (store n_classes to declare them)")
+    return Dataset(x_train, y_train, x_test, y_test, n_classes=k, shape=tuple(shape),
+                   source=f"{path} (npz)", name=name)
+
+
+def load_dataset(source: str | os.PathLike | None = None, *, name: str | None = None,
+                 download: bool | None = None) -> Dataset:
+    """Load a dataset by name or from a path.
+
+    Parameters
+    ----------
+    source : str or path-like, optional
+        One of
+
+        - ``"mnist"`` (the default, also for None): full MNIST, 60000/10000
+          examples, d = 784, k = 10, found as :func:`load_mnist` does;
+        - ``"mini"``: the bundled MNIST subset, 6000/2000 examples;
+        - ``"digits"``: scikit-learn's bundled 8x8 digits, 1797 examples,
+          values 0..16 scaled by 1/16, d = 64, k = 10. The split is fixed:
+          the first 1500 images are the training set, the last 297 the test
+          set (:data:`DIGITS_N_TEST`). Works offline; needs
+          ``pip install 'mortal[digits]'``;
+        - a path to a ``.npz`` with keys ``x_train`` (n, ...), ``y_train``
+          (n,), ``x_test`` (m, ...), ``y_test`` (m,): inputs uint8 (scaled by
+          1/255) or float already within [0, 1], flattened to (n, d) with
+          ``shape`` the per-example shape; integer labels 0..k-1 with
+          k = largest label + 1, unless an integer scalar ``n_classes`` is stored;
+        - a path to an MNIST directory (the four IDX files or ``mnist.npz``).
+
+        The three names are matched exactly; pass a :class:`pathlib.Path` (or
+        ``"./mnist"``) for a file or folder so named.
+    name : str, optional
+        The dataset's ``name``; default the keyword, the .npz file's stem, or
+        ``"mnist"`` for an MNIST directory.
+    download : bool, optional
+        For ``"mnist"`` only, passed to :func:`load_mnist`.
+
+    Returns
+    -------
+    Dataset
+        Inputs float32 (n, d) in [0, 1], labels int64 (n,), and the same for
+        the test set.
+
+    Raises
+    ------
+    FileNotFoundError
+        A path does not exist, or MNIST was not found (see :func:`load_mnist`).
+    ValueError
+        Malformed, corrupt or truncated data (the message names the file),
+        float inputs outside [0, 1], bad labels, or scikit-learn missing.
+    OSError
+        An MNIST download failed.
+    """
+    if name is not None and not isinstance(name, str):
+        raise ValueError(f"load_dataset: name must be a str, got {type(name).__name__}")
+    if source is None or (isinstance(source, str) and source in DATASET_NAMES):
+        key = source or "mnist"
+        if key == "mnist":
+            return mnist_dataset(load_mnist(download=download), name=name or "mnist")
+        if key == "mini":
+            return mnist_dataset(load_mnist_mini(), name=name or "mnist-mini")
+        return _load_digits(name or "digits")
+    if not isinstance(source, (str, os.PathLike)):
+        raise ValueError(f"load_dataset: source must be one of {', '.join(DATASET_NAMES)} "
+                         f"or a path, got {type(source).__name__}")
+    p = Path(source).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"dataset path {p} does not exist and is not one of the names "
+                                f"{', '.join(map(repr, DATASET_NAMES))}; expected {_NPZ_FORMS}")
+    if p.is_file():
+        if p.suffix != ".npz":
+            raise ValueError(f"dataset path {p} is a file but not a .npz; expected {_NPZ_FORMS}")
+        return _dataset_from_npz(p, name or p.stem)
+    return mnist_dataset(_load_given(p, "dataset path"), name=name or "mnist")

@@ -12,63 +12,64 @@ copied as weights.  :func:`distill` passes it on by teaching:
 2. the student learns with Forward-Forward from these soft targets
    (:meth:`mortal.ff.FFLearner.fit_soft`): positive data labelled with the
    teacher's most likely label (or a label drawn from ``p``), negative labels
-   drawn in proportion to the teacher's probabilities of the wrong labels, and
-   the softmax head fitted to ``p``.
+   drawn from the student's own head (or in proportion to the teacher's
+   probabilities of the wrong labels), and the softmax head fitted to ``p``.
 
 Every teacher read and every student step is charged to that chip's ledger.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Optional
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from . import ops
 from .chip import Chip, check_chip
 from .errors import InputError
-from .ff import FFLearner, _as_images, _as_labels, _ledger_snapshot, _log_sink, is_real
+from .ff import FFConfig, FFLearner, energy_since, ledger_snapshot, log_sink
+from .validate import as_inputs, as_labels, both_or_neither, positive_int, real_in
 
 __all__ = ["DistillConfig", "DistillResult", "distill", "teacher_probabilities", "check_alive"]
 
 
 class DistillConfig(BaseModel):
-    """Settings of a transfer (the student's own training settings are its learner's ``FFConfig``)."""
+    """Settings of a transfer.  The student's own training settings are its learner's
+    ``FFConfig``; its training ends with that config's head refit (``refit``), here to the
+    teacher's soft targets.  Defaults: the settings chosen on held-out images
+    (``benchmarks/RESULTS.md``)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     temperature: float = Field(1.0, gt=0.0, allow_inf_nan=False)
-    """Softness of the teacher's probabilities: logits are the teacher's summed goodness
-    log-odds divided by T (T = 1: the teacher's own calibration; larger: softer)."""
-    positives: Literal["argmax", "sample"] = "argmax"
-    """Label of the student's positive data: the teacher's most likely label, or a draw from
-    the teacher's probabilities (anew every epoch)."""
+    """Softness of the teacher's probabilities: its logits are divided by this (1: the teacher's
+    own calibration; larger: softer)."""
     teacher_readout: Literal["goodness", "softmax", "combined"] = "softmax"
-    """The teacher's logits: its summed goodness log-odds (10 passes per image), its softmax
-    head's logits (1 pass), or their sum (a product of the two readouts' probabilities)."""
-    min_confidence: float = Field(0.0, ge=0.0, lt=1.0)
-    """Transfer images whose teacher probability of its most likely label is below this train
-    only the student's head, not its layers (0: every image trains the layers)."""
-    negatives: Literal["teacher", "own", "mixed"] = "teacher"
-    """Where the student's negative labels come from: drawn in proportion to the teacher's
-    probabilities of the wrong labels, to the student's own (its one-pass head, as when it
-    trains from labels), or to the mean of the two."""
+    """The teacher's logits: its summed goodness log-odds (k passes per example), its softmax
+    head's logits (1 pass), or their sum."""
+    positives: Literal["argmax", "sample"] = "argmax"
+    """Label of the student's positive data: the teacher's most likely label, or a draw from the
+    teacher's probabilities (anew every batch)."""
+    negatives: Literal["teacher", "own", "mixed"] = "own"
+    """Where the student's negative labels come from: the teacher's probabilities of the wrong
+    labels, the student's own one-pass head (as when training from labels), or their mean."""
     weighting: Literal["none", "confidence"] = "none"
-    """``"confidence"``: each transfer image's update of the student's layers is weighted by the
-    teacher's probability of its positive label, so that labels the teacher is unsure of (where
-    its wrong labels concentrate) teach less, without dropping any image (``min_confidence``
-    drops them)."""
-    head_epochs: int = Field(0, ge=0, le=1000)
-    """After the student's training, its softmax head is fitted anew over its frozen layers to
-    the teacher's soft targets for this many epochs (``FFLearner.refit_head``; 0: not)."""
-    head_weight_cost: Optional[float] = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
-    """Weight cost of the head during that refit (``None``: the student learner's
-    ``weight_cost_head``).  The soft targets bound the head's logits by themselves; 0 lets the
-    head follow the teacher more closely."""
+    """confidence: each example's update of the student's layers is weighted by the teacher's
+    probability of its positive label."""
+    min_confidence: float = Field(0.0, ge=0.0, lt=1.0)
+    """Examples whose largest teacher probability is below this train only the student's head."""
+    student_epochs: Optional[int] = Field(None, ge=1, le=100_000)
+    """Epochs of the student's training when the student's settings are derived from the
+    teacher's (student_config); None: twice the teacher's epochs."""
     query_batch: int = Field(1000, ge=1, le=100_000)
-    """Images per batch when the teacher is read."""
+    """Examples per batch when the teacher is read."""
+
+    def student_config(self, teacher: FFConfig, seed: int) -> FFConfig:
+        """The student's settings: the teacher's, with ``student_epochs`` and ``seed``."""
+        epochs = self.student_epochs if self.student_epochs is not None else 2 * teacher.epochs
+        return teacher.changed(epochs=epochs, seed=seed)
 
 
 @dataclass
@@ -113,45 +114,47 @@ def check_alive(chip: Any, role: str = "chip") -> None:
         raise InputError(f"the {role} chip is dead (it reports dead=True) and cannot take part in a transfer")
 
 
-def teacher_probabilities(teacher: Chip, teacher_learner: FFLearner, images: Any, temperature: float = 1.0,
+def teacher_probabilities(teacher: Chip, teacher_learner: FFLearner, inputs: Any, temperature: float = 1.0,
                           batch_size: int = 1000, readout: str = "goodness") -> np.ndarray:
-    """The teacher's soft labels, float32 (n, 10), from its per-label goodness read through the
+    """The teacher's soft labels, float32 (n, k), from its per-label goodness read through the
     chip, from its softmax head (``readout="softmax"``), or from both (``"combined"``)."""
-    if not is_real(temperature) or not math.isfinite(temperature) or temperature <= 0:
-        raise InputError(f"temperature must be a finite number > 0, got {temperature!r}")
+    temperature = real_in(temperature, "temperature", 0.0, float("inf"), lo_open=True, hi_open=True)
     if readout not in ("goodness", "softmax", "combined"):
         raise InputError(f"readout must be 'goodness', 'softmax' or 'combined', got {readout!r}")
-    z = np.zeros((_as_images(images).shape[0], 10))
+    st = teacher_learner.check_bound(teacher)
+    x = as_inputs(inputs, "inputs", st.layout.n_data)
+    z = np.zeros((x.shape[0], st.n_classes))
     if readout != "softmax":
-        z += teacher_learner.goodness_scores(teacher, images, batch_size=batch_size)
-        z /= teacher_learner.config.temperature
+        z += teacher_learner.goodness_scores(teacher, x, batch_size=batch_size)
+        z /= teacher_learner.config.recipe.goodness_temperature
     if readout != "goodness":
-        z += teacher_learner.head_logits(teacher, images, batch_size=batch_size)
+        z += teacher_learner.head_logits(teacher, x, batch_size=batch_size)
     z /= float(temperature)
     z -= z.max(axis=1, keepdims=True)
     p = np.exp(z)
     p /= p.sum(axis=1, keepdims=True)
-    teacher.ledger.charge_digital(4 * p.size)
+    teacher.ledger.charge_digital(ops.probability_ops(p.size))
     return p.astype(np.float32)
 
 
 def distill(teacher: Chip, student: Chip, teacher_learner: FFLearner, student_learner: FFLearner,
-            transfer_images: Any, config: DistillConfig | None = None, *, test_images: Any = None,
+            transfer_inputs: Any, config: DistillConfig | None = None, *, test_inputs: Any = None,
             test_labels: Any = None, log: Callable[[dict[str, Any]], None] | str | None = None,
             progress: bool | None = None) -> DistillResult:
-    """Train ``student`` from ``teacher`` on unlabelled ``transfer_images``; both through ``Chip`` only.
+    """Train ``student`` from ``teacher`` on unlabelled ``transfer_inputs``; both through ``Chip`` only.
 
     Parameters
     ----------
     teacher, student : Chip
-        The same layer sizes; the student must not be dead, nor the teacher.
+        The same layer sizes; neither may be dead.
     teacher_learner : FFLearner
-        The learner fitted on ``teacher`` (its controller memory: label embedding and readout).
+        The learner fitted on (or loaded with) ``teacher``: its label layout and readouts.
     student_learner : FFLearner
-        A fresh learner; its ``config`` sets the student's training (epochs, policy, ...).
-    transfer_images : array (n, 28, 28) or (n, 784)
-        Unlabelled images; they may differ from the teacher's training images.
-    test_images, test_labels : optional
+        A fresh learner; its ``config`` sets the student's training (epochs, policy, refit, ...);
+        ``config.student_config(teacher_learner.config, seed)`` derives one from the teacher's.
+    transfer_inputs : array (n, d) or (n, ...)
+        Unlabelled examples; they may differ from the teacher's training data.
+    test_inputs, test_labels : optional
         Evaluated on the student during training, for reporting only.
 
     Everything is validated before either chip is read or programmed.
@@ -177,53 +180,41 @@ def distill(teacher: Chip, student: Chip, teacher_learner: FFLearner, student_le
             raise InputError(f"{role} must be an FFLearner, got {type(learner).__name__}")
     if teacher_learner is student_learner:
         raise InputError("teacher and student need their own learners")
-    if teacher_learner._sizes is None or teacher_learner._chip is not teacher:
+    if not teacher_learner.fitted or teacher_learner.chip is not teacher:
         raise InputError("teacher_learner must be the learner fitted on the teacher chip")
-    if student_learner._chip is not None:
+    if student_learner.fitted:
         raise InputError("student_learner has been used already; distill needs a fresh FFLearner")
-    if student_learner.config.checkpoint_every:
-        raise InputError("the student learner's config sets checkpoint_every, which distill does not support; "
-                         "set it to 0")
-    teacher_learner._check_chip(teacher)
-    student_learner._check_chip(student, bound=False)
-    x = _as_images(transfer_images, "transfer_images")
+    st = teacher_learner.check_bound(teacher)
+    x = as_inputs(transfer_inputs, "transfer_inputs", st.layout.n_data)
     if x.shape[0] < student_learner.config.batch_size:
-        raise InputError(f"{x.shape[0]} transfer images is fewer than one student batch "
+        raise InputError(f"{x.shape[0]} transfer examples is fewer than one student batch "
                          f"({student_learner.config.batch_size})")
-    if (test_images is None) != (test_labels is None):
-        raise InputError("give both test_images and test_labels, or neither")
-    if test_images is not None:
-        xt = _as_images(test_images, "test_images")
-        _as_labels(test_labels, xt.shape[0], "test_labels")
+    if both_or_neither(test_inputs, test_labels, "test_inputs and test_labels"):
+        xt = as_inputs(test_inputs, "test_inputs", st.layout.n_data)
+        as_labels(test_labels, xt.shape[0], st.n_classes, "test_labels")
+    # The student's state is made (and checked against its chip) before any read.
+    student_learner.new_state(student, st.layout.n_data, st.n_classes)
+    positive_int(cfg.query_batch, "query_batch")
 
-    sink = _log_sink(log)  # a log path that cannot be written fails here, before any read
-    t0 = _ledger_snapshot(teacher)
+    sink = log_sink(log)  # a log path that cannot be written fails here, before any read
+    t0 = ledger_snapshot(teacher)
     probs = teacher_probabilities(teacher, teacher_learner, x, cfg.temperature, cfg.query_batch,
                                   cfg.teacher_readout)
-    t1 = _ledger_snapshot(teacher)
-    s0 = _ledger_snapshot(student)
+    t_energy, t_time = energy_since(teacher, t0)
+    s0 = ledger_snapshot(student)
     student_learner.fit_soft(student, x, probs, positives=cfg.positives, min_confidence=cfg.min_confidence,
                              negatives="targets" if cfg.negatives == "teacher" else cfg.negatives,
-                             weighting=cfg.weighting,
-                             test_images=test_images,
-                             test_labels=test_labels, log=sink, progress=progress)
-    if cfg.head_epochs:
-        student_learner.refit_head(student, x, probs, cfg.head_epochs, cfg.query_batch, cfg.head_weight_cost)
-    s1 = _ledger_snapshot(student)
+                             weighting=cfg.weighting, test_inputs=test_inputs, test_labels=test_labels,
+                             log=sink, progress=progress)
+    s_energy, s_time = energy_since(student, s0)
     agreement = float(np.mean(student_learner.predict(student, x, "softmax") == probs.argmax(axis=1)))
     return DistillResult(
-        teacher_probs=probs,
-        teacher_energy_j=_diff(t0[0], t1[0]), teacher_time_s=t1[1] - t0[1],
-        student_energy_j=_diff(s0[0], s1[0]), student_time_s=s1[1] - s0[1],
+        teacher_probs=probs, teacher_energy_j=t_energy, teacher_time_s=t_time,
+        student_energy_j=s_energy, student_time_s=s_time,
         agreement=agreement, history=list(student_learner.history),
     )
-
-
-def _diff(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    return {k: after[k] - before.get(k, 0.0) for k in after}
 
 
 def _mean_entropy(p: np.ndarray) -> float:
     q = np.clip(p.astype(np.float64), 1e-12, 1.0)
     return float(-(q * np.log(q)).sum(axis=1).mean())
-

@@ -32,20 +32,16 @@ import numpy as np
 
 import devices
 
-from ._progress import Progress
 from .config import ConfigError, DataConfig, ExperimentConfig, SweepPoint, config_from_dict
 from .errors import InputError
 from .ff import FFLearner
+from .progress import Progress
 
 __all__ = ["run_fleet", "FleetResult", "chip_seed", "learner_seed", "read_records", "summarize",
            "pareto_front", "dask_executor", "training_macs", "RECORDS_FILE", "CONFIG_FILE"]
 
 RECORDS_FILE = "records.jsonl"
 CONFIG_FILE = "config.resolved.json"
-#: Test hook: "CHIP:MARKER" makes the worker running chip CHIP exit abruptly once
-#: (when MARKER does not exist yet; it is created first), "CHIP:" every time, to
-#: exercise re-runs.
-_KILL_ENV = "MORTAL_TEST_KILL_CHIP"
 
 
 def chip_seed(root: int, i: int) -> np.random.SeedSequence:
@@ -105,20 +101,6 @@ def _data(cfg: DataConfig):
     return _DATA_CACHE[key]
 
 
-def _maybe_die(chip: int) -> None:
-    spec = os.environ.get(_KILL_ENV)
-    if not spec:
-        return
-    which, marker = spec.split(":", 1)
-    if int(which) != chip:
-        return
-    if not marker:
-        os._exit(17)
-    if not os.path.exists(marker):
-        Path(marker).write_text(str(os.getpid()))
-        os._exit(17)
-
-
 def run_chip(task: ChipTask) -> dict[str, Any]:
     """Build, train and evaluate one chip; never raises for the chip's own errors."""
     from threadpoolctl import threadpool_limits
@@ -131,7 +113,6 @@ def run_chip(task: ChipTask) -> dict[str, Any]:
     rec["learner_seed"] = learner_seed(task.root_seed, task.chip)
     with threadpool_limits(1):
         try:
-            _maybe_die(task.chip)
             xtr, ytr, xte, yte, _ = _data(task.data)
             spec = task.point.chip.build_spec()
             chip = devices.make_chip(spec, task.point.chip.sizes, seq)
@@ -226,7 +207,8 @@ def _local_pool(workers: int) -> ProcessPoolExecutor:
 def run_fleet(config: ExperimentConfig, out_dir: str | Path | None = None, executor: Executor | None = None, *,
               workers: int | None = None, resume: bool = False, save_chips: bool = False,
               max_retries: int = 2, progress: bool = False,
-              on_record: Callable[[dict[str, Any]], None] | None = None) -> FleetResult:
+              on_record: Callable[[dict[str, Any]], None] | None = None,
+              task_fn: Callable[[ChipTask], dict[str, Any]] = run_chip) -> FleetResult:
     """Run every chip of every sweep point; see the module docstring.
 
     Parameters
@@ -242,11 +224,17 @@ def run_fleet(config: ExperimentConfig, out_dir: str | Path | None = None, execu
         config must equal the one recorded there.
     save_chips : bool
         Save each trained chip and its learner as a checkpoint under ``out_dir/chips/KEY``.
+    task_fn : callable, optional
+        What each worker runs for one chip: ``task_fn(task) -> record``; default
+        :func:`run_chip`.  It must be picklable by the executor (a module-level function).
+        Tests pass a wrapper of :func:`run_chip` that kills its worker, to exercise re-runs.
     """
     if not isinstance(config, ExperimentConfig):
         raise InputError(f"config must be an ExperimentConfig, got {type(config).__name__}")
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise InputError(f"max_retries must be a non-negative integer, got {max_retries!r}")
+    if not callable(task_fn):
+        raise InputError(f"task_fn must be callable, got {type(task_fn).__name__}")
     out = Path(out_dir) if out_dir is not None else None
     if save_chips and out is None:
         raise InputError("save_chips needs an out_dir")
@@ -324,13 +312,13 @@ def run_fleet(config: ExperimentConfig, out_dir: str | Path | None = None, execu
             task = pending.pop(0)
             with _local_pool(1) as solo:
                 try:
-                    finish(solo.submit(run_chip, task).result())
+                    finish(solo.submit(task_fn, task).result())
                 except Exception as exc:
                     worker_lost(task, exc)
             continue
         if pool is None:
             pool = _local_pool(min(n_workers, len(pending)))
-        futures: dict[Future, ChipTask] = {pool.submit(run_chip, t): t for t in pending}
+        futures: dict[Future, ChipTask] = {pool.submit(task_fn, t): t for t in pending}
         pending.clear()
         broken = False
         for fut in as_completed(futures):

@@ -23,23 +23,19 @@ by output bin of ``bin_width`` chip units; ``(n_out, 0)`` means nominal.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from . import ops
 from .chip import Chip
 
-if TYPE_CHECKING:
-    from .ff import FFLearner
+if TYPE_CHECKING:  # annotations only
+    from .ff.measure import Pass
 
-__all__ = ["nominal_tables", "perturbed_tables", "curve_slopes"]
+__all__ = ["perturbed_tables", "curve_slopes"]
 
 _MAX_REL_SLOPE = 4.0
-
-
-def nominal_tables(sizes: tuple[int, ...]) -> list[tuple[np.ndarray, float]]:
-    """Nominal (ReLU) slope tables for a chip with these layer sizes."""
-    return [(np.zeros((sizes[i + 1], 0), np.float32), 1.0) for i in range(len(sizes) - 1)]
 
 
 def curve_slopes(y: np.ndarray, bins: int, bin_width: float, n_ref: int = 4, min_count: int = 3) -> np.ndarray:
@@ -99,16 +95,14 @@ def curve_slopes(y: np.ndarray, bins: int, bin_width: float, n_ref: int = 4, min
     return table.astype(np.float32)
 
 
-def perturbed_tables(learner: "FFLearner", chip: Chip, probe: np.ndarray, levels: int,
+def perturbed_tables(chip: Chip, base: "Pass", scales: Sequence[float], levels: int,
                      bins: int) -> list[tuple[np.ndarray, float]]:
-    """Measure every layer's slope table with amplitude sweeps of ``probe`` (P, 784).
+    """Measure every layer's slope table with amplitude sweeps around a measured pass.
 
-    The probes (neutral-label images) are first run through the chip; each
-    layer's measured input vectors are then swept from 0 to the DAC limit in
-    ``levels`` steps.
+    ``base``: the forward pass of the probes (neutral-label examples) through the chip;
+    each layer's measured input vectors (times the layer's input scale) are swept from 0 to
+    the DAC limit in ``levels`` steps.  The reads and the controller's work are charged.
     """
-    base = learner._forward(chip, probe)
-    scales = learner._scales(chip)
     tables = []
     for layer, h in enumerate(base.inputs):
         v = h * np.float32(scales[layer])
@@ -124,5 +118,5 @@ def perturbed_tables(learner: "FFLearner", chip: Chip, probe: np.ndarray, levels
             top = max(float(y.max()), 1e-6)
         width = top / bins
         tables.append((curve_slopes(y, bins, width), width))
-        chip.ledger.charge_digital(12 * y.size)
+        chip.ledger.charge_digital(ops.slope_table_ops(y.size))
     return tables

@@ -1,11 +1,13 @@
-"""Tests for mortal.data: loading, bundled subset, download, label embedding."""
+"""Tests for mortal.data: MNIST loading, bundled subset, download, and generic datasets."""
 
 from __future__ import annotations
 
 import dataclasses
 import gzip
 import hashlib
+import io
 import os
+import sys
 import urllib.error
 from pathlib import Path
 
@@ -13,8 +15,8 @@ import numpy as np
 import pytest
 
 from mortal import data
-from mortal.data import (MNIST, cache_dir, embed_labels, embed_neutral, images_to_float,
-                         load_mnist, load_mnist_mini, split_validation)
+from mortal.data import (MNIST, Dataset, cache_dir, load_dataset, load_mnist, load_mnist_mini,
+                         mnist_dataset)
 
 ROOT = Path(__file__).resolve().parents[1]
 # Read before the autouse fixture clears the variable.
@@ -388,86 +390,326 @@ def test_check_download_content(served, field, value, pattern):
     data._check_download(data._RESOURCES[idx], files[r.stem + ".gz"], "u")  # unchanged passes
 
 
-# --------------------------------------------------------- label embedding
+# ------------------------------------------------------------ Dataset class
 
-def test_images_to_float():
-    imgs = np.array([[[0] * 28] * 28, [[255] * 28] * 28], np.uint8)
-    imgs[0, 0, 3] = 51
-    x = images_to_float(imgs)
-    assert x.dtype == np.float32 and x.shape == (2, 784)
-    assert x[0, 3] == pytest.approx(0.2) and x[1].min() == 1.0 and x[0, 0] == 0.0
-    np.testing.assert_array_equal(images_to_float(imgs.reshape(2, 784)), x)
-    with pytest.raises(ValueError, match="uint8"):
-        images_to_float(imgs.astype(np.float32))
-    with pytest.raises(ValueError, match=r"\(n, 28, 28\) or \(n, 784\)"):
-        images_to_float(imgs[0])
-    with pytest.raises(ValueError, match="uint8"):
-        images_to_float(imgs.tolist())
+def small_dataset(n=6, m=4, d=6, k=3, **overrides):
+    rng = np.random.default_rng(3)
+    fields = dict(train_inputs=rng.random((n, d)).astype(np.float32),
+                  train_labels=np.arange(n, dtype=np.int64) % k,
+                  test_inputs=rng.random((m, d)).astype(np.float32),
+                  test_labels=np.arange(m, dtype=np.int64) % k,
+                  n_classes=k, shape=(2, d // 2), source="made up", name="tiny")
+    fields.update(overrides)
+    return Dataset(**fields)
 
 
-def test_embed_labels_and_neutral():
-    x = np.random.default_rng(0).random((5, 784)).astype(np.float32)
-    before = x.copy()
-    labels = np.array([0, 3, 9, 3, 1], np.uint8)
-    e = embed_labels(x, labels, strength=2.0)
-    assert e.dtype == np.float32 and e.shape == (5, 784)
-    np.testing.assert_array_equal(x, before)  # input untouched
-    expected = np.zeros((5, 10), np.float32)
-    expected[np.arange(5), labels] = 2.0
-    np.testing.assert_array_equal(e[:, :10], expected)
-    np.testing.assert_array_equal(e[:, 10:], x[:, 10:])
-    np.testing.assert_array_equal(embed_labels(x, 3)[:, :10], np.eye(10, dtype=np.float32)[[3] * 5])
-    np.testing.assert_array_equal(embed_labels(x.astype(np.float64), [0, 3, 9, 3, 1]),
-                                  embed_labels(x, labels))
-    n = embed_neutral(x, level=0.25)
-    assert n.dtype == np.float32 and np.all(n[:, :10] == 0.25)
-    np.testing.assert_array_equal(n[:, 10:], x[:, 10:])
-    assert np.all(embed_neutral(x)[:, :10] == np.float32(0.1))
-    np.testing.assert_array_equal(x, before)
+def test_dataset_properties_and_frozen():
+    ds = small_dataset()
+    assert (ds.n_train, ds.n_test, ds.n_inputs, ds.n_classes, ds.shape) == (6, 4, 6, 3, (2, 3))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ds.name = "x"
+    assert "array" not in repr(ds) and "tiny" in repr(ds)
+    # numpy integers are normalized to int
+    ds = small_dataset(n_classes=np.int64(3), shape=(np.int32(6),))
+    assert type(ds.n_classes) is int and ds.shape == (6,) and type(ds.shape[0]) is int
 
 
-@pytest.mark.parametrize("call, pattern", [
-    (lambda x: embed_labels(x, [1, 2]), r"shape \(5,\)"),
-    (lambda x: embed_labels(x, [0, 1, 2, 3, 10]), "0..9"),
-    (lambda x: embed_labels(x, [0, 1, -1, 3, 4]), "0..9"),
-    (lambda x: embed_labels(x, [0.0, 1, 2, 3, 4]), "integers"),
-    (lambda x: embed_labels(x[:, :100], [0] * 5), r"\(n, 784\)"),
-    (lambda x: embed_labels((x * 255).astype(np.uint8), [0] * 5), "images_to_float"),
-    (lambda x: embed_labels(x, [0] * 5, strength=float("nan")), "strength"),
-    (lambda x: embed_neutral(x, level="high"), "level"),
-    (lambda x: embed_neutral(x.ravel()), r"\(n, 784\)"),
+@pytest.mark.parametrize("overrides, pattern", [
+    (dict(train_inputs=np.full((6, 6), 0.5)), "float32"),
+    (dict(train_inputs=np.full((6, 6), 1.5, np.float32)), r"within \[0, 1\]"),
+    (dict(test_inputs=np.full((4, 6), -0.1, np.float32)), r"test: inputs must lie within \[0, 1\]"),
+    (dict(train_inputs=np.full((6, 6), np.nan, np.float32)), "non-finite"),
+    (dict(test_inputs=np.full((4, 6), np.inf, np.float32)), "non-finite"),
+    (dict(train_inputs=np.zeros((6, 2, 3), np.float32)), r"shape \(n, d\)"),
+    (dict(train_inputs=np.zeros((0, 6), np.float32), train_labels=np.zeros(0, np.int64)),
+     r"n, d >= 1"),
+    (dict(test_inputs=np.zeros((4, 5), np.float32)), "5 columns"),
+    (dict(train_inputs=[[0.0] * 6] * 6), "numpy arrays"),
+    (dict(train_labels=np.arange(6, dtype=np.int32) % 3), "int64"),
+    (dict(train_labels=np.arange(5, dtype=np.int64) % 3), r"labels of shape \(6,\)"),
+    (dict(train_labels=np.array([0, 1, 2, 3, 0, 1])), r"0\.\.2"),
+    (dict(test_labels=np.array([0, -1, 2, 1])), r"0\.\.2"),
+    (dict(n_classes=1), "n_classes"),
+    (dict(n_classes=True), "n_classes"),
+    (dict(n_classes=3.0), "n_classes"),
+    (dict(shape=(4, 2)), r"shape \(4, 2\) holds 8"),
+    (dict(shape=[2, 3]), "shape must be"),
+    (dict(shape=()), "shape must be"),
+    (dict(shape=(6, 0)), "shape must be"),
+    (dict(source=None), "source must be a str"),
+    (dict(name=3), "name must be a str"),
 ])
-def test_embedding_validation(call, pattern):
-    x = np.zeros((5, 784), np.float32)
+def test_dataset_validates(overrides, pattern):
     with pytest.raises(ValueError, match=pattern):
-        call(x)
+        small_dataset(**overrides)
 
 
-def test_split_validation():
-    a = fake_arrays(n_train=100)
-    m = MNIST(a["x_train"], a["y_train"], a["x_test"], a["y_test"], source="t")
-    state = np.random.get_state()[1].copy()
-    tx, ty, vx, vy = split_validation(m, 30, seed=7)
-    np.testing.assert_array_equal(np.random.get_state()[1], state)
-    assert tx.shape == (70, 28, 28) and ty.shape == (70,)
-    assert vx.shape == (30, 28, 28) and vy.shape == (30,)
-    assert tx.dtype == vx.dtype == np.uint8
-    # rows of train+val are exactly the original rows, no overlap
-    key = lambda imgs: {im.tobytes() for im in imgs}  # noqa: E731
-    assert key(tx) | key(vx) == key(m.train_images) and not key(tx) & key(vx)
-    again = split_validation(m, 30, seed=7)
-    np.testing.assert_array_equal(again[2], vx)
-    assert not np.array_equal(split_validation(m, 30, seed=8)[2], vx)
-    assert split_validation(m, 0, seed=0)[2].shape == (0, 28, 28)
-    for bad in (-1, 100, 2.5, True):
-        with pytest.raises(ValueError, match="n_val"):
-            split_validation(m, bad, seed=0)
-    for bad in (None, -3, 1.0):
-        with pytest.raises(ValueError, match="seed"):
-            split_validation(m, 10, seed=bad)
-    with pytest.raises(ValueError, match="MNIST"):
-        split_validation(a, 10, seed=0)
+def test_subset_takes_the_first_examples():
+    ds = small_dataset(n=10, m=7)
+    sub = ds.subset(4, 2)
+    assert (sub.n_train, sub.n_test) == (4, 2)
+    np.testing.assert_array_equal(sub.train_inputs, ds.train_inputs[:4], strict=True)
+    np.testing.assert_array_equal(sub.train_labels, ds.train_labels[:4], strict=True)
+    np.testing.assert_array_equal(sub.test_inputs, ds.test_inputs[:2], strict=True)
+    np.testing.assert_array_equal(sub.test_labels, ds.test_labels[:2], strict=True)
+    assert not np.shares_memory(sub.train_inputs, ds.train_inputs)
+    assert (sub.n_classes, sub.shape, sub.name) == (ds.n_classes, ds.shape, ds.name)
+    assert sub.source.startswith(ds.source) and "first 4 of 10" in sub.source
+    assert ds.subset(train_size=3).n_test == 7 and ds.subset(test_size=1).n_train == 10
+    same = ds.subset()
+    assert same is not ds and (same.n_train, same.n_test, same.source) == (10, 7, ds.source)
+    assert ds.subset(10, 7).n_train == 10  # all of them is allowed
+    assert ds.subset(np.int64(2), None).n_train == 2
 
+
+@pytest.mark.parametrize("kwargs, pattern", [
+    (dict(train_size=11), r"train_size must be an int in 1\.\.10"),
+    (dict(train_size=0), "train_size"),
+    (dict(test_size=8), r"test_size must be an int in 1\.\.7"),
+    (dict(test_size=-1), "test_size"),
+    (dict(train_size=2.0), "train_size"),
+    (dict(train_size=True), "train_size"),
+])
+def test_subset_bounds(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        small_dataset(n=10, m=7).subset(**kwargs)
+
+
+# ---------------------------------------------------------- generic .npz
+
+def odd_arrays(seed=0):
+    """A dataset of another shape: (n, 5, 3) uint8 inputs, 3 classes."""
+    rng = np.random.default_rng(seed)
+    return {"x_train": rng.integers(0, 256, (12, 5, 3), dtype=np.uint8),
+            "y_train": (np.arange(12) % 3).astype(np.uint8),
+            "x_test": rng.integers(0, 256, (5, 5, 3), dtype=np.uint8),
+            "y_test": np.array([2, 0, 1, 1, 0], np.int16)}
+
+
+def save_npz(path, arrays, compressed=False):
+    (np.savez_compressed if compressed else np.savez)(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_npz_of_another_shape(tmp_path, compressed):
+    a = odd_arrays()
+    ds = load_dataset(save_npz(tmp_path / "shapes.npz", a, compressed))
+    assert (ds.n_train, ds.n_test, ds.n_inputs, ds.n_classes) == (12, 5, 15, 3)
+    assert ds.shape == (5, 3) and ds.name == "shapes"
+    assert str(tmp_path / "shapes.npz") in ds.source
+    assert ds.train_inputs.dtype == np.float32 and ds.train_labels.dtype == np.int64
+    expected = a["x_train"].reshape(12, 15).astype(np.float32) / np.float32(255.0)
+    np.testing.assert_array_equal(ds.train_inputs, expected, strict=True)
+    np.testing.assert_array_equal(ds.test_labels, a["y_test"].astype(np.int64), strict=True)
+    assert load_dataset(str(tmp_path / "shapes.npz"), name="other").name == "other"
+
+
+def test_npz_flat_float_inputs_and_n_classes(tmp_path):
+    rng = np.random.default_rng(1)
+    a = {"x_train": rng.random((8, 4)), "y_train": np.array([0, 1] * 4),
+         "x_test": rng.random((3, 4)).astype(np.float16), "y_test": np.array([1, 0, 1], np.uint64),
+         "n_classes": np.array(5)}
+    a["x_train"][0, 0], a["x_train"][1, 1] = 0.0, 1.0  # the bounds are allowed
+    ds = load_dataset(save_npz(tmp_path / "flat.npz", a))
+    assert (ds.shape, ds.n_inputs, ds.n_classes) == ((4,), 4, 5)
+    np.testing.assert_array_equal(ds.train_inputs, a["x_train"].astype(np.float32), strict=True)
+    np.testing.assert_array_equal(ds.test_inputs, a["x_test"].astype(np.float32), strict=True)
+    # k is the largest label over both sets, plus one
+    a.pop("n_classes")
+    a["y_test"] = np.array([1, 3, 0])
+    assert load_dataset(save_npz(tmp_path / "k.npz", a)).n_classes == 4
+
+
+@pytest.mark.parametrize("change, pattern", [
+    (lambda a: a.update(x_train=a["x_train"] / 100.0), r"within \[0, 1\].*scale"),
+    (lambda a: a.update(x_test=a["x_test"] / 255.0 - 0.5), r"x_test must already lie within"),
+    (lambda a: a.update(x_train=np.where(a["x_train"] > 9, np.nan, 0.5)), "non-finite"),
+    (lambda a: a.update(x_train=a["x_train"].astype(np.int16)), "dtype int16.*uint8"),
+    (lambda a: a.update(x_train=a["x_train"] > 9), "dtype bool"),
+    (lambda a: a.update(y_train=a["y_train"].astype(np.int8) - 1), "negative label -1"),
+    (lambda a: a.update(y_test=np.array([0, -3, 1, 1, 0])), "negative label -3"),
+    (lambda a: a.update(y_train=a["y_train"].astype(np.float32)), "integer labels"),
+    (lambda a: a.update(y_train=a["y_train"][:11]), r"y_train of shape \(12,\)"),
+    (lambda a: a.update(y_train=a["y_train"] * 0, y_test=a["y_test"] * 0), "at least 2 classes"),
+    (lambda a: a.update(n_classes=np.array(2)), "n_classes is 2"),
+    (lambda a: a.update(n_classes=np.array([3])), "integer scalar"),
+    (lambda a: a.update(n_classes=np.array(3.0)), "integer scalar"),
+    (lambda a: a.update(x_test=a["x_test"].reshape(5, 3, 5)), r"\(5, 3\).*\(3, 5\)"),
+    (lambda a: a.update(x_train=a["x_train"][:, 0, 0], y_train=a["y_train"]), r"reshape \(n,\)"),
+    (lambda a: a.update(x_test=a["x_test"][:0], y_test=a["y_test"][:0]), "n >= 1"),
+    (lambda a: a.pop("y_test"), "missing keys.*y_test"),
+])
+def test_npz_refused(tmp_path, change, pattern):
+    a = odd_arrays()
+    change(a)
+    with pytest.raises(ValueError, match=pattern) as info:
+        load_dataset(save_npz(tmp_path / "bad.npz", a))
+    assert str(tmp_path / "bad.npz") in str(info.value)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_corrupt_or_truncated_npz(tmp_path, compressed):
+    buffer = io.BytesIO()
+    save_npz(buffer, odd_arrays(), compressed)
+    raw = buffer.getvalue()
+    path = tmp_path / "broken.npz"
+    rng = np.random.default_rng(11)
+    cases = [raw[:n] for n in (0, 1, 4, 30, 100, len(raw) // 2, len(raw) - 22, len(raw) - 1)]
+    cases.append(b"PK\x03\x04" + bytes(rng.integers(0, 256, 300, dtype=np.uint8)))
+    for _ in range(200):  # a few random bytes overwritten, anywhere
+        r = bytearray(raw)
+        for i in rng.integers(0, len(r), rng.integers(1, 6)):
+            r[i] = int(rng.integers(0, 256))
+        cases.append(bytes(r))
+    refused = 0
+    for data in cases:
+        path.write_bytes(data)
+        try:
+            load_dataset(path)
+        except ValueError as e:
+            assert str(path) in str(e)
+            refused += 1
+    assert refused >= len(cases) // 2
+    for data in cases[:9]:  # truncated or garbage: always refused
+        path.write_bytes(data)
+        with pytest.raises(ValueError, match="broken.npz"):
+            load_dataset(path)
+
+
+def test_npz_that_is_a_single_array(tmp_path):
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    os.replace(tmp_path / "one.npy", tmp_path / "one.npz")
+    with pytest.raises(ValueError, match="one.npz.*single array"):
+        load_dataset(tmp_path / "one.npz")
+
+
+def test_dataset_bad_sources(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.npz does not exist.*'digits'"):
+        load_dataset(tmp_path / "missing.npz")
+    with pytest.raises(FileNotFoundError, match="MNIST"):
+        load_dataset("MNIST")  # names are exact; this is a (missing) path
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ValueError, match="notes.txt.*not a .npz"):
+        load_dataset(tmp_path / "notes.txt")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty.*without MNIST data"):
+        load_dataset(tmp_path / "empty")
+    with pytest.raises(ValueError, match="source must be"):
+        load_dataset(3)
+    with pytest.raises(ValueError, match="name must be a str"):
+        load_dataset("mini", name=5)
+
+
+def test_keyword_names_a_path_when_given_as_path(tmp_path, monkeypatch):
+    save_npz(tmp_path / "digits", odd_arrays())  # np.savez appends .npz
+    os.replace(tmp_path / "digits.npz", tmp_path / "digits")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="not a .npz"):
+        load_dataset(Path("digits"))
+
+
+# ------------------------------------------------------- MNIST as Dataset
+
+def test_mnist_dataset_is_bit_identical_on_mini():
+    m = load_mnist_mini()
+    ds = mnist_dataset(m)
+    for images, labels, inputs, ys in ((m.train_images, m.train_labels, ds.train_inputs,
+                                        ds.train_labels),
+                                       (m.test_images, m.test_labels, ds.test_inputs,
+                                        ds.test_labels)):
+        n = len(images)
+        expected = images.reshape(n, 784).astype(np.float32) / np.float32(255.0)
+        assert inputs.dtype == np.float32 and inputs.shape == (n, 784)
+        np.testing.assert_array_equal(inputs.view(np.uint32), expected.view(np.uint32))
+        np.testing.assert_array_equal(ys, labels.astype(np.int64), strict=True)
+    assert (ds.n_classes, ds.shape, ds.source, ds.name) == (10, (28, 28), m.source, "mnist")
+    assert inputs.max() == 1.0
+    with pytest.raises(ValueError, match="expected an MNIST"):
+        mnist_dataset(ds)
+
+
+def test_load_dataset_mini():
+    ds = load_dataset("mini")
+    assert (ds.n_train, ds.n_test, ds.n_inputs, ds.n_classes, ds.name) == (
+        6000, 2000, 784, 10, "mnist-mini")
+    ref = mnist_dataset(load_mnist_mini())
+    np.testing.assert_array_equal(ds.test_inputs, ref.test_inputs, strict=True)
+    assert "mini" in ds.source
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_load_dataset_mnist_folder_and_npz(tmp_path, gz):
+    arrays = fake_arrays()
+    d = write_idx_dir(tmp_path / "idx", arrays, gz=gz)
+    ds = load_dataset(d)
+    ref = mnist_dataset(load_mnist(d))
+    assert (ds.shape, ds.n_classes, ds.name, ds.n_train) == ((28, 28), 10, "mnist", 40)
+    assert "IDX" in ds.source
+    np.testing.assert_array_equal(ds.train_inputs, ref.train_inputs, strict=True)
+    np.testing.assert_array_equal(ds.test_labels, ref.test_labels, strict=True)
+    np.savez(tmp_path / "mnist.npz", **arrays)  # an MNIST .npz, through the generic reader
+    from_npz = load_dataset(tmp_path / "mnist.npz")
+    assert (from_npz.shape, from_npz.n_classes) == ((28, 28), 10)
+    np.testing.assert_array_equal(from_npz.train_inputs, ref.train_inputs, strict=True)
+    (tmp_path / "idx2").mkdir()
+    os.replace(tmp_path / "mnist.npz", tmp_path / "idx2" / "mnist.npz")
+    np.testing.assert_array_equal(load_dataset(tmp_path / "idx2").test_inputs,
+                                  ref.test_inputs, strict=True)
+
+
+def test_load_dataset_mnist_follows_the_search_order(tmp_path, monkeypatch):
+    arrays = fake_arrays()
+    np.savez(tmp_path / "d.npz", **arrays)
+    monkeypatch.setenv("MORTAL_DATA", str(tmp_path / "d.npz"))
+    for ds in (load_dataset("mnist"), load_dataset()):
+        assert (ds.name, ds.n_train, ds.n_classes) == ("mnist", 40, 10)
+        np.testing.assert_array_equal(ds.train_inputs,
+                                      mnist_dataset(load_mnist()).train_inputs, strict=True)
+    monkeypatch.delenv("MORTAL_DATA")
+    write_idx_dir(tmp_path / "cache", fake_arrays(seed=2), gz=True)
+    assert str(tmp_path / "cache") in load_dataset("mnist", download=False).source
+
+
+def test_load_dataset_mnist_not_found(monkeypatch):
+    with pytest.raises(FileNotFoundError, match="download=False"):
+        load_dataset("mnist", download=False)
+    monkeypatch.setenv("MORTAL_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="load_mnist_mini"):
+        load_dataset("mnist")
+
+
+# ----------------------------------------------------------------- digits
+
+def test_digits():
+    from sklearn.datasets import load_digits
+    ds = load_dataset("digits")
+    assert (ds.n_train, ds.n_test, ds.n_inputs, ds.n_classes) == (1500, 297, 64, 10)
+    assert ds.n_train + ds.n_test == 1797 == data.DIGITS_N_TEST + 1500
+    assert ds.shape == (8, 8) and ds.name == "digits" and "scikit-learn" in ds.source
+    for x in (ds.train_inputs, ds.test_inputs):
+        assert x.dtype == np.float32 and x.min() >= 0.0 and x.max() <= 1.0
+    assert ds.train_inputs.max() == 1.0
+    assert np.all(ds.train_inputs * 16 == np.round(ds.train_inputs * 16))
+    bunch = load_digits()
+    # the fixed split: the last 297 images are the test set
+    np.testing.assert_array_equal(ds.test_inputs * np.float32(16.0),
+                                  bunch.data[-297:].astype(np.float32))
+    np.testing.assert_array_equal(ds.test_labels, bunch.target[-297:].astype(np.int64),
+                                  strict=True)
+    np.testing.assert_array_equal(ds.train_labels, bunch.target[:1500].astype(np.int64),
+                                  strict=True)
+    assert set(np.unique(ds.test_labels)) == set(range(10))
+    again = load_dataset("digits", name="d8")
+    assert again.name == "d8"
+    np.testing.assert_array_equal(again.train_inputs, ds.train_inputs, strict=True)
+
+
+def test_digits_without_scikit_learn(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    with pytest.raises(ValueError, match=r"pip install 'mortal\[digits\]'"):
+        load_dataset("digits")
 
 # ----------------------------------------------------------------- full set
 
@@ -511,3 +753,14 @@ def test_mini_is_subset_of_full(full):
         found = {im.tobytes(): int(y) for im, y in zip(f_images, f_labels)
                  if im.tobytes() in wanted}
         assert found == wanted
+
+
+@needs_full
+def test_full_as_dataset(full, monkeypatch):
+    monkeypatch.setenv("MORTAL_DATA", str(FULL_PATH))
+    ds = load_dataset("mnist")
+    assert (ds.n_train, ds.n_test, ds.n_inputs, ds.n_classes, ds.shape) == (
+        60000, 10000, 784, 10, (28, 28))
+    expected = full.test_images.reshape(10000, 784).astype(np.float32) / np.float32(255.0)
+    np.testing.assert_array_equal(ds.test_inputs, expected, strict=True)
+    assert np.bincount(ds.train_labels).tolist() == FULL_TRAIN_COUNTS

@@ -1,0 +1,159 @@
+"""The controller's memory of one learner on one chip, as one object.
+
+Everything the digital controller next to a chip keeps between steps lives here: the
+smoothed gradients, the sum of requested weight changes (for the weight cost), the
+peer-normalization means, the softmax head, the neuron slope tables, the update policy's
+accumulators, the drift correction, the label layout, the epoch count and the history.
+:meth:`ControllerState.state_dict` / :meth:`ControllerState.from_state_dict` turn it into
+plain data (arrays and JSON values) and back, for checkpoints; :meth:`copy` duplicates it.
+"""
+
+from __future__ import annotations
+
+import copy as _copy
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+from ..errors import InputError
+from .measure import LabelLayout
+
+__all__ = ["ControllerState"]
+
+SlopeTable = tuple[np.ndarray, float]
+
+
+@dataclass
+class ControllerState:
+    """Controller memory (see the module docstring).
+
+    Attributes
+    ----------
+    sizes : tuple of int
+        The chip's layer sizes ``(n_0, ..., n_L)``.
+    layout : LabelLayout
+        How labels enter the input.
+    readout_layers, head_layers : list of int
+        Hidden layers summed by the goodness readout, and read by the softmax head.
+    smooth : list of float32 (n_in + 1, n_out)
+        Smoothed gradients, bias row last.
+    shadow : list of float32 (n_in, n_out)
+        Sum of the weight changes requested so far.
+    peer_mean : list of float64 (n_out,)
+        Running mean activity per unit.
+    head, head_smooth : float32 (features, k)
+        The softmax head and its smoothed gradient.
+    slopes : list of (float32 (n_out, bins), float)
+        Relative slope table and bin width per layer; ``(n_out, 0)`` tables mean nominal.
+    accumulators : list of float32 arrays
+        The update policy's memory (empty for ``direct``).
+    correction : list of float32 (n_out,) or None
+        Drift correction factors applied to every measured output.
+    """
+
+    sizes: tuple[int, ...]
+    layout: LabelLayout
+    readout_layers: list[int]
+    head_layers: list[int]
+    smooth: list[np.ndarray]
+    shadow: list[np.ndarray]
+    peer_mean: list[np.ndarray]
+    head: np.ndarray
+    head_smooth: np.ndarray
+    slopes: list[SlopeTable]
+    accumulators: list[np.ndarray] = field(default_factory=list)
+    correction: Optional[list[np.ndarray]] = None
+    epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def fresh(cls, sizes: tuple[int, ...], layout: LabelLayout, readout_layers: list[int],
+              head_layers: list[int], accumulators: list[np.ndarray]) -> "ControllerState":
+        """Zero memory for a chip of ``sizes`` (peer means start at 0.5, slopes nominal)."""
+        n_layers = len(sizes) - 1
+        width = sum(sizes[i + 1] for i in head_layers)
+        head = np.zeros((width, layout.n_classes), np.float32)
+        return cls(
+            sizes=tuple(sizes), layout=layout, readout_layers=list(readout_layers), head_layers=list(head_layers),
+            smooth=[np.zeros((sizes[i] + 1, sizes[i + 1]), np.float32) for i in range(n_layers)],
+            shadow=[np.zeros((sizes[i], sizes[i + 1]), np.float32) for i in range(n_layers)],
+            peer_mean=[np.full(sizes[i + 1], 0.5, np.float64) for i in range(n_layers)],
+            head=head, head_smooth=np.zeros_like(head),
+            slopes=[(np.zeros((sizes[i + 1], 0), np.float32), 1.0) for i in range(n_layers)],
+            accumulators=accumulators,
+        )
+
+    @property
+    def n_classes(self) -> int:
+        return self.layout.n_classes
+
+    def copy(self) -> "ControllerState":
+        """A deep copy (arrays included)."""
+        return _copy.deepcopy(self)
+
+    # -- plain data ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """``{"arrays": {name: ndarray}, "meta": JSON-able dict}``; the arrays are not copied."""
+        arrays: dict[str, np.ndarray] = {"head": self.head, "head_smooth": self.head_smooth}
+        for i in range(len(self.smooth)):
+            arrays[f"smooth{i}"] = self.smooth[i]
+            arrays[f"shadow{i}"] = self.shadow[i]
+            arrays[f"peer{i}"] = self.peer_mean[i]
+            arrays[f"slope{i}"] = self.slopes[i][0]
+        for i, a in enumerate(self.accumulators):
+            arrays[f"acc{i}"] = a
+        for i, f in enumerate(self.correction or ()):
+            arrays[f"correction{i}"] = f
+        lay = self.layout
+        meta = {
+            "sizes": list(self.sizes),
+            "layout": {"n_data": lay.n_data, "n_classes": lay.n_classes, "copies": lay.copies,
+                       "append": lay.append, "strength": lay.strength, "neutral_level": lay.neutral_level},
+            "readout_layers": list(self.readout_layers), "head_layers": list(self.head_layers),
+            "slope_widths": [float(w) for _, w in self.slopes],
+            "n_accumulators": len(self.accumulators),
+            "epoch": int(self.epoch), "history": self.history,
+        }
+        return {"arrays": arrays, "meta": meta}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> "ControllerState":
+        """Rebuild from :meth:`state_dict` output; InputError if arrays are missing or misshapen."""
+        arrays, meta = state["arrays"], state["meta"]
+        try:
+            sizes = tuple(int(s) for s in meta["sizes"])
+            layout = LabelLayout(**meta["layout"])
+            n_layers = len(sizes) - 1
+            st = cls.fresh(sizes, layout, [int(i) for i in meta["readout_layers"]],
+                           [int(i) for i in meta["head_layers"]],
+                           [np.array(arrays[f"acc{i}"], np.float32) for i in range(int(meta["n_accumulators"]))])
+            st.head[...] = _shaped(arrays["head"], st.head.shape, "head")
+            st.head_smooth[...] = _shaped(arrays["head_smooth"], st.head.shape, "head_smooth")
+            for i in range(n_layers):
+                st.smooth[i][...] = _shaped(arrays[f"smooth{i}"], st.smooth[i].shape, f"smooth{i}")
+                st.shadow[i][...] = _shaped(arrays[f"shadow{i}"], st.shadow[i].shape, f"shadow{i}")
+                st.peer_mean[i][...] = _shaped(arrays[f"peer{i}"], st.peer_mean[i].shape, f"peer{i}")
+                table = np.array(arrays[f"slope{i}"], np.float32)
+                if table.ndim != 2 or table.shape[0] != sizes[i + 1]:
+                    raise InputError(f"slope{i} has shape {table.shape}")
+                st.slopes[i] = (table, float(meta["slope_widths"][i]))
+            n_corr = sum(1 for k in arrays if k.startswith("correction"))
+            st.correction = ([_shaped(arrays[f"correction{i}"], (sizes[i + 1],), f"correction{i}").astype(np.float32)
+                              for i in range(n_corr)] if n_corr else None)
+            st.epoch = int(meta["epoch"])
+            st.history = list(meta["history"])
+        except KeyError as exc:
+            raise InputError(f"the saved controller state lacks {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"the saved controller state is malformed: {exc}") from None
+        return st
+
+
+def _shaped(a: Any, shape: tuple[int, ...], name: str) -> np.ndarray:
+    arr = np.asarray(a)
+    if arr.shape != tuple(shape):
+        raise InputError(f"saved {name} has shape {arr.shape}, expected {tuple(shape)}")
+    if not np.isfinite(arr).all():
+        raise InputError(f"saved {name} holds non-finite values")
+    return arr

@@ -1,0 +1,94 @@
+"""The controller's operation counts, in one place.
+
+Each function returns the digital operations (or, for the digital reference, the
+multiply-accumulates) of one step of the learner.  The learner charges the ledger from
+these counts (``chip.ledger.charge_digital``), and the fleet's digital GPU reference counts
+the same training's multiply-accumulates with :func:`training_macs`, so the two cannot
+drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+__all__ = ["forward_ops", "averaging_ops", "logits_ops", "layer_update_ops", "head_update_ops",
+           "direct_program_ops", "mixed_program_ops", "probability_ops", "slope_table_ops",
+           "column_mean_ops", "training_macs", "head_width"]
+
+
+def forward_ops(batch: int, sizes: Sequence[int], n_layers: int, corrected: bool) -> int:
+    """RMS normalization, goodness and scaling of a pass through ``n_layers`` layers: about 5
+    operations per value (6 with a drift correction applied)."""
+    per_value = 6 if corrected else 5
+    return per_value * batch * sum(sizes[: n_layers + 1])
+
+
+def averaging_ops(reads: int, size: int) -> int:
+    """Averaging ``reads`` reads of ``size`` outputs."""
+    return reads * size
+
+
+def logits_ops(batch: int, width: int, n_classes: int) -> int:
+    """The softmax head's logits: one multiply-add (2 operations) per feature and class."""
+    return 2 * batch * width * n_classes
+
+
+def layer_update_ops(batch: int, n_in: int, n_out: int) -> int:
+    """One layer's update from a positive and a negative phase of ``batch`` examples: the
+    signal (~6 per value), the gradient product (2 per multiply-add) and smoothing and step
+    (~6 per weight, bias row included)."""
+    sig = 2 * batch * n_out
+    return 6 * sig + 2 * (2 * batch * n_in) * n_out + 6 * (n_in + 1) * n_out
+
+
+def head_update_ops(batch: int, width: int, n_classes: int) -> int:
+    """The softmax head's update: gradient product and smoothing and step (~8 per weight)."""
+    return 2 * batch * width * n_classes + 8 * width * n_classes
+
+
+def direct_program_ops(size: int) -> int:
+    """Sending a wanted change as it is: one operation per weight."""
+    return size
+
+
+def mixed_program_ops(size: int) -> int:
+    """Mixed precision: accumulate, divide, truncate, multiply, subtract per weight."""
+    return 5 * size
+
+
+def probability_ops(size: int) -> int:
+    """Softmax of a teacher's logits: about 4 operations per value."""
+    return 4 * size
+
+
+def slope_table_ops(size: int) -> int:
+    """Building perturbed slope tables from ``size`` swept outputs: about 12 per value."""
+    return 12 * size
+
+
+def column_mean_ops(batch: int, n_out: int) -> int:
+    """Mean of a layer's measured outputs per column."""
+    return batch * n_out
+
+
+def head_width(sizes: Sequence[int], head_layers: Sequence[int]) -> int:
+    """Features the softmax head reads: the widths of its hidden layers."""
+    return sum(int(sizes[i + 1]) for i in head_layers)
+
+
+def training_macs(sizes: Sequence[int], n_images: int, batch: int, epochs: int, head_features: int,
+                  n_classes: int = 10) -> float:
+    """Multiply-accumulates of the same training on a digital machine.
+
+    Per batch and layer three forward passes (neutral, positive, negative) and the weight
+    gradient of both phases (bias row included), plus the head's logits over
+    ``head_features`` features.
+    """
+    n_batches = n_images // batch
+    per_batch = 0.0
+    for i in range(len(sizes) - 1):
+        n_in, n_out = sizes[i], sizes[i + 1]
+        per_batch += 3 * batch * n_in * n_out
+        per_batch += (2 * batch) * (n_in + 1) * n_out
+    per_batch += 2 * batch * head_features * n_classes
+    return per_batch * n_batches * epochs
