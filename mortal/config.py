@@ -9,25 +9,27 @@ adds lists of values to try.  Example (every table and key is optional)::
 
     [chip]
     preset = "pcm"
-    layers = [300, 300]   # hidden widths
+    layers = [300, 300]   # hidden widths (the input width follows from the data)
     [chip.spec]           # overrides of the preset's spec groups (see devices.spec)
     adc = { bits = 6 }
 
-    [train]               # any field of mortal.ff.FFConfig
+    [train]               # mortal.ff.FFConfig: top-level fields and groups
     epochs = 5
-    policy = "mixed"
+    [train.optimizer]
+    lr = 0.02
 
     [data]
-    source = "mini"       # or "mnist" (path, MORTAL_DATA, cache, download)
+    source = "mini"       # "mnist", "digits", or an .npz path
     train_size = 6000
 
-    [sweep]               # dotted keys from the list below; every combination is run
+    [sweep]               # dotted keys; every combination is run
     "chip.adc_bits" = [4, 6, 8]
     "train.policy" = ["direct", "mixed"]
+    "train.optimizer.lr" = [0.01, 0.02]
 
 Sweepable keys: ``chip.preset``, ``chip.layers`` (a list of width lists),
-``chip.adc_bits``, ``chip.dac_bits``, ``train.reads_per_measurement``,
-``train.policy``, ``train.epochs``, and any other ``train.<field>``.
+``chip.adc_bits``, ``chip.dac_bits``, and any ``train.<field>`` of ``FFConfig``
+(dotted through its groups, e.g. ``train.measurement.reads``).
 
 Errors are :class:`ConfigError` with one message that names the file and the
 field.  :meth:`ExperimentConfig.resolved` is the config with every default and
@@ -42,6 +44,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, Optional
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 import devices
@@ -49,12 +52,10 @@ import devices
 from .ff import FFConfig
 
 __all__ = ["ConfigError", "ChipConfig", "DataConfig", "ExperimentConfig", "SweepPoint", "load_config",
-           "SWEEP_KEYS"]
+           "SWEEP_KEYS", "chip_input_width", "load_data"]
 
 #: Sweep keys outside ``train.*`` and what they change.
 SWEEP_KEYS = ("chip.preset", "chip.layers", "chip.adc_bits", "chip.dac_bits")
-#: FFConfig fields a fleet sets itself (per chip), so a config may not.
-FLEET_OWNED = ("seed", "eval_every", "checkpoint_every")
 
 
 class ConfigError(ValueError):
@@ -83,7 +84,7 @@ class ChipConfig(_Model):
 
     preset: str = "pcm"
     layers: tuple[int, ...] = (300, 300)
-    """Hidden layer widths (the input width, 784, is implied)."""
+    """Hidden layer widths (the input width follows from the data and the label layout)."""
     spec: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Overrides of the preset's spec groups, e.g. ``{"adc": {"bits": 6}}``."""
 
@@ -104,19 +105,55 @@ class ChipConfig(_Model):
             return devices.get_preset(self.preset)
         return devices.variant(self.preset, **self.spec)
 
-    @property
-    def sizes(self) -> tuple[int, ...]:
-        return (784,) + tuple(self.layers)
+    def sizes(self, n_inputs: int) -> tuple[int, ...]:
+        """Layer sizes for a chip whose first layer takes ``n_inputs`` inputs."""
+        return (int(n_inputs),) + tuple(self.layers)
 
 
 class DataConfig(_Model):
-    """Which MNIST to use."""
+    """Which dataset to use (``mortal.data.load_dataset``)."""
 
-    source: Literal["mini", "mnist"] = "mini"
+    source: Literal["mini", "mnist", "digits", "npz"] = "mini"
+    """The bundled MNIST subset, full MNIST, scikit-learn's 8x8 digits, or an .npz file (path)."""
     path: Optional[str] = None
-    """For ``source = "mnist"``: an .npz or IDX folder (default: MORTAL_DATA, cache, download)."""
+    """For mnist: an .npz or IDX folder (default: MORTAL_DATA, cache, download); for npz: the file."""
     train_size: Optional[int] = Field(None, ge=1)
+    """Use only the first N training examples."""
     test_size: Optional[int] = Field(None, ge=1)
+    """Use only the first N test examples."""
+
+    @model_validator(mode="after")
+    def _npz_has_path(self) -> "DataConfig":
+        if self.source == "npz" and not self.path:
+            raise ValueError("source = \"npz\" needs a path")
+        return self
+
+
+def load_data(cfg: DataConfig):
+    """The :class:`mortal.data.Dataset` a data config names (sizes applied); ValueError if unusable."""
+    from .data import load_dataset
+
+    where = cfg.path if cfg.source in ("npz", "mnist") and cfg.path else cfg.source
+    data = load_dataset(where) if cfg.source != "mnist" or not cfg.path else load_dataset(cfg.path)
+    return data.subset(cfg.train_size, cfg.test_size)
+
+
+def chip_input_width(spec: devices.ChipSpec, train: FFConfig, data: Any) -> int:
+    """The input width of a chip for ``data`` (a ``Dataset``) under ``train``'s label layout.
+
+    ``placement = "auto"`` writes the label over the first inputs when those are nearly blank
+    (at most 1 % of their values in the training set nonzero; 0.27 % for the 80 inputs that
+    MNIST's 8 label copies take, in its top rows) and appends it otherwise.
+    """
+    lab = train.labels
+    copies = lab.copies if lab.copies is not None else (1 if spec.programming.mode == "exact" else 8)
+    width = data.n_classes * copies
+    d = data.n_inputs
+    placement = lab.placement
+    if placement == "auto":
+        blank = width <= d and float(np.count_nonzero(data.train_inputs[:, :width])) <= 0.01 * data.n_train * width
+        placement = "first" if blank else "append"
+    return d if placement == "first" else d + width
 
 
 class SweepPoint(_Model):
@@ -137,30 +174,27 @@ class ExperimentConfig(_Model):
     workers: Optional[int] = Field(None, ge=1, le=1024)
     """Local worker processes (default: the number of CPUs)."""
     chip: ChipConfig = Field(default_factory=ChipConfig)
-    train: FFConfig = Field(default_factory=lambda: FFConfig(epochs=5, policy="mixed"))
+    train: FFConfig = Field(default_factory=lambda: FFConfig(epochs=5))
     data: DataConfig = Field(default_factory=DataConfig)
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
 
     @field_validator("sweep")
     @classmethod
     def _sweep_keys(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        train_fields = set(FFConfig.model_fields) - set(FLEET_OWNED)
         for key, values in v.items():
-            ok = key in SWEEP_KEYS or (key.startswith("train.") and key[6:] in train_fields)
+            ok = key in SWEEP_KEYS or (key.startswith("train.") and key != "train.seed")
             if not ok:
                 raise ValueError(f"unknown sweep key {key!r}; expected one of {list(SWEEP_KEYS)} "
-                                 "or train.<field of FFConfig>")
+                                 "or train.<field of FFConfig> (dotted through its groups)")
             if not isinstance(values, list) or not values:
                 raise ValueError(f"sweep key {key!r} needs a non-empty list of values")
         return v
 
     @field_validator("train")
     @classmethod
-    def _not_fleet_owned(cls, v: FFConfig) -> FFConfig:
-        owned = sorted(set(FLEET_OWNED) & v.model_fields_set)
-        if owned:
-            raise ValueError(f"{', '.join(owned)} cannot be set here: the fleet seeds each chip's learner from "
-                             "the top-level seed and evaluates once at the end")
+    def _seed_is_the_fleets(cls, v: FFConfig) -> FFConfig:
+        if "seed" in v.model_fields_set:
+            raise ValueError("seed cannot be set here: the fleet seeds each chip's learner from the top-level seed")
         return v
 
     @model_validator(mode="after")
@@ -174,7 +208,7 @@ class ExperimentConfig(_Model):
         out = []
         for index, combo in enumerate(itertools.product(*(self.sweep[k] for k in keys))):
             chip = self.chip.model_dump()
-            train = self.train.model_dump()
+            train_changes: dict[str, Any] = {}
             params = dict(zip(keys, combo))
             for key, value in params.items():
                 if key == "chip.preset":
@@ -185,9 +219,10 @@ class ExperimentConfig(_Model):
                     group = key[5:8]
                     chip["spec"] = {**chip["spec"], group: {**chip["spec"].get(group, {}), "bits": value}}
                 else:
-                    train[key[6:]] = value
+                    train_changes[key[6:]] = value
             try:
-                point = SweepPoint(index=index, params=params, chip=ChipConfig(**chip), train=FFConfig(**train))
+                train = self.train.changed(**train_changes) if train_changes else self.train
+                point = SweepPoint(index=index, params=params, chip=ChipConfig(**chip), train=train)
             except ValidationError as exc:
                 where = ", ".join(f"{k} = {v!r}" for k, v in params.items())
                 raise ValueError(f"sweep point [{where}] is invalid: {_first_error(exc)}") from None
@@ -197,12 +232,10 @@ class ExperimentConfig(_Model):
     def resolved(self) -> dict[str, Any]:
         """Plain data with every default filled in, plus each sweep point's settings."""
         data = self.model_dump(mode="json")
-        for name in FLEET_OWNED:  # set per chip by the fleet (see the records), not by the config
-            data["train"].pop(name, None)
+        data["train"].pop("seed", None)  # set per chip by the fleet (see the records), not by the config
         data["points"] = [p.model_dump(mode="json") for p in self.points()]
         for point in data["points"]:
-            for name in FLEET_OWNED:
-                point["train"].pop(name, None)
+            point["train"].pop("seed", None)
         return data
 
 
@@ -224,17 +257,24 @@ def validation_messages(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
-    """Read and validate a TOML experiment config; raise :class:`ConfigError` naming file and field."""
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Read and validate a TOML experiment config, with ``overrides`` (nested plain data, e.g.
+    from ``--set``) merged over it; raise :class:`ConfigError` naming file and field."""
     p = Path(path)
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read the config ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a UTF-8 text file (TOML configs are UTF-8)") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    if overrides:
+        from .options import merge
+
+        raw = merge(raw, overrides)
     return config_from_dict(raw, str(p))
 
 

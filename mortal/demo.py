@@ -22,10 +22,10 @@ from typing import Any
 import devices
 
 from .care import SECONDS_PER_DAY as DAY, DriftCompensator
-from .checkpoint import CHIP_FILE, latest_checkpoint
-from .config import config_from_dict
+from .config import config_from_dict, load_data
 from .distill import DistillConfig, distill
 from .errors import InputError
+from .ff import CHIP_FILE, FFLearner, latest_checkpoint, load_learner
 from .fleet import chip_seed, learner_seed, run_fleet
 from .lifetime import SECONDS_PER_YEAR, weight_copy
 from .report import write_report
@@ -48,7 +48,7 @@ def run_demo(out: Path, chips: int = 4, workers: int | None = None, layers: tupl
     cfg = config_from_dict({
         "name": "demo", "seed": seed, "chips": chips,
         "chip": {"preset": "pcm", "layers": list(layers)},
-        "train": {"epochs": epochs, "policy": "mixed"},
+        "train": {"epochs": epochs},
         "data": {"source": "mini"},
     }, "demo")
     say(f"[1/3] training {chips} unique pcm chips ({'x'.join(map(str, layers))}, {epochs} epochs, "
@@ -60,19 +60,13 @@ def run_demo(out: Path, chips: int = 4, workers: int | None = None, layers: tupl
         say(f"{len(res.failed)} chips failed; see {fleet_dir / 'records.jsonl'}")
         return 1
 
-    from .data import load_mnist_mini
-    from .ff import FFLearner
-
-    data = load_mnist_mini()
-    xtr, ytr, xte, yte = data.train_images, data.train_labels, data.test_images, data.test_labels
+    data = load_data(cfg.data)
+    xtr, xte, yte = data.train_inputs, data.test_inputs, data.test_labels
     key = res.records[0]["key"]
-    ck = latest_checkpoint(fleet_dir / "chips" / key / "")
-    teacher = devices.load_chip(ck / CHIP_FILE)
-    train_cfg = cfg.points()[0].train.model_copy(update={"seed": learner_seed(seed, 0), "eval_every": 0,
-                                                         "checkpoint_every": epochs})
-    tl = FFLearner(train_cfg)
-    # Restores the learner from its checkpoint: no epochs are left to train.
-    tl.fit(teacher, xtr, ytr, resume=ck.parent, checkpoint_dir=ck.parent, progress=False)
+    ckdir = fleet_dir / "chips" / key
+    teacher = devices.load_chip(latest_checkpoint(ckdir) / CHIP_FILE)
+    tl = load_learner(ckdir, teacher)  # the trained learner, bound to the chip saved with it
+    sizes = tuple(int(n) for n in teacher.info.layer_sizes)
 
     say("[2/3] chip 0 ages for a simulated year (softmax test error) ...")
     comp = DriftCompensator(xtr[:200], mode="column")
@@ -84,7 +78,7 @@ def run_demo(out: Path, chips: int = 4, workers: int | None = None, layers: tupl
     t_trained = teacher.clock_s
     for label, age in (("1 day", DAY), ("1 month", 30 * DAY), ("1 year", SECONDS_PER_YEAR)):
         teacher.wait(t_trained + age - teacher.clock_s)
-        tl.correction = None
+        tl.state.correction = None
         raw = tl.evaluate(teacher, xte, yte, "softmax").errors["softmax"]
         comp.update(teacher, tl)
         fixed = tl.evaluate(teacher, xte, yte, "softmax").errors["softmax"]
@@ -95,14 +89,17 @@ def run_demo(out: Path, chips: int = 4, workers: int | None = None, layers: tupl
 
     say("[3/3] the aged chip teaches a fresh chip from unlabelled images ...")
     born = teacher.clock_s - t_trained
-    student = devices.make_chip("pcm", cfg.points()[0].chip.sizes, chip_seed(seed, chips))
-    sl = FFLearner(train_cfg.model_copy(update={"seed": learner_seed(seed, chips), "checkpoint_every": 0}))
-    dres = distill(teacher, student, tl, sl, xtr, DistillConfig(), progress=bars)
+    student = devices.make_chip("pcm", sizes, chip_seed(seed, chips))
+    # The student's settings are the teacher's (DistillConfig.student_config), trained as long as
+    # the teacher was, to keep the demo quick.
+    dcfg = DistillConfig(student_epochs=epochs)
+    sl = FFLearner(dcfg.student_config(tl.config, learner_seed(seed, chips)))
+    dres = distill(teacher, student, tl, sl, xtr, dcfg, progress=bars)
     s_err = sl.evaluate(student, xte, yte, "softmax").errors["softmax"]
     events.append({"event": "distilled", "generation": 1, "time_s": born + student.clock_s, "age_s": student.clock_s,
                    "test_error": {"softmax": s_err}})
-    copy_chip = devices.make_chip("pcm", cfg.points()[0].chip.sizes, chip_seed(seed, chips))
-    tl.correction = None
+    copy_chip = devices.make_chip("pcm", sizes, chip_seed(seed, chips))
+    tl.state.correction = None
     cl = weight_copy(teacher, copy_chip, tl)
     c_err = cl.evaluate(copy_chip, xte, yte, "softmax").errors["softmax"]
 

@@ -32,13 +32,14 @@ import numpy as np
 
 import devices
 
-from .config import ConfigError, DataConfig, ExperimentConfig, SweepPoint, config_from_dict
+from .config import (ConfigError, DataConfig, ExperimentConfig, SweepPoint, chip_input_width, config_from_dict,
+                     load_data)
 from .errors import InputError
 from .ff import FFLearner
 from .progress import Progress
 
 __all__ = ["run_fleet", "FleetResult", "chip_seed", "learner_seed", "read_records", "summarize",
-           "pareto_front", "dask_executor", "training_macs", "RECORDS_FILE", "CONFIG_FILE"]
+           "pareto_front", "dask_executor", "RECORDS_FILE", "CONFIG_FILE"]
 
 RECORDS_FILE = "records.jsonl"
 CONFIG_FILE = "config.resolved.json"
@@ -52,21 +53,6 @@ def chip_seed(root: int, i: int) -> np.random.SeedSequence:
 def learner_seed(root: int, i: int) -> int:
     """The learner seed of chip ``i`` (drawn from the chip's own sequence)."""
     return int(chip_seed(root, i).generate_state(1, np.uint32)[0])
-
-
-def training_macs(sizes: tuple[int, ...], n_images: int, batch: int, epochs: int = 1,
-                  readout_from: int = 1) -> float:
-    """Multiply-accumulates of Forward-Forward training: per batch and layer three forward
-    passes (neutral, positive, negative) and the weight gradient of both phases, plus the head."""
-    n_batches = n_images // batch
-    per_batch = 0.0
-    for i in range(len(sizes) - 1):
-        n_in, n_out = sizes[i], sizes[i + 1]
-        per_batch += 3 * batch * n_in * n_out
-        per_batch += (2 * batch) * (n_in + 1) * n_out
-    head_in = sum(sizes[1 + readout_from:]) if len(sizes) > 2 else sizes[-1]
-    per_batch += 2 * batch * head_in * 10
-    return per_batch * n_batches * epochs
 
 
 # -- one chip (runs in a worker) ----------------------------------------------------------------------
@@ -88,16 +74,10 @@ _DATA_CACHE: dict[str, Any] = {}
 
 
 def _data(cfg: DataConfig):
+    """The dataset ``cfg`` names (``mortal.config.load_data``), loaded once per process."""
     key = cfg.model_dump_json()
     if key not in _DATA_CACHE:
-        from .data import load_mnist, load_mnist_mini
-
-        d = load_mnist_mini() if cfg.source == "mini" else load_mnist(cfg.path)
-        n, m = cfg.train_size or d.n_train, cfg.test_size or len(d.test_labels)
-        if n > d.n_train or m > len(d.test_labels):
-            raise InputError(f"data asks for {n} training / {m} test images; {d.source} has "
-                             f"{d.n_train} / {len(d.test_labels)}")
-        _DATA_CACHE[key] = (d.train_images[:n], d.train_labels[:n], d.test_images[:m], d.test_labels[:m], d.source)
+        _DATA_CACHE[key] = load_data(cfg)
     return _DATA_CACHE[key]
 
 
@@ -113,22 +93,22 @@ def run_chip(task: ChipTask) -> dict[str, Any]:
     rec["learner_seed"] = learner_seed(task.root_seed, task.chip)
     with threadpool_limits(1):
         try:
-            xtr, ytr, xte, yte, _ = _data(task.data)
-            spec = task.point.chip.build_spec()
-            chip = devices.make_chip(spec, task.point.chip.sizes, seq)
-            update: dict[str, Any] = {"seed": rec["learner_seed"], "eval_every": 0}
-            ckdir = None
-            if task.save_dir is not None:
-                ckdir = Path(task.save_dir) / task.key
-                update["checkpoint_every"] = task.point.train.epochs
-            learner = FFLearner(task.point.train.model_copy(update=update))
-            learner.fit(chip, xtr, ytr, checkpoint_dir=ckdir, progress=False)
+            data = _data(task.data)
+            point = task.point
+            spec = point.chip.build_spec()
+            sizes = point.chip.sizes(chip_input_width(spec, point.train, data))
+            chip = devices.make_chip(spec, sizes, seq)
+            ckdir = Path(task.save_dir) / task.key if task.save_dir is not None else None
+            learner = FFLearner(point.train.changed(seed=rec["learner_seed"]))
+            # checkpoint_dir alone: one checkpoint, at the end of training
+            learner.fit(chip, data.train_inputs, data.train_labels, n_classes=data.n_classes, eval_every=0,
+                        checkpoint_dir=ckdir, progress=False)
             train_energy = dict(chip.ledger.energy_j)
             train_time = float(chip.ledger.total_time_s)
             pulses = int(chip.ledger.counts.get("pulses", 0))
             errors, infer = {}, {}
             for method in ("softmax", "goodness"):
-                ev = learner.evaluate(chip, xte, yte, method)
+                ev = learner.evaluate(chip, data.test_inputs, data.test_labels, method)
                 errors[method] = ev.errors[method]
                 infer[method] = ev.total_energy_j / ev.n
             rec["status"] = "ok"
@@ -142,7 +122,8 @@ def run_chip(task: ChipTask) -> dict[str, Any]:
                 "stuck_fraction": devices.inspect(chip).stuck_fraction,
                 "history": [{k: r[k] for k in ("epoch", "loss_pos", "loss_neg", "train_error_online")}
                             for r in learner.history],
-                "n_train": int(len(ytr)), "n_test": int(len(yte)),
+                "n_train": int(data.n_train), "n_test": int(data.n_test),
+                "layer_sizes": [int(n) for n in sizes], "n_classes": int(data.n_classes),
             }
         except Exception as exc:  # the chip failed; the fleet goes on
             rec["status"] = "failed"

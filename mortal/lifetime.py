@@ -13,7 +13,9 @@ never do).  It holds
   record.
 
 Chip ``g`` of a lifetime run is fabricated from ``SeedSequence(seed,
-spawn_key=(g,))``; the learners are seeded with ``seed + g``.
+spawn_key=(g,))``; the learners are seeded with ``seed + g``.  Generation 0 trains
+with the ``train`` settings; every later generation with
+``distill.student_config(train, seed + g)`` from its teacher's soft targets.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 import devices
 
 from .care import SECONDS_PER_DAY, SECONDS_PER_YEAR, DriftCompensator, HealthMonitor
-from .config import known_preset, positive_widths
+from .config import chip_input_width, known_preset, positive_widths
 from .distill import DistillConfig, distill
 from .errors import InputError
 from .ff import FFConfig, FFLearner
@@ -101,59 +103,47 @@ def weight_copy(teacher: devices.AnalogChip, student: devices.AnalogChip, teache
 class LifetimeConfig(BaseModel):
     """Settings of a lifetime run (durations accept seconds or strings like ``"30d"``)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     preset: str = "pcm"
+    """Device preset of every chip."""
     layers: tuple[int, ...] = (1000, 1000, 1000)
     """Hidden layer widths."""
     generations: int = Field(3, ge=1, le=100)
-    epochs: int = Field(10, ge=1, le=10_000)
-    """Epochs of generation 0's training from labels."""
-    distill_epochs: Optional[int] = Field(None, ge=1, le=10_000)
-    """Epochs of each distillation (default: ``epochs``)."""
-    policy: Literal["direct", "mixed"] = "mixed"
-    refit_epochs: int = Field(0, ge=0, le=1000)
-    """Every generation's training (from labels or from its teacher) ends with a refit of its
-    softmax head over its frozen layers for this many epochs (``FFConfig.refit_epochs``)."""
+    """Chips in the lineage."""
     seed: int = Field(0, ge=0)
+    """Root seed: chip g is SeedSequence(seed, spawn_key=(g,)), its learner seed + g."""
     check_every: float = 30 * SECONDS_PER_DAY
     """Simulated time between health checks."""
     max_age: float = 20 * SECONDS_PER_YEAR
     """A chip is retired (and distilled) at this age even if it never reports dying."""
     probe_size: int = Field(500, ge=10)
-    """Labelled probe images kept by the controller for the health monitor (taken from the end
+    """Labelled probe examples kept by the controller for the health monitor (taken from the end
     of the training set)."""
     margin: float = Field(0.03, gt=0.0, lt=1.0)
     """Dying once the probe error exceeds the first post-training probe error by this much."""
     max_rise_per_day: Optional[float] = Field(None, gt=0.0, allow_inf_nan=False)
+    """Dying once the probe error rises faster than this per simulated day."""
     compensation: Literal["none", "global", "column"] = "column"
+    """Drift compensation: none, one factor per layer, or one per column."""
     reference_size: int = Field(200, ge=1)
-    """Unlabelled images the drift compensator reads as its fixed reference."""
-    temperature: float = Field(1.0, gt=0.0, allow_inf_nan=False)
-    positives: Literal["argmax", "sample"] = "argmax"
-    teacher_readout: Literal["goodness", "softmax", "combined"] = "softmax"
-    min_confidence: float = Field(0.0, ge=0.0, lt=1.0)
-    negatives: Literal["teacher", "own", "mixed"] = "teacher"
-    weighting: Literal["none", "confidence"] = "none"
-    head_epochs: int = Field(0, ge=0, le=1000)
-    head_weight_cost: Optional[float] = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
+    """Unlabelled examples the drift compensator reads as its fixed reference."""
     transfer_size: Optional[int] = Field(None, ge=1)
-    """Unlabelled transfer images per distillation (default: all training images)."""
-
-    def distill_config(self) -> DistillConfig:
-        """The transfer settings above (the fields shared with ``DistillConfig``)."""
-        return DistillConfig(**self.model_dump(include=set(DistillConfig.model_fields)))
+    """Unlabelled transfer examples per distillation (default: all training examples)."""
+    train: FFConfig = Field(default_factory=FFConfig)
+    """Generation 0's training from labels (its seed is replaced by the lifetime seed)."""
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    """Each transfer; the students train with distill.student_config(train)."""
 
     _durations = field_validator("check_every", "max_age", mode="before")(parse_duration)
     _widths = field_validator("layers")(positive_widths)
     _preset = field_validator("preset")(known_preset)
 
 
-def run_lifetime(config: LifetimeConfig, train_images: np.ndarray, train_labels: np.ndarray,
-                 test_images: np.ndarray, test_labels: np.ndarray,
-                 emit: Callable[[dict[str, Any]], None] | None = None,
+def run_lifetime(config: LifetimeConfig, data: Any, emit: Callable[[dict[str, Any]], None] | None = None,
                  progress: bool = False) -> list[dict[str, Any]]:
-    """Run a lifetime and return its events (also passed to ``emit`` as they happen).
+    """Run a lifetime on ``data`` (a :class:`mortal.data.Dataset`) and return its events (also
+    passed to ``emit`` as they happen).
 
     Events (``event`` field): ``trained`` (generation 0 after training from labels),
     ``check`` (one health check: probe error, softmax test error, compensation factors,
@@ -163,14 +153,15 @@ def run_lifetime(config: LifetimeConfig, train_images: np.ndarray, train_labels:
     time since generation 0 was fabricated; ``age_s`` the chip's own age.
     """
     cfg = config
-    if cfg.probe_size + cfg.reference_size > len(train_labels) - 1:
+    n = data.n_train
+    if cfg.probe_size + cfg.reference_size > n - 1:
         raise InputError(f"probe_size + reference_size ({cfg.probe_size} + {cfg.reference_size}) must leave "
-                         f"training images (there are {len(train_labels)})")
-    n_fit = len(train_labels) - cfg.probe_size
+                         f"training examples (there are {n})")
+    n_fit = n - cfg.probe_size
     n_transfer = n_fit if cfg.transfer_size is None else min(cfg.transfer_size, n_fit)
-    if min(n_fit, n_transfer) < FFConfig().batch_size:
-        raise InputError(f"{min(n_fit, n_transfer)} training/transfer images is fewer than one batch "
-                         f"({FFConfig().batch_size}); use more images or a smaller probe_size/transfer_size")
+    if min(n_fit, n_transfer) < cfg.train.batch_size:
+        raise InputError(f"{min(n_fit, n_transfer)} training/transfer examples is fewer than one batch "
+                         f"({cfg.train.batch_size}); use more data or a smaller probe_size/transfer_size")
     events: list[dict[str, Any]] = []
 
     def put(ev: dict[str, Any]) -> None:
@@ -179,27 +170,24 @@ def run_lifetime(config: LifetimeConfig, train_images: np.ndarray, train_labels:
             emit(ev)
 
     spec = devices.get_preset(cfg.preset)
-    sizes = (784,) + tuple(cfg.layers)
-    n = len(train_labels)
-    probe_x, probe_y = train_images[n - cfg.probe_size:], train_labels[n - cfg.probe_size:]
-    fit_x, fit_y = train_images[: n - cfg.probe_size], train_labels[: n - cfg.probe_size]
+    sizes = (chip_input_width(spec, cfg.train, data),) + tuple(cfg.layers)
+    x_all, y_all, k = data.train_inputs, data.train_labels, data.n_classes
+    test_x, test_y = data.test_inputs, data.test_labels
+    probe_x, probe_y = x_all[n - cfg.probe_size:], y_all[n - cfg.probe_size:]
+    fit_x, fit_y = x_all[: n - cfg.probe_size], y_all[: n - cfg.probe_size]
     reference = fit_x[: cfg.reference_size]
     transfer = fit_x[:n_transfer]
 
     def fabricate(g: int) -> devices.AnalogChip:
         return devices.make_chip(spec, sizes, np.random.SeedSequence(cfg.seed, spawn_key=(g,)))
 
-    def learner_for(g: int, epochs: int) -> FFLearner:
-        return FFLearner(FFConfig(epochs=epochs, policy=cfg.policy, seed=cfg.seed + g, eval_every=0,
-                                  refit_epochs=cfg.refit_epochs))
-
     def test_errors(chip: devices.AnalogChip, learner: FFLearner, method: str = "both") -> dict[str, float]:
-        return learner.evaluate(chip, test_images, test_labels, method=method).errors
+        return learner.evaluate(chip, test_x, test_y, method=method).errors
 
     t_wall = time.perf_counter()
     chip = fabricate(0)
-    learner = learner_for(0, cfg.epochs)
-    learner.fit(chip, fit_x, fit_y, progress=progress)
+    learner = FFLearner(cfg.train.changed(seed=cfg.seed))
+    learner.fit(chip, fit_x, fit_y, n_classes=k, progress=progress)
     birth = 0.0  # simulated time at which the current chip was fabricated
     put({"event": "trained", "generation": 0, "time_s": birth + chip.clock_s, "age_s": chip.clock_s,
          "test_error": test_errors(chip, learner), "energy_j": chip.ledger.total_energy_j,
@@ -242,10 +230,9 @@ def run_lifetime(config: LifetimeConfig, train_images: np.ndarray, train_labels:
         # Hand the knowledge on to a freshly fabricated chip, born now.
         t_birth = birth + chip.clock_s
         student = fabricate(gen + 1)
-        s_learner = learner_for(gen + 1, cfg.distill_epochs or cfg.epochs)
+        s_learner = FFLearner(cfg.distill.student_config(cfg.train, cfg.seed + gen + 1))
         teacher_test = test_errors(chip, learner)
-        res = distill(chip, student, learner, s_learner, transfer,
-                      cfg.distill_config(), progress=progress)
+        res = distill(chip, student, learner, s_learner, transfer, cfg.distill, progress=progress)
         birth = t_birth
         put({"event": "distilled", "generation": gen + 1, "teacher_generation": gen,
              "time_s": birth + student.clock_s, "age_s": student.clock_s,

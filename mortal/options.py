@@ -361,7 +361,7 @@ def _attribute_docs(model: type) -> dict[str, str]:
     return docs
 
 
-def reference_markdown(sections: list[tuple[str, type[BaseModel], str]], *, title: str | None = None) -> str:
+def reference_markdown(sections: list[tuple], *, title: str | None = None) -> str:
     """Markdown reference of every settable key: per section a heading and a table.
 
     Parameters
@@ -369,7 +369,9 @@ def reference_markdown(sections: list[tuple[str, type[BaseModel], str]], *, titl
     sections
         ``(title, model, prefix)``: a ``## title`` heading, the model's
         docstring (one line, if it has one) and the table
-        ``| key | type | default | meaning |`` with the rows of ``field_rows(model, prefix)``.
+        ``| key | type | default | meaning |`` with the rows of ``field_rows(model, prefix)``;
+        an optional fourth element, a tuple of key prefixes, leaves those rows out (a subtree
+        documented in its own section).
     title
         If given, a ``# title`` line first.
 
@@ -381,13 +383,16 @@ def reference_markdown(sections: list[tuple[str, type[BaseModel], str]], *, titl
     lines: list[str] = []
     if title is not None:
         lines += [f"# {title}", ""]
-    for heading, model, prefix in sections:
+    for heading, model, prefix, *rest in sections:
+        skip = tuple(rest[0]) if rest else ()
         lines += [f"## {heading}", ""]
         doc = model.__dict__.get("__doc__")
         if doc:
             lines += [_one_line(inspect.cleandoc(doc)), ""]
         lines += ["| key | type | default | meaning |", "|---|---|---|---|"]
         for row in field_rows(model, prefix):
+            if skip and row.key.startswith(skip):
+                continue
             cells = [_code(row.key), _code(row.type), _code(row.default), _cell(row.doc)]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
