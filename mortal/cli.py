@@ -18,19 +18,10 @@ import sys
 from typing import Sequence
 
 from . import __version__
+from . import commands
+from .commands import EXIT_CLUSTER, EXIT_FAIL, EXIT_OK, EXIT_USAGE
 
-__all__ = ["main", "EXIT_OK", "EXIT_FAIL", "EXIT_USAGE", "EXIT_CLUSTER", "SET_PREFIXES"]
-
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CLUSTER = 0, 1, 2, 3
-
-#: The ``--set`` key prefixes each command accepts ("" means the top of its settings tree).
-SET_PREFIXES = {
-    "train": ("train.",),
-    "distill": ("train.", "distill."),
-    "lifetime": ("", "train.", "distill."),
-    "fleet": ("",),
-    "sweep": ("",),
-}
+__all__ = ["main", "EXIT_OK", "EXIT_FAIL", "EXIT_USAGE", "EXIT_CLUSTER"]
 
 
 def _layers(text: str) -> tuple[int, ...]:
@@ -146,8 +137,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_OK
-    from . import commands
-
     try:
         return commands.run(args)
     except BrokenPipeError:  # output piped into a command that stopped reading (e.g. head)

@@ -17,11 +17,21 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .cli import EXIT_CLUSTER, EXIT_FAIL, EXIT_OK, EXIT_USAGE, SET_PREFIXES
 from .errors import InputError
 from .options import format_validation_error, merge, parse_assignments, reference_markdown
 
-__all__ = ["run", "reference", "flatten"]
+__all__ = ["run", "reference", "flatten", "EXIT_OK", "EXIT_FAIL", "EXIT_USAGE", "EXIT_CLUSTER", "SET_PREFIXES"]
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CLUSTER = 0, 1, 2, 3
+
+#: The ``--set`` key prefixes each command accepts ("" means the top of its settings tree).
+SET_PREFIXES = {
+    "train": ("train.",),
+    "distill": ("train.", "distill."),
+    "lifetime": ("", "train.", "distill."),
+    "fleet": ("",),
+    "sweep": ("",),
+}
 
 
 def _error(msg: str) -> int:

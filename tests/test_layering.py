@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LEARNING_MODULES = ("chip.py", "ff.py", "updates.py", "_kernels.py", "distill.py", "data.py", "care.py",
-                    "slopes.py", "checkpoint.py")
+LEARNING_MODULES = ("chip.py", "ff", "updates.py", "_kernels.py", "distill.py", "data.py", "data", "care.py",
+                    "slopes.py", "validate.py", "ops.py", "errors.py", "progress.py")
 
 
 def imported_packages(path: Path, root: Path = ROOT) -> set[str]:
@@ -81,7 +81,10 @@ def test_devices_sources_were_found():
     assert {p.name for p in DEVICE_FILES} >= {"__init__.py", "chip.py", "_kernels.py", "spec.py"}
 
 
-LEARNING_FILES = [ROOT / "mortal" / name for name in LEARNING_MODULES if (ROOT / "mortal" / name).is_file()]
+LEARNING_FILES = sorted(
+    f for name in LEARNING_MODULES
+    for f in ((ROOT / "mortal" / name).rglob("*.py") if (ROOT / "mortal" / name).is_dir()
+              else [ROOT / "mortal" / name] if (ROOT / "mortal" / name).is_file() else []))
 
 
 def test_learning_modules_never_import_devices():
@@ -93,3 +96,117 @@ def test_learning_modules_never_import_devices():
 
 def test_the_chip_protocol_module_exists():
     assert ROOT / "mortal" / "chip.py" in LEARNING_FILES
+
+
+# -- the learning package: no import cycles, no reaching into another module's private names --------
+
+MORTAL = ROOT / "mortal"
+MORTAL_FILES = sorted(MORTAL.rglob("*.py"))
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    """Dotted ``mortal`` modules that ``path`` imports at run time (imports inside
+    ``if TYPE_CHECKING:`` blocks are annotations only and do not count)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.dump(node.test):
+            skip.update(id(n) for b in node.body for n in ast.walk(b))
+    me = _module_name(path).split(".")
+    package = me if path.name == "__init__.py" else me[:-1]
+    known = {_module_name(p) for p in MORTAL_FILES}
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = (package[: len(package) - (node.level - 1)] if node.level else [])
+            mod = base + (node.module.split(".") if node.module else [])
+            names = [".".join(mod)] + [".".join(mod + [a.name]) for a in node.names]
+        else:
+            continue
+        for name in names:
+            while name and name not in known:
+                name = name.rpartition(".")[0]
+            if name and name.startswith("mortal"):
+                found.add(name)
+    found.discard(_module_name(path))
+    return found
+
+
+def test_no_import_cycles_among_mortal_modules():
+    graph = {_module_name(p): _runtime_imports(p) for p in MORTAL_FILES}
+    # A package imports its submodules through __init__; an edge to a package is one to its __init__.
+    cycles = []
+    state: dict[str, int] = {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if nxt == node or (node.startswith(nxt + ".") and nxt != "mortal"):
+                continue  # a submodule importing its own package's __init__ re-exports is not a cycle of modules
+            if state.get(nxt) == 1:
+                cycles.append(stack[stack.index(nxt):] + [nxt] if nxt in stack else [node, nxt])
+            elif not state.get(nxt):
+                visit(nxt, stack + [nxt])
+        state[node] = 2
+
+    for mod in sorted(graph):
+        if not state.get(mod):
+            visit(mod, [mod])
+    assert not cycles, f"import cycles among mortal modules: {cycles}"
+
+
+def test_the_cycle_check_sees_a_cycle(tmp_path):
+    # The checker on two files that import each other.
+    global MORTAL_FILES
+    saved = MORTAL_FILES
+    pkg = ROOT / "mortal"
+    a, b = pkg / "_cycle_probe_a.py", pkg / "_cycle_probe_b.py"
+    try:
+        a.write_text("from . import _cycle_probe_b\n")
+        b.write_text("from ._cycle_probe_a import x\n")
+        MORTAL_FILES = sorted(pkg.rglob("*.py"))
+        with pytest.raises(AssertionError, match="_cycle_probe"):
+            test_no_import_cycles_among_mortal_modules()
+    finally:
+        a.unlink(missing_ok=True)
+        b.unlink(missing_ok=True)
+        MORTAL_FILES = saved
+
+
+def _private_uses(path: Path) -> list[str]:
+    """Names with one leading underscore that ``path`` takes from other modules: imported
+    (``from .x import _y``) or read as attributes of anything but ``self``/``cls``."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            out += [f"import {a.name} from {node.module}" for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__")
+                    and a.name not in ("_kernels",)]
+        elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            owner = node.value
+            if isinstance(owner, ast.Name) and owner.id in ("self", "cls"):
+                continue
+            out.append(f"line {node.lineno}: .{node.attr}")
+    return out
+
+
+def test_no_mortal_module_uses_another_modules_private_names():
+    offenders = {str(p.relative_to(ROOT)): u for p in MORTAL_FILES if (u := _private_uses(p))}
+    assert not offenders, f"private names used across modules: {offenders}"
+
+
+def test_mortal_modules_stay_small():
+    long = {str(p.relative_to(ROOT)): n for p in MORTAL_FILES if (n := len(p.read_text().splitlines())) > 440}
+    assert not long, f"modules over ~400 lines (split them by concern): {long}"
