@@ -68,7 +68,7 @@ class DistillConfig(BaseModel):
 
     def student_config(self, teacher: FFConfig, seed: int) -> FFConfig:
         """The student's settings: the teacher's, with ``student_epochs`` and ``seed``."""
-        epochs = self.student_epochs if self.student_epochs is not None else 2 * teacher.epochs
+        epochs = self.student_epochs if self.student_epochs is not None else min(2 * teacher.epochs, 100_000)
         return teacher.changed(epochs=epochs, seed=seed)
 
 
@@ -76,7 +76,7 @@ class DistillConfig(BaseModel):
 class DistillResult:
     """What a transfer produced and cost.
 
-    ``teacher_probs`` float32 (n, 10): the soft targets; ``teacher_energy_j`` and
+    ``teacher_probs`` float32 (n, k): the soft targets; ``teacher_energy_j`` and
     ``teacher_time_s``: the teacher's reads; ``student_energy_j`` and ``student_time_s``:
     the student's training (by ledger category); ``history``: the student's epoch records;
     ``agreement``: share of transfer images whose teacher argmax the student's softmax
@@ -115,7 +115,7 @@ def check_alive(chip: Any, role: str = "chip") -> None:
 
 
 def teacher_probabilities(teacher: Chip, teacher_learner: FFLearner, inputs: Any, temperature: float = 1.0,
-                          batch_size: int = 1000, readout: str = "goodness") -> np.ndarray:
+                          batch_size: int = 1000, readout: str = "softmax") -> np.ndarray:
     """The teacher's soft labels, float32 (n, k), from its per-label goodness read through the
     chip, from its softmax head (``readout="softmax"``), or from both (``"combined"``)."""
     temperature = real_in(temperature, "temperature", 0.0, float("inf"), lo_open=True, hi_open=True)
@@ -151,7 +151,7 @@ def distill(teacher: Chip, student: Chip, teacher_learner: FFLearner, student_le
         The learner fitted on (or loaded with) ``teacher``: its label layout and readouts.
     student_learner : FFLearner
         A fresh learner; its ``config`` sets the student's training (epochs, policy, refit, ...);
-        ``config.student_config(teacher_learner.config, seed)`` derives one from the teacher's.
+        ``DistillConfig.student_config(teacher_learner.config, seed)`` derives one from the teacher's.
     transfer_inputs : array (n, d) or (n, ...)
         Unlabelled examples; they may differ from the teacher's training data.
     test_inputs, test_labels : optional

@@ -413,8 +413,10 @@ def dask_executor(scheduler: str | None = None, local_workers: int | None = None
     else:
         if isinstance(local_workers, bool) or not isinstance(local_workers, int) or local_workers < 1:
             raise InputError(f"local Dask workers must be a positive integer, got {local_workers!r}")
+        # The dashboard on a free local port: the default 8787 may be taken (by another cluster),
+        # which only moves it, with a warning.
         cluster = LocalCluster(n_workers=local_workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=40)
+                               dashboard_address="127.0.0.1:0", silence_logs=40)
         client = Client(cluster)
 
         def close() -> None:

@@ -90,6 +90,7 @@ def weight_copy(teacher: devices.AnalogChip, student: devices.AnalogChip, teache
         raise InputError("the student chip is dead (it reports dead=True)")
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise InputError(f"rounds must be a positive integer, got {rounds!r}")
+    teacher_learner.check_bound(teacher)
     learner = teacher_learner.copy_controller(student)
     target = [L.weights for L in devices.inspect(teacher).layers]
     for _ in range(rounds):
@@ -152,6 +153,12 @@ def run_lifetime(config: LifetimeConfig, data: Any, emit: Callable[[dict[str, An
     energies and errors), ``retired`` (the last chip at the end).  ``time_s`` is simulated
     time since generation 0 was fabricated; ``age_s`` the chip's own age.
     """
+    from .data import Dataset
+
+    if not isinstance(config, LifetimeConfig):
+        raise InputError(f"config must be a LifetimeConfig, got {type(config).__name__}")
+    if not isinstance(data, Dataset):
+        raise InputError(f"data must be a mortal.data.Dataset (e.g. load_dataset(\"mini\")), got {type(data).__name__}")
     cfg = config
     n = data.n_train
     if cfg.probe_size + cfg.reference_size > n - 1:

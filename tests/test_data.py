@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from mortal import data
+from mortal.data import download, mnist_files
 from mortal.data import (MNIST, Dataset, cache_dir, load_dataset, load_mnist, load_mnist_mini,
                          mnist_dataset)
 
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FULL_PATH = Path(os.environ.get("MORTAL_DATA") or ROOT.parent / "shared" / "data" / "mnist.npz")
 FULL_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 FULL_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-REAL_FETCH = data._fetch
+REAL_FETCH = download._fetch
 STEMS = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
          "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 
@@ -37,7 +38,7 @@ def isolated_env(monkeypatch, tmp_path):
 
     def no_network(url, timeout=60.0):
         raise AssertionError(f"unexpected fetch of {url}")
-    monkeypatch.setattr(data, "_fetch", no_network)
+    monkeypatch.setattr(download, "_fetch", no_network)
 
 
 def fake_arrays(n_train=40, n_test=20, seed=0):
@@ -73,6 +74,24 @@ def assert_same(mnist, arrays):
     np.testing.assert_array_equal(mnist.train_labels, arrays["y_train"])
     np.testing.assert_array_equal(mnist.test_images, arrays["x_test"])
     np.testing.assert_array_equal(mnist.test_labels, arrays["y_test"])
+
+
+# ------------------------------------------------------------------ package layout
+
+def test_public_names_are_importable_from_mortal_data():
+    from mortal.data import (DATASET_NAMES, DIGITS_N_TEST, MNIST, NPZ_KEYS, Dataset,  # noqa: F401
+                             cache_dir, load_dataset, load_mnist, load_mnist_mini, mnist_dataset)
+    assert DATASET_NAMES == ("mnist", "mini", "digits") and DIGITS_N_TEST == 297
+    assert NPZ_KEYS == ("x_train", "y_train", "x_test", "y_test")
+    assert sorted(data.__all__) == sorted(["Dataset", "load_dataset", "mnist_dataset", "MNIST",
+                                           "load_mnist", "load_mnist_mini", "cache_dir"])
+
+
+def test_patch_points_live_in_their_submodules():
+    # Patching mortal.data._fetch / MIRRORS / _RESOURCES would not reach the code; make that loud.
+    for name in ("_fetch", "MIRRORS", "_RESOURCES", "RESOURCES"):
+        assert not hasattr(data, name)
+    assert download.log.name == "mortal.data"
 
 
 # ------------------------------------------------------------------ mini set
@@ -282,10 +301,10 @@ def test_mnist_dataclass_validates_and_is_frozen():
 
 @pytest.fixture
 def served(tmp_path, monkeypatch):
-    """Fake gz files, and _RESOURCES patched to describe them."""
+    """Fake gz files, and mnist_files.RESOURCES patched to describe them."""
     arrays = fake_arrays(n_train=60, n_test=30, seed=5)
     files, resources = {}, []
-    for r, key in zip(data._RESOURCES, ["x_train", "y_train", "x_test", "y_test"]):
+    for r, key in zip(mnist_files.RESOURCES, ["x_train", "y_train", "x_test", "y_test"]):
         gz = gzip.compress(idx_bytes(arrays[key]))
         files[r.stem + ".gz"] = gz
         a = arrays[key]
@@ -294,8 +313,8 @@ def served(tmp_path, monkeypatch):
             class_counts=tuple(np.bincount(a, minlength=10).tolist()) if r.class_counts else (),
             first_labels=tuple(a[:10].tolist()) if r.first_labels else (),
             mean_pixel=round(float(a.mean()), 3) if r.mean_pixel is not None else None))
-    monkeypatch.setattr(data, "_RESOURCES", tuple(resources))
-    monkeypatch.setattr(data, "MIRRORS", ("https://mirror-a.invalid/mnist/",
+    monkeypatch.setattr(mnist_files, "RESOURCES", tuple(resources))
+    monkeypatch.setattr(download, "MIRRORS", ("https://mirror-a.invalid/mnist/",
                                           "https://mirror-b.invalid/mnist"))
     return arrays, files
 
@@ -311,7 +330,7 @@ def test_download_with_fallback_and_cache(tmp_path, monkeypatch, served):
         assert url.startswith("https://mirror-b.invalid/mnist/")
         return files[url.rsplit("/", 1)[1]]
 
-    monkeypatch.setattr(data, "_fetch", fetch)
+    monkeypatch.setattr(download, "_fetch", fetch)
     m = load_mnist()
     assert_same(m, arrays)
     assert "downloaded" in m.source
@@ -321,7 +340,7 @@ def test_download_with_fallback_and_cache(tmp_path, monkeypatch, served):
     for name, gz in files.items():
         assert (cache / name).read_bytes() == gz
     # second call: from the cache, no fetching
-    monkeypatch.setattr(data, "_fetch", lambda url, timeout=60.0: pytest.fail(url))
+    monkeypatch.setattr(download, "_fetch", lambda url, timeout=60.0: pytest.fail(url))
     assert_same(load_mnist(download=False), arrays)
 
 
@@ -332,7 +351,7 @@ def test_download_only_missing_files(tmp_path, monkeypatch, served):
     name = STEMS[0] + ".gz"
     (cache / name).write_bytes(files[name])
     calls = []
-    monkeypatch.setattr(data, "_fetch", lambda url, timeout=60.0:
+    monkeypatch.setattr(download, "_fetch", lambda url, timeout=60.0:
                         calls.append(url) or files[url.rsplit("/", 1)[1]])
     assert_same(load_mnist(), arrays)
     assert len(calls) == 3 and not any(name in c for c in calls)
@@ -345,8 +364,8 @@ def test_download_real_fetch_file_url(tmp_path, monkeypatch, served):
     mirror.mkdir()
     for name, gz in files.items():
         (mirror / name).write_bytes(gz)
-    monkeypatch.setattr(data, "_fetch", REAL_FETCH)
-    monkeypatch.setattr(data, "MIRRORS", ((tmp_path / "absent").as_uri() + "/",
+    monkeypatch.setattr(download, "_fetch", REAL_FETCH)
+    monkeypatch.setattr(download, "MIRRORS", ((tmp_path / "absent").as_uri() + "/",
                                           mirror.as_uri() + "/"))
     monkeypatch.setenv("MORTAL_OFFLINE", "1")  # overridden by download=True
     assert_same(load_mnist(download=True), arrays)
@@ -355,7 +374,7 @@ def test_download_real_fetch_file_url(tmp_path, monkeypatch, served):
 
 def test_download_rejects_bad_checksum(tmp_path, monkeypatch, served):
     arrays, files = served
-    monkeypatch.setattr(data, "_fetch", lambda url, timeout=60.0:
+    monkeypatch.setattr(download, "_fetch", lambda url, timeout=60.0:
                         files[url.rsplit("/", 1)[1]] + b"x")
     with pytest.raises(OSError) as info:
         load_mnist()
@@ -367,10 +386,11 @@ def test_download_rejects_bad_checksum(tmp_path, monkeypatch, served):
 
 def test_download_rejects_wrong_content(tmp_path, monkeypatch, served):
     arrays, files = served
-    r = data._RESOURCES[1]
+    r = mnist_files.RESOURCES[1]
     wrong = dataclasses.replace(r, class_counts=(6,) * 9 + (7,))
-    monkeypatch.setattr(data, "_RESOURCES", (data._RESOURCES[0], wrong) + data._RESOURCES[2:])
-    monkeypatch.setattr(data, "_fetch", lambda url, timeout=60.0: files[url.rsplit("/", 1)[1]])
+    resources = mnist_files.RESOURCES
+    monkeypatch.setattr(mnist_files, "RESOURCES", (resources[0], wrong) + resources[2:])
+    monkeypatch.setattr(download, "_fetch", lambda url, timeout=60.0: files[url.rsplit("/", 1)[1]])
     with pytest.raises(OSError, match="class counts"):
         load_mnist()
     assert not (tmp_path / "cache" / (STEMS[1] + ".gz")).exists()
@@ -384,10 +404,10 @@ def test_download_rejects_wrong_content(tmp_path, monkeypatch, served):
 def test_check_download_content(served, field, value, pattern):
     arrays, files = served
     idx = {"count": 0, "first_labels": 3, "mean_pixel": 2}[field]
-    r = dataclasses.replace(data._RESOURCES[idx], **{field: value})
+    r = dataclasses.replace(mnist_files.RESOURCES[idx], **{field: value})
     with pytest.raises(ValueError, match=pattern):
-        data._check_download(r, files[r.stem + ".gz"], "u")
-    data._check_download(data._RESOURCES[idx], files[r.stem + ".gz"], "u")  # unchanged passes
+        download._check_download(r, files[r.stem + ".gz"], "u")
+    download._check_download(mnist_files.RESOURCES[idx], files[r.stem + ".gz"], "u")  # unchanged passes
 
 
 # ------------------------------------------------------------ Dataset class
@@ -737,9 +757,9 @@ def test_full_set_checks(full):
 def test_download_content_checks_accept_the_real_files(full):
     """The module's content constants hold for real MNIST (sha256 can't be checked offline)."""
     arrays = [full.train_images, full.train_labels, full.test_images, full.test_labels]
-    for r, a in zip(data._RESOURCES, arrays):
+    for r, a in zip(mnist_files.RESOURCES, arrays):
         gz = gzip.compress(idx_bytes(a), compresslevel=1)
-        data._check_download(dataclasses.replace(r, sha256=hashlib.sha256(gz).hexdigest()),
+        download._check_download(dataclasses.replace(r, sha256=hashlib.sha256(gz).hexdigest()),
                              gz, r.stem)
 
 

@@ -1,5 +1,8 @@
 """``mortal.options``: ``--set`` assignments, merging, the field reference and one-line validation errors.
 
+The field reference lives in ``mortal.field_reference``; it is tested here through its
+re-export from ``mortal.options``, the import path other code uses.
+
 The models here are toys (frozen, ``extra="forbid"``), not the project's configs,
 so that these tests pin the machinery and not the current settings.
 """
@@ -292,3 +295,12 @@ def test_suggest():
     assert suggest("sede", known) == "seed"
     assert suggest("nothing.alike", known) is None
     assert suggest("seed", []) is None
+
+
+def test_field_reference_is_re_exported_from_options():
+    from mortal import field_reference, options
+    for name in ("FieldRow", "field_rows", "reference_markdown"):
+        assert getattr(options, name) is getattr(field_reference, name)
+    assert sorted(options.__all__) == sorted(["FieldRow", "parse_value", "parse_assignments", "merge",
+                                              "field_rows", "reference_markdown",
+                                              "format_validation_error", "suggest"])

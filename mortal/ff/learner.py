@@ -232,6 +232,8 @@ class FFLearner:
         if (checkpoint_every or resume is not None) and not callable(getattr(chip, "save", None)):
             raise InputError("checkpoints need a chip with a save(path) method")
         data_id = targets.fingerprint(x)
+        if targets.soft:  # a run from soft targets resumes only with the same negative sampler
+            data_id += f"/{sampler_name}"
         if resume is not None:
             check_chip(chip)
             state, _ = check_checkpoint(cfg, chip, data_id, Path(resume))
