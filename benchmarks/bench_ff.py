@@ -9,6 +9,12 @@ Accuracy run (Hinton's recipe; hold-out as in his code is not used, the
 instead (the split on which settings are chosen before a test-set run); ``--save-dir DIR``
 saves the trained learner and chip as a checkpoint (for ``bench_refit.py``).
 
+``--defaults hinton`` (the default) builds the learner's settings on Hinton's plain recipe
+and the ``direct`` update policy unless ``--policy`` says otherwise: the settings under which
+the figures in ``benchmarks/RESULTS.md`` were made.  ``--defaults measured`` starts from the
+learner's current defaults instead (``mixed`` policy, head over all hidden layers, a 30-epoch
+head refit at weight cost 0); the options below override either table.
+
 Speed comparison of presets in one process (same data, same seed):
 
     python benchmarks/bench_ff.py --speed --presets ideal,pcm --train-size 10000 --epochs 1
@@ -35,16 +41,16 @@ if "--unset-blas-tuning" in sys.argv:  # before numpy loads OpenBLAS; both varia
 import numpy as np  # noqa: E402
 
 import devices  # noqa: E402
-from _common import gemm_peak_gflops, machine_line, split_holdout  # noqa: E402
-from mortal.checkpoint import save_checkpoint  # noqa: E402
+from _common import MNIST_CLASSES, ff_config, gemm_peak_gflops, machine_line, split_holdout  # noqa: E402
 from mortal.data import load_mnist  # noqa: E402
 from mortal.ff import FFConfig, FFLearner  # noqa: E402
-from mortal.fleet import training_macs  # noqa: E402
+from mortal.ops import head_width, training_macs  # noqa: E402
 
 
-def training_flops(sizes: tuple[int, ...], n_images: int, batch: int) -> float:
-    """Floating-point operations of the GEMMs of one training epoch (two per multiply-accumulate)."""
-    return 2.0 * training_macs(sizes, n_images, batch)
+def training_flops(sizes: tuple[int, ...], n_images: int, batch: int, head_layers: list[int]) -> float:
+    """Floating-point operations of the GEMMs of one training epoch (two per multiply-accumulate);
+    ``head_layers``: the hidden layers the softmax head reads."""
+    return 2.0 * training_macs(sizes, n_images, batch, 1, head_width(sizes, head_layers), MNIST_CLASSES)
 
 
 def _median_train_s(history: list[dict]) -> float:
@@ -58,9 +64,11 @@ def parse_layers(text: str) -> tuple[int, ...]:
 
 
 def run(preset: str, sizes: tuple[int, ...], cfg: FFConfig, split, n_train: int, log_path: str | None,
-        eval_test: bool = True) -> tuple[FFLearner, object]:
+        eval_test: bool = True, eval_every: int = 1, save_dir: str | None = None) -> tuple[FFLearner, object]:
     """Train one chip of ``preset`` on the first ``n_train`` images of ``split``
-    (``split_holdout``'s four arrays), evaluating on its last two (reported as ``test_error``)."""
+    (``split_holdout``'s four arrays), evaluating on its last two (reported as ``test_error``)
+    every ``eval_every`` epochs and at the end; ``save_dir``: checkpoint learner and chip there
+    at the end."""
     chip = devices.make_chip(preset, sizes, cfg.seed)
     learner = FFLearner(cfg)
 
@@ -74,8 +82,9 @@ def run(preset: str, sizes: tuple[int, ...], cfg: FFConfig, split, n_train: int,
                 fh.write(json.dumps(rec) + "\n")
 
     xtr, ytr, xev, yev = split
-    kw = {"test_images": xev, "test_labels": yev} if eval_test else {}
-    learner.fit(chip, xtr[:n_train], ytr[:n_train], log=log, progress=False, **kw)
+    kw = {"test_inputs": xev, "test_labels": yev} if eval_test else {}
+    learner.fit(chip, xtr[:n_train], ytr[:n_train], n_classes=MNIST_CLASSES, eval_every=eval_every,
+                checkpoint_dir=save_dir, log=log, progress=False, **kw)
     return learner, chip
 
 
@@ -87,18 +96,26 @@ def main() -> None:
     ap.add_argument("--layers", type=parse_layers, default=(1000, 1000, 1000))
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--train-size", type=int, default=60000)
-    ap.add_argument("--policy", default="direct")
-    ap.add_argument("--estimator", default="nominal")
+    ap.add_argument("--defaults", choices=("hinton", "measured"), default="hinton",
+                    help="the learner's default table (FFConfig.defaults): hinton, the recorded figures' "
+                         "settings (with policy direct), or measured, the current defaults")
+    ap.add_argument("--policy", choices=("direct", "mixed"), default=None,
+                    help="update policy (default: direct with --defaults hinton, else the table's, mixed)")
+    ap.add_argument("--estimator", choices=("nominal", "perturbed"), default="nominal")
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", default=None, help="MNIST .npz or folder (default: MORTAL_DATA)")
     ap.add_argument("--eval-every", type=int, default=10)
-    ap.add_argument("--refit-epochs", type=int, default=0,
-                    help="after training, refit the softmax head over the frozen layers (FFConfig.refit_epochs)")
-    ap.add_argument("--refit-weight-cost", type=float, default=0.0, help="the head's weight cost in that refit")
-    ap.add_argument("--refit-settle", type=float, default=0.0, help="idle chip seconds before that refit")
-    ap.add_argument("--head-layers", choices=("readout", "all"), default="readout",
-                    help="the hidden layers the softmax head reads (FFConfig.head_layers)")
+    ap.add_argument("--refit-epochs", type=int, default=None,
+                    help="after training, refit the softmax head over the frozen layers for K epochs "
+                         "(FFConfig refit.epochs; default: the table's, 0 for hinton, 30 for measured)")
+    ap.add_argument("--refit-weight-cost", type=float, default=None,
+                    help="the head's weight cost in that refit (refit.weight_cost; default 0)")
+    ap.add_argument("--refit-settle", type=float, default=None,
+                    help="idle chip seconds before that refit (refit.settle_s; default 0)")
+    ap.add_argument("--head-layers", choices=("readout", "all"), default=None,
+                    help="the hidden layers the softmax head reads (FFConfig recipe.head_layers; default: the "
+                         "table's, readout for hinton, all for measured)")
     ap.add_argument("--holdout", type=int, default=0,
                     help="evaluate on the last N training images, left out of training, instead of the test set")
     ap.add_argument("--save-dir", default=None, help="save the trained learner and chip here (a checkpoint)")
@@ -106,13 +123,18 @@ def main() -> None:
     ap.add_argument("--unset-blas-tuning", action="store_true")
     args = ap.parse_args()
 
-    data = load_mnist(args.data)
     sizes = (784,) + args.layers
     extra = {"lr": args.lr} if args.lr is not None else {}
-    cfg = FFConfig(epochs=args.epochs, seed=args.seed, policy=args.policy, estimator=args.estimator,
-                   eval_every=args.eval_every, refit_epochs=args.refit_epochs,
-                   refit_weight_cost=args.refit_weight_cost, refit_settle_s=args.refit_settle,
-                   head_layers=args.head_layers, **extra)
+    if args.eval_every < 0:
+        ap.error("--eval-every must be >= 0")
+    try:
+        cfg = ff_config(args.defaults, policy=args.policy, refit_epochs=args.refit_epochs,
+                        refit_weight_cost=args.refit_weight_cost, refit_settle_s=args.refit_settle,
+                        head_layers=args.head_layers, epochs=args.epochs, seed=args.seed,
+                        estimator=args.estimator, **extra)
+    except ValueError as exc:  # pydantic's ValidationError names the field
+        ap.error(str(exc))
+    data = load_mnist(args.data)
     print(f"# {machine_line()}")
     peak = gemm_peak_gflops()
     print(f"# float32 GEMM peak here: {peak:.1f} GFLOP/s")
@@ -121,7 +143,6 @@ def main() -> None:
     except ValueError as exc:
         ap.error(str(exc))
     n_trained = min(args.train_size, split[0].shape[0])
-    flops = training_flops(sizes, n_trained, cfg.batch_size)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
 
@@ -130,6 +151,7 @@ def main() -> None:
         for preset in args.presets.split(","):
             learner, _ = run(preset, sizes, cfg, split, n_trained, None, eval_test=False)
             times[preset] = _median_train_s(learner.history)
+            flops = training_flops(sizes, n_trained, cfg.batch_size, learner.state.head_layers)
             gf = flops / times[preset] / 1e9
             print(f"| {preset} | {times[preset]:.2f} s/epoch | {gf:.1f} GFLOP/s | {gf / peak:.1%} of peak |")
         base = next(iter(times.values()))
@@ -139,19 +161,18 @@ def main() -> None:
 
     t0 = time.perf_counter()
     log_path = os.path.join(args.out, "epochs.jsonl") if args.out else None
-    learner, chip = run(args.preset, sizes, cfg, split, n_trained, log_path)
-    if args.save_dir:
-        save_checkpoint(learner, chip, args.save_dir, f"bench_ff holdout {args.holdout}")
+    learner, chip = run(args.preset, sizes, cfg, split, n_trained, log_path, eval_every=args.eval_every,
+                        save_dir=args.save_dir)
     train_s = _median_train_s(learner.history)
-    gf = flops / train_s / 1e9
+    gf = training_flops(sizes, n_trained, cfg.batch_size, learner.state.head_layers) / train_s / 1e9
     summary = {
-        "preset": args.preset, "layers": list(sizes), "epochs": args.epochs, "policy": args.policy,
-        "estimator": args.estimator, "seed": args.seed, "train_size": n_trained,
+        "preset": args.preset, "layers": list(sizes), "epochs": args.epochs, "defaults": cfg.defaults,
+        "policy": cfg.policy, "estimator": cfg.measurement.estimator, "seed": args.seed, "train_size": n_trained,
         "evaluated_on": f"last {args.holdout} training images" if args.holdout else "test set",
         "test_error": learner.history[-1].get("test_error"),
-        "refit_epochs": cfg.refit_epochs, "refit_weight_cost": cfg.refit_weight_cost,
-        "refit_settle_s": cfg.refit_settle_s,
-        "head_layers": cfg.head_layers,
+        "refit_epochs": cfg.refit.epochs, "refit_weight_cost": cfg.refit.weight_cost,
+        "refit_settle_s": cfg.refit.settle_s,
+        "head_layers": cfg.recipe.head_layers,
         "test_error_before_refit": learner.history[-1].get("test_error_before_refit"),
         "best_test_error": {m: min(r["test_error"][m] for r in learner.history if "test_error" in r)
                             for m in learner.history[-1].get("test_error", {})},

@@ -3,13 +3,16 @@
     python benchmarks/bench_fleet.py --out runs/bench-fleet
 
 Each chip is a ``pcm`` 784-300-300 chip trained 5 epochs on the bundled subset
-(the ``mortal demo`` setting).  For each backend the same fleet runs on one and
-on two single-threaded workers; scaling efficiency is ``T1 / (2 T2)``.
+(the ``mortal demo`` setting), with Hinton's recipe and the ``mixed`` policy
+(``train.defaults = "hinton"``: the settings of the figures in ``benchmarks/RESULTS.md``);
+``BENCH_FLEET_CHIPS`` sets the number of chips (default 8).  For each backend the same
+fleet runs on one and on two single-threaded workers; scaling efficiency is ``T1 / (2 T2)``.
 
 Two timings per run: *cold* (workers started for the run: process start and
 the numba compilation of the kernels in every worker are included) and *warm*
 (the workers already ran one small chip, so compilation is done).  Records
-must be identical across all runs; the script checks it.
+must be identical across all runs, and every chip must have trained (status ``ok``); the
+script checks both.
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ from _common import machine_line  # noqa: E402
 from mortal.config import config_from_dict  # noqa: E402
 from mortal.fleet import run_chip, run_fleet  # noqa: E402
 
-FLEET = {"name": "bench", "seed": 0, "chips": int(os.environ.get("BENCH_FLEET_CHIPS", "8")), "chip": {"preset": "pcm", "layers": [300, 300]},
-         "train": {"epochs": 5, "policy": "mixed"}, "data": {"source": "mini"}}
+FLEET = {"name": "bench", "seed": 0, "chips": int(os.environ.get("BENCH_FLEET_CHIPS", "8")),
+         "chip": {"preset": "pcm", "layers": [300, 300]},
+         "train": {"defaults": "hinton", "epochs": 5, "policy": "mixed"}, "data": {"source": "mini"}}
 WARM = {"name": "warm", "seed": 99, "chips": 1, "chip": {"preset": "pcm", "layers": [20, 20]},
-        "train": {"epochs": 1}, "data": {"source": "mini", "train_size": 300, "test_size": 100}}
+        "train": {"defaults": "hinton", "epochs": 1, "policy": "direct"},
+        "data": {"source": "mini", "train_size": 300, "test_size": 100}}
 
 
 def _warm_task(_: int) -> int:
@@ -98,6 +103,9 @@ def main() -> None:
             times = {}
             for workers in (1, 2):
                 dt, recs = fn(workers, mode == "warm")
+                failed = [r for r in recs if r.get("status") != "ok"]
+                if failed:
+                    raise SystemExit(f"{len(failed)} chip(s) failed, e.g. {failed[0]['key']}: {failed[0].get('error')}")
                 if reference is None:
                     reference = recs
                 same = recs == reference

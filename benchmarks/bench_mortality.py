@@ -25,12 +25,22 @@ only for the final figures.  ``--teacher-dir DIR`` saves the trained teacher
 (chip and learner) there, or reuses the one already there, so that several
 transfer settings can be compared against the same teacher.
 
+Every learner's settings are Hinton's recipe (``FFConfig(defaults="hinton")``: head over
+the readout layers, no refit) with the ``--policy`` given (default ``mixed``), plus the
+options below: the settings of the figures in ``benchmarks/RESULTS.md``.
+
 ``--refit-epochs K`` ends every learner's training with a refit of its softmax
-head over its frozen layers (``FFConfig.refit_epochs``, weight cost
-``--refit-weight-cost``): the teacher's and the scratch chip's to the labels,
+head over its frozen layers (``FFConfig`` ``refit.epochs``, weight cost
+``--refit-weight-cost``: ``refit.weight_cost``): the teacher's and the scratch chip's to the labels,
 the student's to the teacher's soft targets.  The teacher is saved before its
 refit (so one saved teacher serves runs with and without it); its test error
-before the refit is reported too.
+before the refit is reported too.  ``--head-layers`` sets ``recipe.head_layers``.
+
+``--head-epochs K`` (with ``--head-weight-cost W``, default the learner's
+``optimizer.weight_cost_head``) refits the student's head to the teacher's soft
+targets for K epochs at the end of the transfer: the student's own ``refit`` settings
+(``refit.epochs = K``, ``refit.weight_cost = W``), which then take the place of
+``--refit-epochs`` for the student.
 
 ``--refit-head K`` is a diagnostic that uses labels: after the transfer, the
 softmax heads of copies of the teacher's and the student's controllers are
@@ -61,12 +71,11 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 import devices  # noqa: E402
-from _common import machine_line, split_holdout  # noqa: E402
+from _common import MNIST_CLASSES, ff_config, machine_line, split_holdout  # noqa: E402
 from mortal.care import SECONDS_PER_DAY as DAY, DriftCompensator  # noqa: E402
 from mortal.data import load_mnist  # noqa: E402
-from mortal.checkpoint import CHIP_FILE, save_checkpoint  # noqa: E402
 from mortal.distill import DistillConfig, distill  # noqa: E402
-from mortal.ff import FFConfig, FFLearner  # noqa: E402
+from mortal.ff import CHIP_FILE, FFConfig, FFLearner, energy_since, ledger_snapshot, save_checkpoint  # noqa: E402
 from mortal.lifetime import SECONDS_PER_YEAR, weight_copy  # noqa: E402
 
 
@@ -83,9 +92,10 @@ def shift_one_pixel(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def refit_error(learner: FFLearner, chip, images, targets, xte, yte, epochs: int) -> float:
     """Diagnostic: softmax test error after a copy of ``learner`` refits its head over the chip's
-    frozen layers to ``targets`` (``FFLearner.refit_head``); ``learner`` is left unchanged."""
+    frozen layers to ``targets`` (``FFLearner.refit_head``, at the learner's head weight cost
+    ``optimizer.weight_cost_head``, as these figures were first made); ``learner`` is left unchanged."""
     probe = learner.copy_controller(chip)
-    probe.refit_head(chip, images, targets, epochs)
+    probe.refit_head(chip, images, targets, epochs, weight_cost=learner.config.optimizer.weight_cost_head)
     return probe.evaluate(chip, xte, yte, "softmax").errors["softmax"]
 
 
@@ -95,7 +105,7 @@ def main() -> None:
     ap.add_argument("--layers", default="1000,1000,1000")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--distill-epochs", type=int, default=None)
-    ap.add_argument("--policy", default="mixed")
+    ap.add_argument("--policy", choices=("direct", "mixed"), default="mixed")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", default=None)
     ap.add_argument("--teacher-readout", default="softmax")
@@ -107,16 +117,20 @@ def main() -> None:
     ap.add_argument("--weighting", default="none", choices=("none", "confidence"),
                     help="weight each transfer image's layer update by the teacher's probability of its label")
     ap.add_argument("--head-epochs", type=int, default=0,
-                    help="after the transfer, refit the student's head to the teacher's targets (K epochs)")
+                    help="after the transfer, refit the student's head to the teacher's targets (K epochs; "
+                         "the student's FFConfig refit.epochs, in place of --refit-epochs)")
     ap.add_argument("--head-weight-cost", type=float, default=None,
-                    help="the head's weight cost in that refit (default: the learner's weight_cost_head)")
+                    help="the head's weight cost in that refit (the student's refit.weight_cost; default: the "
+                         "learner's optimizer.weight_cost_head)")
     ap.add_argument("--refit-epochs", type=int, default=0,
                     help="every learner ends by refitting its head over frozen layers for K epochs "
-                         "(FFConfig.refit_epochs): teacher and scratch to the labels, student to the teacher's targets")
-    ap.add_argument("--refit-weight-cost", type=float, default=0.0, help="the head's weight cost in that refit")
+                         "(FFConfig refit.epochs): teacher and scratch to the labels, student to the teacher's targets")
+    ap.add_argument("--refit-weight-cost", type=float, default=0.0,
+                    help="the head's weight cost in that refit (refit.weight_cost)")
     ap.add_argument("--head-layers", choices=("readout", "all"), default="readout",
-                    help="with --refit-epochs: the hidden layers every learner's head reads (FFConfig.head_layers); "
-                         "the teacher is trained with the readout head and its copy refitted with this one")
+                    help="with --refit-epochs: the hidden layers every learner's head reads (FFConfig "
+                         "recipe.head_layers); the teacher is trained with the readout head and its copy "
+                         "refitted with this one")
     ap.add_argument("--holdout", type=int, default=0,
                     help="hold out the last N training images and report errors on them, not on the test set")
     ap.add_argument("--teacher-dir", default=None,
@@ -139,18 +153,14 @@ def main() -> None:
     d_epochs = args.distill_epochs or args.epochs
     if args.head_layers != "readout" and not args.refit_epochs:
         ap.error("--head-layers needs --refit-epochs (the saved teacher's head reads the readout layers)")
-    data = load_mnist(args.data)
-    try:
-        xtr, ytr, xte, yte = split_holdout(data.train_images, data.train_labels, data.test_images,
-                                           data.test_labels, args.holdout)
-    except ValueError as exc:
-        ap.error(str(exc))
     if args.transfer_shifts < 0:
         ap.error("--transfer-shifts must be >= 0")
     if args.student_chip < 1:
         ap.error("--student-chip must be >= 1 (chip 0 is the teacher)")
     if args.refit_head < 0:
         ap.error("--refit-head must be >= 0")
+    if args.head_epochs < 0 or args.refit_epochs < 0:
+        ap.error("--head-epochs and --refit-epochs must be >= 0")
     print(machine_line(), flush=True)
     result: dict = {"preset": args.preset, "layers": list(sizes), "epochs": args.epochs,
                     "distill_epochs": d_epochs, "student_chip": args.student_chip,
@@ -171,11 +181,33 @@ def main() -> None:
     def fab(k: int) -> devices.AnalogChip:
         return devices.make_chip(args.preset, sizes, np.random.SeedSequence(args.seed, spawn_key=(k,)))
 
-    def cfg(epochs: int, seed: int, eval_every: int = 0, method: str = "both", checkpoint_every: int = 0,
-            refit: bool = True) -> FFConfig:
-        return FFConfig(epochs=epochs, policy=args.policy, seed=seed, eval_every=eval_every, eval_method=method,
-                        checkpoint_every=checkpoint_every, refit_epochs=args.refit_epochs if refit else 0,
-                        refit_weight_cost=args.refit_weight_cost, head_layers=args.head_layers if refit else "readout")
+    def cfg(epochs: int, seed: int, refit: bool = True, **changes) -> FFConfig:
+        """Hinton's recipe with ``--policy``; ``refit``: with the head refit and head layers of the
+        options (else none and the readout head, so that the saved teacher's settings do not
+        depend on the refit options); ``changes``: settings that differ."""
+        settings = dict(policy=args.policy, refit_epochs=args.refit_epochs if refit else 0,
+                        refit_weight_cost=args.refit_weight_cost if refit else None,
+                        head_layers=args.head_layers if refit else "readout", epochs=epochs, seed=seed)
+        return ff_config("hinton", **{**settings, **changes})
+
+    head_refit = {}
+    if args.head_epochs:  # the student's refit to the teacher's targets
+        wc = args.head_weight_cost
+        head_refit = {"refit_epochs": args.head_epochs,
+                      "refit_weight_cost": wc if wc is not None else
+                      cfg(d_epochs, args.seed).optimizer.weight_cost_head}
+    try:  # every learner's settings, validated before the data are loaded
+        cfg(args.epochs, args.seed, refit=False)
+        cfg(args.epochs, args.seed)
+        cfg(d_epochs, args.seed + args.student_chip, **head_refit)
+    except ValueError as exc:
+        ap.error(str(exc))
+    data = load_mnist(args.data)
+    try:
+        xtr, ytr, xte, yte = split_holdout(data.train_images, data.train_labels, data.test_images,
+                                           data.test_labels, args.holdout)
+    except ValueError as exc:
+        ap.error(str(exc))
 
     def line(tag: str):
         def show(rec: dict) -> None:
@@ -189,20 +221,21 @@ def main() -> None:
     # Saving the teacher (checkpoint after its last epoch) does not change its training.  It is
     # trained and saved without the head refit, which follows below, so that one saved teacher
     # serves runs with and without it.
-    tl = FFLearner(cfg(args.epochs, args.seed, checkpoint_every=args.epochs if args.teacher_dir else 0,
-                       refit=False))
+    tl = FFLearner(cfg(args.epochs, args.seed, refit=False))
     saved = Path(args.teacher_dir) / f"epoch-{args.epochs:04d}" if args.teacher_dir else None
     if saved is not None and saved.is_dir():
         teacher = devices.load_chip(saved / CHIP_FILE)
-        tl.fit(teacher, xtr, ytr, resume=saved.parent, checkpoint_dir=saved.parent, progress=False)
+        # Resuming a finished run restores the learner and checks that the settings and the
+        # training data are those the teacher was trained with; it trains no further.
+        tl.fit(teacher, xtr, ytr, n_classes=MNIST_CLASSES, resume=saved.parent, progress=False)
         print(f"teacher reused from {saved}", flush=True)
     else:
-        tl.fit(teacher, xtr, ytr, checkpoint_dir=args.teacher_dir, log=line("teacher"))
+        tl.fit(teacher, xtr, ytr, n_classes=MNIST_CLASSES, checkpoint_dir=args.teacher_dir, log=line("teacher"))
     res = tl.evaluate(teacher, xte, yte, "both")
     result["teacher"] = {"test_error": res.errors}
     if args.refit_epochs:
         result["teacher"]["test_error_before_refit"] = res.errors
-        if args.head_layers != tl.config.head_layers:
+        if args.head_layers != tl.config.recipe.head_layers:
             tl = tl.copy_controller(teacher, head_layers=args.head_layers)
         tl.refit_head(teacher, xtr, ytr, args.refit_epochs, weight_cost=args.refit_weight_cost)
         result["teacher"]["test_error"] = tl.evaluate(teacher, xte, yte, "both").errors
@@ -228,7 +261,7 @@ def main() -> None:
                 for m, c in comps.items():
                     c.update(chip, learner)
                     row[m] = learner.evaluate(chip, xte, yte, "both").errors
-                learner.correction = None
+                learner.state.correction = None
                 result["drift"][label] = row
                 print("drift", label, row, flush=True)
                 save()
@@ -236,7 +269,7 @@ def main() -> None:
         # 3. distillation from unlabelled training images
         t = time.perf_counter()
         student = fab(args.student_chip)
-        sl = FFLearner(cfg(d_epochs, args.seed + args.student_chip))
+        sl = FFLearner(cfg(d_epochs, args.seed + args.student_chip, **head_refit))
         transfer = xtr
         if args.transfer_shifts:
             transfer = np.concatenate([xtr] + [shift_one_pixel(xtr, np.random.default_rng([args.seed, k]))
@@ -244,8 +277,7 @@ def main() -> None:
         r = distill(teacher, student, tl, sl, transfer,
                     DistillConfig(temperature=args.temperature, teacher_readout=args.teacher_readout,
                                   positives=args.positives, min_confidence=args.min_confidence,
-                                  negatives=args.negatives, weighting=args.weighting,
-                                  head_epochs=args.head_epochs, head_weight_cost=args.head_weight_cost),
+                                  negatives=args.negatives, weighting=args.weighting),
                     log=line("distill"))
         res = sl.evaluate(student, xte, yte, "both")
         result["distilled"] = {"test_error": res.errors, **r.summary(), "wall_s": time.perf_counter() - t,
@@ -254,7 +286,7 @@ def main() -> None:
         print("distilled", result["distilled"], flush=True)
         save()
         if args.student_dir:
-            save_checkpoint(sl, student, Path(args.student_dir), "distilled student")
+            save_checkpoint(sl.config, sl.state, student, Path(args.student_dir), "distilled student")
         if args.refit_head:
             k = args.refit_head
             result["refit_head"] = {
@@ -277,11 +309,32 @@ def main() -> None:
         print("weight copy", result["weight_copy"], flush=True)
         save()
 
-    # 5. scratch from labels, softmax error after each epoch
+    # 5. scratch from labels, softmax error after each epoch.  Only the softmax readout is
+    # evaluated (fit's own evaluation reads both), after each epoch's training and, in the last
+    # epoch, before the head refit as well as after it, as these figures were first made; the
+    # last epoch's training energy includes the refit and the evaluation before it.
     t = time.perf_counter()
     scratch = fab(args.student_chip)
-    sc = FFLearner(cfg(d_epochs, args.seed + args.student_chip, eval_every=1, method="softmax"))
-    sc.fit(scratch, xtr, ytr, test_images=xte, test_labels=yte, log=line("scratch"))
+    sc = FFLearner(cfg(d_epochs, args.seed + args.student_chip, refit_epochs=0))
+    show = line("scratch")
+
+    def evaluate_softmax(rec: dict) -> None:
+        res = sc.evaluate(scratch, xte, yte, "softmax")
+        rec["test_error"], rec["eval_energy_j"] = res.errors, res.total_energy_j
+        if rec["epoch"] == d_epochs and args.refit_epochs:
+            rec["test_error_before_refit"] = res.errors
+            before = ledger_snapshot(scratch)
+            t_refit = time.perf_counter()
+            sc.refit_head(scratch, xtr, ytr, args.refit_epochs, weight_cost=args.refit_weight_cost)
+            rec["refit_wall_s"] = time.perf_counter() - t_refit
+            spent, _ = energy_since(scratch, before)
+            rec["train_energy_j"] = {c: rec["train_energy_j"].get(c, 0.0) + res.energy_j.get(c, 0.0)
+                                     + spent.get(c, 0.0) for c in spent}
+            res = sc.evaluate(scratch, xte, yte, "softmax")
+            rec["test_error"], rec["eval_energy_j"] = res.errors, res.total_energy_j
+        show(rec)
+
+    sc.fit(scratch, xtr, ytr, n_classes=MNIST_CLASSES, log=evaluate_softmax)
     curve = []
     energy = 0.0
     for rec in sc.history:

@@ -1,6 +1,7 @@
 """Refits of the softmax head over a saved chip's frozen layers (``FFLearner.refit_head``).
 
-Run on chips saved by ``bench_mortality.py`` (``--teacher-dir``, ``--student-dir``):
+Run on chips saved by ``bench_mortality.py`` (``--teacher-dir``, ``--student-dir``) or
+``bench_ff.py`` (``--save-dir``); restored with ``mortal.ff.load_learner``:
 
     python benchmarks/bench_refit.py --teacher-dir runs/teacher-wild-ho --student-dir runs/student-wild-ho \\
         --holdout 10000 --settings 10:0.003,10:0,30:0 --teacher-refit 30:0
@@ -38,9 +39,9 @@ import numpy as np
 
 import devices
 from _common import machine_line, split_holdout
-from mortal.checkpoint import CHIP_FILE, latest_checkpoint, load_learner
 from mortal.data import load_mnist
 from mortal.distill import teacher_probabilities
+from mortal.ff import CHIP_FILE, latest_checkpoint, load_learner
 
 
 def parse_settings(text: str) -> list[tuple[int, float]]:
@@ -55,7 +56,7 @@ def load(directory: str, head_layers: str | None = None):
     """A fresh load of a saved chip and its learner; ``head_layers``: the copy to refit reads those."""
     chip = devices.load_chip(latest_checkpoint(directory) / CHIP_FILE)
     learner = load_learner(directory, chip)
-    if head_layers is not None and head_layers != learner.config.head_layers:
+    if head_layers is not None and head_layers != learner.config.recipe.head_layers:
         learner = learner.copy_controller(chip, head_layers=head_layers)
     return chip, learner
 
@@ -69,8 +70,8 @@ def main() -> None:
     ap.add_argument("--teacher-refit", default=None, help="E:W: take the student's targets from the teacher "
                                                           "after this refit to the labels")
     ap.add_argument("--head-layers", choices=("readout", "all"), default="readout",
-                    help="the layers every refitted head reads (FFConfig.head_layers; the saved heads read "
-                         "the readout layers)")
+                    help="the layers every refitted head reads (FFConfig recipe.head_layers; the heads saved "
+                         "by the benchmarks' default runs read the readout layers)")
     ap.add_argument("--settle", default="0", help="comma-separated idle seconds before each teacher refit")
     ap.add_argument("--recheck-after", type=float, default=0.0,
                     help="evaluate each refitted teacher again after this many more idle seconds")

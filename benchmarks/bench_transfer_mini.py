@@ -7,6 +7,11 @@ students (all the same instance, chip seed 2) learn for 5 epochs from its
 ``goodness``, ``softmax`` and ``combined`` readouts on the 6,000 training images
 without labels; a weight copy and a student trained from the true labels are
 shown beside them.  One BLAS thread.
+
+Every learner follows Hinton's recipe (``FFConfig(defaults="hinton")``: head over the
+readout layers, no head refit) and the students take their negatives from the teacher's
+probabilities (``DistillConfig(negatives="teacher")``): the settings of the figures in
+``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import devices  # noqa: E402
-from _common import machine_line  # noqa: E402
+from _common import MNIST_CLASSES, ff_config, machine_line  # noqa: E402
 from mortal.data import load_mnist_mini  # noqa: E402
 from mortal.distill import DistillConfig, distill  # noqa: E402
 from mortal.ff import FFConfig, FFLearner  # noqa: E402
@@ -41,11 +46,11 @@ def main() -> None:
     sizes = (784, 300, 300)
 
     def cfg(seed: int) -> FFConfig:
-        return FFConfig(epochs=args.epochs, policy="mixed", eval_every=0, seed=seed)
+        return ff_config("hinton", policy="mixed", epochs=args.epochs, seed=seed)
 
     teacher = devices.make_chip(args.preset, sizes, seed=1)
     tl = FFLearner(cfg(0))
-    tl.fit(teacher, xtr, ytr)
+    tl.fit(teacher, xtr, ytr, n_classes=MNIST_CLASSES)
     result = {"command": " ".join(sys.argv), "preset": args.preset, "epochs": args.epochs,
               "teacher": tl.evaluate(teacher, xte, yte).errors}
     print("teacher", result["teacher"], flush=True)
@@ -54,7 +59,8 @@ def main() -> None:
         t = devices.load_chip(snap)
         student = devices.make_chip(args.preset, sizes, seed=2)
         sl = FFLearner(cfg(1))
-        r = distill(t, student, tl.copy_controller(t), sl, xtr, DistillConfig(teacher_readout=readout))
+        r = distill(t, student, tl.copy_controller(t), sl, xtr,
+                    DistillConfig(teacher_readout=readout, negatives="teacher"))
         result[f"student_{readout}"] = {"test_error": sl.evaluate(student, xte, yte).errors, **r.summary()}
         print(readout, result[f"student_{readout}"]["test_error"], flush=True)
     t = devices.load_chip(snap)
@@ -64,7 +70,7 @@ def main() -> None:
     print("weight copy", result["weight_copy"], flush=True)
     scratch = devices.make_chip(args.preset, sizes, seed=2)
     sc = FFLearner(cfg(1))
-    sc.fit(scratch, xtr, ytr)
+    sc.fit(scratch, xtr, ytr, n_classes=MNIST_CLASSES)
     result["scratch"] = {"test_error": sc.evaluate(scratch, xte, yte).errors,
                          "energy_j": scratch.ledger.total_energy_j}
     print("scratch", result["scratch"], flush=True)

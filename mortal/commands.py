@@ -71,11 +71,12 @@ def _assignments(args: argparse.Namespace) -> dict[str, Any]:
     """``--set`` items as nested data; InputError for keys outside the command's prefixes."""
     tree = parse_assignments(list(args.set))
     allowed = SET_PREFIXES[args.command]
-    if "" not in allowed:
-        for key in tree:
-            if f"{key}." not in allowed:
-                raise InputError(f"--set {key}...: this command takes keys starting with "
-                                 + " or ".join(allowed))
+    for key, value in tree.items():
+        if f"{key}." in allowed:
+            if not isinstance(value, dict):
+                raise InputError(f"--set {key}={value!r}: give a setting below it, e.g. {key}.epochs=3")
+        elif "" not in allowed:
+            raise InputError(f"--set {key}...: this command takes keys starting with " + " or ".join(allowed))
     return tree
 
 
@@ -98,6 +99,15 @@ def _dataset(args: argparse.Namespace, default: str = "mnist") -> Any:
         raise InputError(f"--train-size must be between 1 and {data.n_train} (the training examples available), "
                          f"got {size}")
     return data.subset(size) if size is not None else data
+
+
+def _recorded_data(out: Path) -> dict[str, Any]:
+    """The data a `mortal train --out` folder records in its config.json ({} if none)."""
+    try:
+        data = json.loads((out / "config.json").read_text())["data"]
+    except (OSError, KeyError, TypeError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -130,6 +140,8 @@ def cmd_options(args: argparse.Namespace) -> int:
         model, prefix = sections[name]
         print(f"[{name}]")
         for row in field_rows(model, prefix):
+            if not prefix and row.key.startswith(("train.", "distill.")):
+                continue
             print(f"  {row.key} = {row.default}  ({row.type})  {row.doc}")
     return EXIT_OK
 
@@ -137,7 +149,7 @@ def cmd_options(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import devices
     from .config import chip_input_width
-    from .ff import CHIP_FILE, FFConfig, FFLearner, latest_checkpoint, read_history
+    from .ff import CHIP_FILE, FFConfig, FFLearner, latest_checkpoint
     from .ff.checkpoint import check_checkpoint, saved_config
 
     tree = _assignments(args).get("train", {})
@@ -150,31 +162,42 @@ def cmd_train(args: argparse.Namespace) -> int:
         base = saved_config(ckdir).model_dump()
     else:
         base = {"seed": args.seed}
-    changes = {**flatten(tree), **({"epochs": args.epochs} if args.epochs is not None else {})}
+    epochs = {"epochs": args.epochs} if args.epochs is not None else {}
     try:
-        cfg = FFConfig(**base).changed(**changes) if args.resume else FFConfig(**merge(base, tree), **(
-            {"epochs": args.epochs} if args.epochs is not None else {}))
+        cfg = FFConfig(**base).changed(**flatten(tree), **epochs) if args.resume \
+            else FFConfig(**merge(merge(base, tree), epochs))
     except ValidationError as exc:
         raise InputError(format_validation_error(exc, "train", model=FFConfig)) from None
+    if args.resume and args.data is None and not args.mini:  # the data the run was started with
+        recorded = _recorded_data(out)
+        args.data = recorded.get("source")
+        if args.train_size is None and recorded.get("train_size"):
+            args.train_size = int(recorded["train_size"])
     data = _dataset(args)
     if args.resume:
         check_checkpoint(cfg, chip, None, ckdir)  # before anything in --out is rewritten
     else:
         spec = devices.get_preset(args.preset)
         chip = devices.make_chip(spec, (chip_input_width(spec, cfg, data),) + tuple(args.layers), args.seed)
-    log_path = None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        log_path = out / "epochs.jsonl"
-        if args.resume:  # keep only the epochs the checkpoint holds; the rest will be redone
-            log_path.write_text("".join(json.dumps(r) + "\n" for r in read_history(ckdir)))
-        (out / "config.json").write_text(json.dumps({
-            "preset": chip.spec.name, "layer_sizes": list(chip.info.layer_sizes), "seed": cfg.seed,
+    log_path = out / "epochs.jsonl" if out is not None else None
+    started = False
+
+    def start() -> None:
+        """Write the run's files once fit has accepted every input (nothing is written before)."""
+        out.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+        # The epochs before this one: on resume those the checkpoint held (the rest are redone).
+        log_path.write_text("".join(json.dumps(r) + "\n" for r in learner.history[:-1]))  # type: ignore[union-attr]
+        (out / "config.json").write_text(json.dumps({  # type: ignore[operator]
+            "preset": chip.spec.name, "layer_sizes": list(chip.info.layer_sizes), "seed": args.seed,
             "chip_seed": chip.seed, "data": {"source": args.data or ("mini" if args.mini else "mnist"),
                                              "name": data.name, "train_size": data.n_train},
             "train": cfg.model_dump(mode="json")}, indent=2))
 
     def show(rec: dict) -> None:
+        nonlocal started
+        if log_path is not None and not started:
+            start()
+            started = True
         if not args.quiet:
             te = " ".join(f"{k} {v:.4f}" for k, v in rec.get("test_error", {}).items())
             print(f"epoch {rec['epoch']:4d}  loss+ {rec['loss_pos']:.3f}  loss- {rec['loss_neg']:.3f}  "
@@ -194,7 +217,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     except InputError:
         raise
     except Exception as exc:  # the run itself failed (exit 1): say what and where the checkpoints are
-        where = f"; checkpoints in {ckdir}" if ckdir is not None else ""
+        where = f"; checkpoints in {ckdir}" if ckdir is not None and ckdir.is_dir() else ""
         print(f"mortal: training failed after {learner.epoch} epochs: {type(exc).__name__}: {exc}{where}",
               file=sys.stderr)
         return EXIT_FAIL
@@ -283,7 +306,7 @@ def _print_lifetime_table(events: list, wall: float) -> None:
 def cmd_distill(args: argparse.Namespace) -> int:
     import devices
     from .distill import DistillConfig, distill
-    from .ff import CHIP_FILE, FFLearner, latest_checkpoint, load_learner
+    from .ff import CHIP_FILE, FFConfig, FFLearner, latest_checkpoint, load_learner
     from .lifetime import weight_copy
 
     tree = _assignments(args)
@@ -308,7 +331,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         try:
             s_cfg = s_cfg.changed(**flatten(tree["train"]))
         except ValidationError as exc:
-            raise InputError(format_validation_error(exc, "train")) from None
+            raise InputError(format_validation_error(exc, "train", model=FFConfig)) from None
     if args.data is None and not args.mini:
         args.data = recorded.get("source", "mnist")
     data = _dataset(args).subset(int(recorded.get("train_size", 0)) or None)

@@ -49,6 +49,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 import devices
 
+from .options import format_validation_error, merge
+
 from .ff import FFConfig
 
 __all__ = ["ConfigError", "ChipConfig", "DataConfig", "ExperimentConfig", "SweepPoint", "load_config",
@@ -174,7 +176,7 @@ class ExperimentConfig(_Model):
     workers: Optional[int] = Field(None, ge=1, le=1024)
     """Local worker processes (default: the number of CPUs)."""
     chip: ChipConfig = Field(default_factory=ChipConfig)
-    train: FFConfig = Field(default_factory=lambda: FFConfig(epochs=5))
+    train: FFConfig = Field(default_factory=FFConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
 
@@ -245,18 +247,6 @@ def _first_error(exc: ValidationError) -> str:
     return f"{loc}: {err['msg']}" if loc else err["msg"]
 
 
-def validation_messages(exc: ValidationError) -> str:
-    """All of a ``ValidationError``'s problems on one line, each with its dotted location."""
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (typo?)"
-        parts.append(f"{loc}: {msg}")
-    return "; ".join(parts)
-
-
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     """Read and validate a TOML experiment config, with ``overrides`` (nested plain data, e.g.
     from ``--set``) merged over it; raise :class:`ConfigError` naming file and field."""
@@ -272,8 +262,6 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
     if overrides:
-        from .options import merge
-
         raw = merge(raw, overrides)
     return config_from_dict(raw, str(p))
 
@@ -283,7 +271,7 @@ def config_from_dict(raw: dict[str, Any], origin: str = "config") -> ExperimentC
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{origin}: {validation_messages(exc)}") from None
+        raise ConfigError(f"{origin}: {format_validation_error(exc, model=ExperimentConfig)}") from None
 
 
 def write_resolved(config: ExperimentConfig, path: str | Path) -> Path:

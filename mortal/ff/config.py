@@ -153,7 +153,11 @@ class FFConfig(BaseModel):
                                  + ", ".join(f"{g}.{key}" for g in owners))
             if owners:
                 group = data.get(owners[0], {})
-                group = group.model_dump() if isinstance(group, BaseModel) else dict(group)
+                if isinstance(group, BaseModel):
+                    group = group.model_dump(exclude_unset=True)
+                if not isinstance(group, dict):
+                    continue  # validation reports the malformed group
+                group = dict(group)
                 if key in group:
                     raise ValueError(f"{key!r} is given twice (also as {owners[0]}.{key})")
                 group[key] = data.pop(key)
@@ -162,19 +166,32 @@ class FFConfig(BaseModel):
         for dotted, value in table.items():
             group_name, field = dotted.split(".")
             group = data.get(group_name, {})
-            group = group.model_dump(exclude_unset=True) if isinstance(group, BaseModel) else dict(group)
+            if isinstance(group, BaseModel):
+                group = group.model_dump(exclude_unset=True)
+            if not isinstance(group, dict):
+                continue  # validation reports the malformed group
+            group = dict(group)
             group.setdefault(field, value)
             data[group_name] = group
         return data
 
     def changed(self, **changes: Any) -> "FFConfig":
-        """A re-validated copy with ``changes`` (dotted keys as ``"optimizer.lr"`` or unique names)."""
+        """A re-validated copy with ``changes`` (dotted keys as ``"optimizer.lr"`` or unique names).
+
+        ``defaults`` cannot be changed here (the copy holds every value explicitly, so another
+        table would not apply): build a new ``FFConfig(defaults=...)`` instead.
+        """
+        if "defaults" in changes:
+            raise ValueError("changed() cannot switch the default table; build FFConfig(defaults=...) anew")
         data = self.model_dump()
         flat: dict[str, Any] = {}
         for key, value in changes.items():
             if "." in key:
                 group, field = key.split(".", 1)
-                data[group] = {**data[group], field: value}
+                if group in _GROUPS:
+                    data[group] = {**data[group], field: value}
+                else:
+                    data[key] = value  # refused by validation with the key named
             else:
                 flat[key] = value
         for key, value in flat.items():

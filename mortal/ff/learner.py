@@ -160,9 +160,9 @@ class FFLearner:
 
     # -- training ---------------------------------------------------------------------------------
     def fit(self, chip: Chip, inputs: Any, labels: Any, *, n_classes: int | None = None, test_inputs: Any = None,
-            test_labels: Any = None, eval_every: int = 1, checkpoint_dir: str | Path | None = None,
-            checkpoint_every: int = 0, resume: str | Path | None = None, log: Log = None,
-            progress: bool | None = None) -> "FFLearner":
+            test_labels: Any = None, eval_every: int = 1, eval_method: str = "both",
+            checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0, resume: str | Path | None = None,
+            log: Log = None, progress: bool | None = None) -> "FFLearner":
         """Train ``chip`` in situ on ``inputs`` ((n, d) or (n, ...) examples, uint8 or float in
         [0, 1]) and integer ``labels``.
 
@@ -171,7 +171,8 @@ class FFLearner:
         n_classes : int, optional
             Classes ``k`` (default: the largest label + 1, at least 2).
         test_inputs, test_labels : optional
-            Evaluated every ``eval_every`` epochs (0: only at the end) and at the end.
+            Evaluated every ``eval_every`` epochs (0: only at the end) and at the end, by
+            ``eval_method`` (``goodness``, ``softmax`` or ``both``).
         checkpoint_dir, checkpoint_every : optional
             Save learner and chip every ``checkpoint_every`` epochs and at the end (the chip
             must have ``save(path)``).
@@ -185,17 +186,18 @@ class FFLearner:
         """
         x = as_inputs(inputs)
         y = np.asarray(labels)
+        if y.dtype.kind not in "iu":
+            raise InputError(f"labels have dtype {y.dtype}, expected integers 0..k-1")
         if n_classes is None:
-            k = int(y.max()) + 1 if y.size and y.dtype.kind in "iu" else 2
-            n_classes = max(k, 2)
+            n_classes = max(int(y.max()) + 1 if y.size else 2, 2)
         n_classes = positive_int(n_classes, "n_classes")
         targets = Targets(as_labels(y, x.shape[0], n_classes), n_classes)
         return self._run(chip, x, targets, self.config.recipe.negatives, test_inputs, test_labels, eval_every,
-                         checkpoint_dir, checkpoint_every, resume, log, progress)
+                         eval_method, checkpoint_dir, checkpoint_every, resume, log, progress)
 
     def fit_soft(self, chip: Chip, inputs: Any, targets: Any, *, positives: str = "argmax",
                  negatives: str = "targets", weighting: str = "none", min_confidence: float = 0.0,
-                 test_inputs: Any = None, test_labels: Any = None, eval_every: int = 1,
+                 test_inputs: Any = None, test_labels: Any = None, eval_every: int = 1, eval_method: str = "both",
                  checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
                  resume: str | Path | None = None, log: Log = None, progress: bool | None = None) -> "FFLearner":
         """Train ``chip`` from soft targets (float (n, k) probabilities per example), e.g. a teacher's.
@@ -213,23 +215,25 @@ class FFLearner:
         if negatives not in ("targets", "own", "mixed"):
             raise InputError(f"negatives must be 'targets', 'own' or 'mixed', got {negatives!r}")
         tg = Targets(probs.argmax(axis=1).astype(np.int64), probs.shape[1], probs, positives, weighting, min_conf)
-        return self._run(chip, x, tg, negatives, test_inputs, test_labels, eval_every, checkpoint_dir,
+        return self._run(chip, x, tg, negatives, test_inputs, test_labels, eval_every, eval_method, checkpoint_dir,
                          checkpoint_every, resume, log, progress)
 
     def _run(self, chip: Chip, x: np.ndarray, targets: Targets, sampler_name: str, test_inputs: Any,
-             test_labels: Any, eval_every: int, checkpoint_dir: Any, checkpoint_every: int, resume: Any,
-             log: Log, progress: bool | None) -> "FFLearner":
+             test_labels: Any, eval_every: int, eval_method: str, checkpoint_dir: Any, checkpoint_every: int,
+             resume: Any, log: Log, progress: bool | None) -> "FFLearner":
         cfg = self.config
         sampler = negative_sampler(sampler_name)
         if x.shape[0] < cfg.batch_size:
             raise InputError(f"{x.shape[0]} training examples is fewer than one batch ({cfg.batch_size})")
         if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 0:
             raise InputError(f"eval_every must be an integer >= 0, got {eval_every!r}")
+        if eval_method not in ("goodness", "softmax", "both"):
+            raise InputError(f"eval_method must be 'goodness', 'softmax' or 'both', got {eval_method!r}")
         if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 0:
             raise InputError(f"checkpoint_every must be an integer >= 0, got {checkpoint_every!r}")
         if checkpoint_every and checkpoint_dir is None:
             raise InputError("checkpoint_every is set but no checkpoint_dir was given")
-        if (checkpoint_every or resume is not None) and not callable(getattr(chip, "save", None)):
+        if (checkpoint_dir is not None or resume is not None) and not callable(getattr(chip, "save", None)):
             raise InputError("checkpoints need a chip with a save(path) method")
         data_id = targets.fingerprint(x)
         if targets.soft:  # a run from soft targets resumes only with the same negative sampler
@@ -264,7 +268,7 @@ class FFLearner:
         def end_refit() -> dict[str, Any]:
             out: dict[str, Any] = {}
             if has_test:  # the head trained alongside the layers, for comparison
-                out["test_error_before_refit"] = self.evaluate(chip, xt, yt).errors
+                out["test_error_before_refit"] = self.evaluate(chip, xt, yt, eval_method).errors
             if refit.settle_s:
                 chip.wait(refit.settle_s)
             t0 = time.perf_counter()
@@ -279,7 +283,7 @@ class FFLearner:
                                  end_refit if last_epoch and refit.epochs else None)
             last = state.epoch == cfg.epochs
             if has_test and (last or (eval_every and state.epoch % eval_every == 0)):
-                res = self.evaluate(chip, xt, yt)
+                res = self.evaluate(chip, xt, yt, eval_method)
                 record["test_error"] = res.errors
                 record["eval_energy_j"] = res.total_energy_j
             record["energy_j"] = dict(R.ledger_snapshot(chip)[0])

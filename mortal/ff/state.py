@@ -125,27 +125,47 @@ class ControllerState:
             sizes = tuple(int(s) for s in meta["sizes"])
             layout = LabelLayout(**meta["layout"])
             n_layers = len(sizes) - 1
-            st = cls.fresh(sizes, layout, [int(i) for i in meta["readout_layers"]],
-                           [int(i) for i in meta["head_layers"]],
-                           [np.array(arrays[f"acc{i}"], np.float32) for i in range(int(meta["n_accumulators"]))])
+            if n_layers < 1 or min(sizes) < 1:
+                raise InputError(f"saved layer sizes {sizes} are not those of a chip")
+            if layout.chip_width != sizes[0]:
+                raise InputError(f"the saved label layout takes {layout.chip_width} inputs, the chip {sizes[0]}")
+            readout = [int(i) for i in meta["readout_layers"]]
+            head = [int(i) for i in meta["head_layers"]]
+            if not readout or not head or any(not 0 <= i < n_layers for i in readout + head):
+                raise InputError(f"saved readout/head layers {readout}/{head} do not fit {n_layers} layers")
+            n_acc = int(meta["n_accumulators"])
+            if n_acc not in (0, n_layers):
+                raise InputError(f"{n_acc} saved accumulators for {n_layers} layers")
+            acc = [_shaped(arrays[f"acc{i}"], (sizes[i] + 1, sizes[i + 1]), f"acc{i}").astype(np.float32)
+                   for i in range(n_acc)]
+            st = cls.fresh(sizes, layout, readout, head, acc)
             st.head[...] = _shaped(arrays["head"], st.head.shape, "head")
             st.head_smooth[...] = _shaped(arrays["head_smooth"], st.head.shape, "head_smooth")
+            widths = [float(w) for w in meta["slope_widths"]]
             for i in range(n_layers):
                 st.smooth[i][...] = _shaped(arrays[f"smooth{i}"], st.smooth[i].shape, f"smooth{i}")
                 st.shadow[i][...] = _shaped(arrays[f"shadow{i}"], st.shadow[i].shape, f"shadow{i}")
                 st.peer_mean[i][...] = _shaped(arrays[f"peer{i}"], st.peer_mean[i].shape, f"peer{i}")
                 table = np.array(arrays[f"slope{i}"], np.float32)
-                if table.ndim != 2 or table.shape[0] != sizes[i + 1]:
-                    raise InputError(f"slope{i} has shape {table.shape}")
-                st.slopes[i] = (table, float(meta["slope_widths"][i]))
+                if table.ndim != 2 or table.shape[0] != sizes[i + 1] or not np.isfinite(table).all():
+                    raise InputError(f"saved slope{i} has shape {table.shape} or non-finite values")
+                if not (np.isfinite(widths[i]) and widths[i] > 0):
+                    raise InputError(f"saved slope width {widths[i]} of layer {i} is not positive")
+                st.slopes[i] = (table, widths[i])
             n_corr = sum(1 for k in arrays if k.startswith("correction"))
+            if n_corr not in (0, n_layers):
+                raise InputError(f"{n_corr} saved drift corrections for {n_layers} layers")
             st.correction = ([_shaped(arrays[f"correction{i}"], (sizes[i + 1],), f"correction{i}").astype(np.float32)
                               for i in range(n_corr)] if n_corr else None)
             st.epoch = int(meta["epoch"])
+            if st.epoch < 0:
+                raise InputError(f"saved epoch {st.epoch} is negative")
             st.history = list(meta["history"])
         except KeyError as exc:
             raise InputError(f"the saved controller state lacks {exc}") from None
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, IndexError) as exc:
+            if isinstance(exc, InputError):
+                raise
             raise InputError(f"the saved controller state is malformed: {exc}") from None
         return st
 
