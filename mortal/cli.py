@@ -121,6 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--epochs", type=int, default=5)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--quiet", action="store_true")
+    _add_set(d, "train.* for every chip, distill.* for the transfer")
 
     o = sub.add_parser("options", help="every settable key with its type, default and meaning")
     o.add_argument("section", nargs="?", choices=("train", "distill", "lifetime", "experiment"), default=None)

@@ -31,6 +31,7 @@ SET_PREFIXES = {
     "lifetime": ("", "train.", "distill."),
     "fleet": ("",),
     "sweep": ("",),
+    "demo": ("train.", "distill."),
 }
 
 
@@ -439,8 +440,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
+    tree = _assignments(args)
     return run_demo(Path(args.out), chips=args.chips, workers=args.workers, layers=args.layers,
-                    epochs=args.epochs, seed=args.seed, quiet=args.quiet)
+                    epochs=args.epochs, seed=args.seed, quiet=args.quiet, train=tree.get("train"),
+                    distill_settings=tree.get("distill"))
 
 
 def _print_table(s: dict) -> None:

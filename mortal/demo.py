@@ -19,12 +19,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 import devices
 
 from .care import SECONDS_PER_DAY as DAY, DriftCompensator
 from .config import config_from_dict, load_data
 from .distill import DistillConfig, distill
 from .errors import InputError
+from .options import format_validation_error
 from .ff import CHIP_FILE, FFLearner, latest_checkpoint, load_learner
 from .fleet import chip_seed, learner_seed, run_fleet
 from .lifetime import SECONDS_PER_YEAR, weight_copy
@@ -34,8 +37,14 @@ __all__ = ["run_demo"]
 
 
 def run_demo(out: Path, chips: int = 4, workers: int | None = None, layers: tuple[int, ...] = (300, 300),
-             epochs: int = 5, seed: int = 0, quiet: bool = False) -> int:
-    """Run the demo into ``out`` (replaced if it holds an earlier demo); returns an exit code."""
+             epochs: int = 5, seed: int = 0, quiet: bool = False, train: dict[str, Any] | None = None,
+             distill_settings: dict[str, Any] | None = None) -> int:
+    """Run the demo into ``out`` (replaced if it holds an earlier demo); returns an exit code.
+
+    ``train``: ``FFConfig`` settings of every chip (nested plain data, e.g. from ``--set
+    train.*``; ``epochs`` is the demo's own); ``distill_settings``: ``DistillConfig`` settings
+    of the transfer (the student trains ``epochs`` epochs unless they say otherwise).
+    """
     if chips < 1 or epochs < 1 or (workers is not None and workers < 1):
         raise InputError("chips, epochs and workers must be positive")
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
@@ -48,7 +57,7 @@ def run_demo(out: Path, chips: int = 4, workers: int | None = None, layers: tupl
     cfg = config_from_dict({
         "name": "demo", "seed": seed, "chips": chips,
         "chip": {"preset": "pcm", "layers": list(layers)},
-        "train": {"epochs": epochs},
+        "train": {**(train or {}), "epochs": epochs},
         "data": {"source": "mini"},
     }, "demo")
     say(f"[1/3] training {chips} unique pcm chips ({'x'.join(map(str, layers))}, {epochs} epochs, "
@@ -92,7 +101,10 @@ def run_demo(out: Path, chips: int = 4, workers: int | None = None, layers: tupl
     student = devices.make_chip("pcm", sizes, chip_seed(seed, chips))
     # The student's settings are the teacher's (DistillConfig.student_config), trained as long as
     # the teacher was, to keep the demo quick.
-    dcfg = DistillConfig(student_epochs=epochs)
+    try:
+        dcfg = DistillConfig(**{"student_epochs": epochs, **(distill_settings or {})})
+    except ValidationError as exc:
+        raise InputError(format_validation_error(exc, "distill", model=DistillConfig)) from None
     sl = FFLearner(dcfg.student_config(tl.config, learner_seed(seed, chips)))
     dres = distill(teacher, student, tl, sl, xtr, dcfg, progress=bars)
     s_err = sl.evaluate(student, xte, yte, "softmax").errors["softmax"]
