@@ -138,7 +138,8 @@ def format_validation_error(exc: ValidationError, prefix: str = "", *,
     known: list[str] | None = None
     if model is not None:
         keys = {row.key for row in field_rows(model, prefix)}
-        known = sorted(keys | {k.rsplit(".", i)[0] for k in keys for i in range(1, k.count(".") + 1)})
+        groups = {k.rsplit(".", i)[0] for k in keys for i in range(1, k.count(".") + 1)}
+        known = sorted((keys | groups) - {prefix})  # the prefix itself is never the key meant
     problems = []
     for error in exc.errors():
         where = _location(prefix, error["loc"])

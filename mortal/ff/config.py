@@ -181,8 +181,9 @@ class FFConfig(BaseModel):
         ``defaults`` cannot be changed here (the copy holds every value explicitly, so another
         table would not apply): build a new ``FFConfig(defaults=...)`` instead.
         """
-        if "defaults" in changes:
-            raise ValueError("changed() cannot switch the default table; build FFConfig(defaults=...) anew")
+        if "defaults" in changes and changes.pop("defaults") != self.defaults:
+            raise ValueError(f"defaults: these settings were built from the {self.defaults!r} table, which cannot "
+                             "be switched afterwards (the other table would not apply); start anew with it")
         data = self.model_dump()
         flat: dict[str, Any] = {}
         for key, value in changes.items():
