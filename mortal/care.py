@@ -27,7 +27,7 @@ from . import ops
 from .chip import Chip
 from .errors import InputError
 from .ff import FFLearner
-from .validate import as_inputs, is_real
+from .validate import as_class_labels, as_inputs, is_real
 
 __all__ = ["DriftCompensator", "HealthMonitor", "HealthReport", "SECONDS_PER_DAY", "SECONDS_PER_YEAR"]
 
@@ -166,10 +166,7 @@ class HealthMonitor:
                  max_rise_per_day: float | None = None,
                  method: Literal["softmax", "goodness"] = "softmax") -> None:
         self.images = as_inputs(images, "probe images")
-        self.labels = np.asarray(labels)
-        if self.labels.shape != (self.images.shape[0],) or self.labels.dtype.kind not in "iu" \
-                or (self.labels.size and self.labels.min() < 0):
-            raise InputError(f"probe labels must be {self.images.shape[0]} non-negative integers, one per image")
+        self.labels = as_class_labels(labels, self.images.shape[0], "probe labels")
         if not is_real(max_error) or not 0.0 < float(max_error) < 1.0:
             raise InputError(f"max_error must lie in (0, 1), got {max_error!r}")
         if max_rise_per_day is not None and (not is_real(max_rise_per_day)

@@ -63,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--train-size", type=int, default=None, help="use only the first N training examples")
     t.add_argument("--out", default=None, help="output folder (epochs.jsonl, checkpoints, summary.json)")
     t.add_argument("--resume", action="store_true",
-                   help="continue the run checkpointed in --out (its settings; --epochs may raise the total)")
+                   help="continue the run checkpointed in --out with its recorded chip, settings, seed and data "
+                        "(--preset, --layers and --seed are then not used; --epochs may raise the total)")
     t.add_argument("--checkpoint-every", type=int, default=0, help="epochs between checkpoints (with --out; "
                    "a checkpoint is always written at the end)")
     t.add_argument("--eval-every", type=int, default=1, help="epochs between test evaluations (0: only at the end)")

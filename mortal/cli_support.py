@@ -20,7 +20,7 @@ from .errors import InputError
 from .options import format_validation_error, parse_assignments, reference_markdown
 
 __all__ = ["EXIT_OK", "EXIT_FAIL", "EXIT_USAGE", "EXIT_CLUSTER", "SET_PREFIXES", "usage_error", "reference",
-           "flatten", "assignments", "validated", "dataset_from_args", "recorded_data"]
+           "flatten", "assignments", "validated", "dataset_from_args", "recorded_run"]
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CLUSTER = 0, 1, 2, 3
 
@@ -103,10 +103,14 @@ def dataset_from_args(args: argparse.Namespace, default: str = "mnist") -> Any:
     return data.subset(size) if size is not None else data
 
 
-def recorded_data(out: Path) -> dict[str, Any]:
-    """The data a `mortal train --out` folder records in its config.json ({} if none)."""
+def recorded_run(out: Path) -> dict[str, Any]:
+    """What a `mortal train --out` folder records in its config.json ({} if nothing readable)."""
     try:
-        data = json.loads((out / "config.json").read_text())["data"]
-    except (OSError, KeyError, TypeError, ValueError):
+        rec = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
         return {}
-    return data if isinstance(data, dict) else {}
+    if not isinstance(rec, dict):
+        return {}
+    if not isinstance(rec.get("data"), dict):
+        rec["data"] = {}
+    return rec

@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from .cli_support import (EXIT_CLUSTER, EXIT_FAIL, EXIT_OK, EXIT_USAGE, SET_PREFIXES, assignments,
-                          dataset_from_args, flatten, recorded_data, reference, usage_error)
+                          dataset_from_args, flatten, recorded_run, reference, usage_error)
 from .errors import InputError
 from .options import format_validation_error, merge
 
@@ -69,22 +69,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     ckdir = out / "checkpoints" if out else None
     if args.resume and out is None:
         return usage_error("--resume needs --out (the folder of the run to continue)")
-    if args.resume:
+    recorded = recorded_run(out) if args.resume else {}
+    if args.resume:  # the chip, settings, seed and data the run was started with
         chip = devices.load_chip(latest_checkpoint(ckdir) / CHIP_FILE)
         base = saved_config(ckdir).model_dump()
+        args.seed = int(recorded.get("seed", args.seed))
+        data_rec = recorded.get("data", {})
+        if args.data is None and not args.mini:
+            args.data = data_rec.get("source")
+        if args.train_size is None and data_rec.get("train_size"):
+            args.train_size = int(data_rec["train_size"])
     else:
         base = {"seed": args.seed}
     epochs = {"epochs": args.epochs} if args.epochs is not None else {}
     try:
-        cfg = FFConfig(**base).changed(**flatten(tree), **epochs) if args.resume \
+        cfg = FFConfig(**base).changed(**{**flatten(tree), **epochs}) if args.resume \
             else FFConfig(**merge(merge(base, tree), epochs))
     except ValidationError as exc:
         raise InputError(format_validation_error(exc, "train", model=FFConfig)) from None
-    if args.resume and args.data is None and not args.mini:  # the data the run was started with
-        recorded = recorded_data(out)
-        args.data = recorded.get("source")
-        if args.train_size is None and recorded.get("train_size"):
-            args.train_size = int(recorded["train_size"])
     data = dataset_from_args(args)
     if args.resume:
         check_checkpoint(cfg, chip, None, ckdir)  # before anything in --out is rewritten

@@ -29,14 +29,14 @@ def cmd_lifetime(args: argparse.Namespace) -> int:
     cfg = validated(LifetimeConfig, tree, "")
     data = dataset_from_args(args)
     out = Path(args.out) if args.out else None
-    sinks = []
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps({"lifetime": cfg.model_dump(mode="json"), "data": data.source,
-                                                     "train_size": data.n_train}, indent=2))
-        sinks.append(write_events(out / "events.jsonl"))
+    sinks: list = []
 
     def show(ev: dict) -> None:
+        if out is not None and not sinks:  # written once the run has accepted every input
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.json").write_text(json.dumps({"lifetime": cfg.model_dump(mode="json"),
+                                                         "data": data.source, "train_size": data.n_train}, indent=2))
+            sinks.append(write_events(out / "events.jsonl"))
         for sink in sinks:
             sink(ev)
         if args.quiet:
@@ -127,10 +127,19 @@ def cmd_distill(args: argparse.Namespace) -> int:
     student = devices.make_chip(teacher.spec, sizes, args.seed)
     s_learner = FFLearner(s_cfg)
     out = Path(args.out) if args.out else None
-    log = out / "epochs.jsonl" if out else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        log.write_text("")
+    opened: list = []
+
+    def log(record: dict) -> None:
+        """The student's epoch records, written once the transfer has accepted every input."""
+        if out is None:
+            return
+        if not opened:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "epochs.jsonl").write_text("")
+            opened.append(True)
+        with open(out / "epochs.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
     res = distill(teacher, student, t_learner, s_learner, data.train_inputs[:n_t], d_cfg, log=log,
                   progress=not args.quiet and sys.stderr.isatty())
     xt, yt = data.test_inputs, data.test_labels

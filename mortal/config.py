@@ -135,9 +135,9 @@ def load_data(cfg: DataConfig):
     """The :class:`mortal.data.Dataset` a data config names (sizes applied); ValueError if unusable."""
     from .data import load_dataset
 
-    where = cfg.path if cfg.source in ("npz", "mnist") and cfg.path else cfg.source
-    data = load_dataset(where) if cfg.source != "mnist" or not cfg.path else load_dataset(cfg.path)
-    return data.subset(cfg.train_size, cfg.test_size)
+    if cfg.path and cfg.source not in ("npz", "mnist"):
+        raise ValueError(f"data.path is for source \"npz\" or \"mnist\", not {cfg.source!r}")
+    return load_dataset(cfg.path or cfg.source).subset(cfg.train_size, cfg.test_size)
 
 
 def chip_input_width(spec: devices.ChipSpec, train: FFConfig, data: Any) -> int:
@@ -148,7 +148,7 @@ def chip_input_width(spec: devices.ChipSpec, train: FFConfig, data: Any) -> int:
     MNIST's 8 label copies take, in its top rows) and appends it otherwise.
     """
     lab = train.labels
-    copies = lab.copies if lab.copies is not None else (1 if spec.programming.mode == "exact" else 8)
+    copies = train.label_copies(bounded_weights=spec.programming.mode != "exact")
     width = data.n_classes * copies
     d = data.n_inputs
     placement = lab.placement

@@ -49,17 +49,22 @@ def run_demo(out: Path, chips: int = 4, workers: int | None = None, layers: tupl
         raise InputError("chips, epochs and workers must be positive")
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     t0 = time.perf_counter()
-    fleet_dir = out / "fleet"
-    if out.exists():
-        if not (out / "demo.json").is_file() and any(out.iterdir()):
-            raise InputError(f"{out} exists and is not an earlier demo folder; choose another --out")
-        shutil.rmtree(out)
+    # Every setting is checked before the output folder is touched.
     cfg = config_from_dict({
         "name": "demo", "seed": seed, "chips": chips,
         "chip": {"preset": "pcm", "layers": list(layers)},
         "train": {**(train or {}), "epochs": epochs},
         "data": {"source": "mini"},
     }, "demo")
+    try:
+        dcfg = DistillConfig(**{"student_epochs": epochs, **(distill_settings or {})})
+    except ValidationError as exc:
+        raise InputError(format_validation_error(exc, "distill", model=DistillConfig)) from None
+    fleet_dir = out / "fleet"
+    if out.exists():
+        if not (out / "demo.json").is_file() and any(out.iterdir()):
+            raise InputError(f"{out} exists and is not an earlier demo folder; choose another --out")
+        shutil.rmtree(out)
     say(f"[1/3] training {chips} unique pcm chips ({'x'.join(map(str, layers))}, {epochs} epochs, "
         f"bundled MNIST subset) in parallel ...")
     bars = not quiet and sys.stderr.isatty()
@@ -101,10 +106,6 @@ def run_demo(out: Path, chips: int = 4, workers: int | None = None, layers: tupl
     student = devices.make_chip("pcm", sizes, chip_seed(seed, chips))
     # The student's settings are the teacher's (DistillConfig.student_config), trained as long as
     # the teacher was, to keep the demo quick.
-    try:
-        dcfg = DistillConfig(**{"student_epochs": epochs, **(distill_settings or {})})
-    except ValidationError as exc:
-        raise InputError(format_validation_error(exc, "distill", model=DistillConfig)) from None
     sl = FFLearner(dcfg.student_config(tl.config, learner_seed(seed, chips)))
     dres = distill(teacher, student, tl, sl, xtr, dcfg, progress=bars)
     s_err = sl.evaluate(student, xte, yte, "softmax").errors["softmax"]

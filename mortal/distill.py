@@ -30,7 +30,7 @@ from . import ops
 from .chip import Chip, check_chip
 from .errors import InputError
 from .ff import FFConfig, FFLearner, energy_since, ledger_snapshot, log_sink
-from .validate import as_inputs, as_labels, both_or_neither, positive_int, real_in
+from .validate import as_inputs, as_labels, both_or_neither, real_in
 
 __all__ = ["DistillConfig", "DistillResult", "distill", "teacher_probabilities", "check_alive"]
 
@@ -61,8 +61,8 @@ class DistillConfig(BaseModel):
     min_confidence: float = Field(0.0, ge=0.0, lt=1.0)
     """Examples whose largest teacher probability is below this train only the student's head."""
     student_epochs: Optional[int] = Field(None, ge=1, le=100_000)
-    """Epochs of the student's training when the student's settings are derived from the
-    teacher's (student_config); None: twice the teacher's epochs."""
+    """Epochs of the student's training (student_config derives the student's settings with
+    them; distill refuses a student learner set to other epochs); None: twice the teacher's."""
     query_batch: int = Field(1000, ge=1, le=100_000)
     """Examples per batch when the teacher is read."""
 
@@ -194,7 +194,10 @@ def distill(teacher: Chip, student: Chip, teacher_learner: FFLearner, student_le
         as_labels(test_labels, xt.shape[0], st.n_classes, "test_labels")
     # The student's state is made (and checked against its chip) before any read.
     student_learner.new_state(student, st.layout.n_data, st.n_classes)
-    positive_int(cfg.query_batch, "query_batch")
+    if cfg.student_epochs is not None and cfg.student_epochs != student_learner.config.epochs:
+        raise InputError(f"the config asks for {cfg.student_epochs} student epochs (student_epochs) but the student "
+                         f"learner's settings train {student_learner.config.epochs}; build the student's settings "
+                         "with DistillConfig.student_config, or leave student_epochs unset")
 
     sink = log_sink(log)  # a log path that cannot be written fails here, before any read
     t0 = ledger_snapshot(teacher)

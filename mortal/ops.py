@@ -1,10 +1,9 @@
 """The controller's operation counts, in one place.
 
-Each function returns the digital operations (or, for the digital reference, the
-multiply-accumulates) of one step of the learner.  The learner charges the ledger from
-these counts (``chip.ledger.charge_digital``), and the fleet's digital GPU reference counts
-the same training's multiply-accumulates with :func:`training_macs`, so the two cannot
-drift apart.
+Each function returns the digital operations of one step of the learner; the learner
+charges the ledger from these counts (``chip.ledger.charge_digital``).  :func:`training_macs`
+counts the multiply-accumulates of the same steps (the three passes and the gradients per
+batch, the head, and the head refit at the end) for the fleet's digital GPU reference.
 """
 
 from __future__ import annotations
@@ -77,12 +76,13 @@ def head_width(sizes: Sequence[int], head_layers: Sequence[int]) -> int:
 
 
 def training_macs(sizes: Sequence[int], n_images: int, batch: int, epochs: int, head_features: int,
-                  n_classes: int = 10) -> float:
+                  n_classes: int = 10, refit_epochs: int = 0) -> float:
     """Multiply-accumulates of the same training on a digital machine.
 
     Per batch and layer three forward passes (neutral, positive, negative) and the weight
-    gradient of both phases (bias row included), plus the head's logits over
-    ``head_features`` features.
+    gradient of both phases (bias row included), plus the head's logits and gradient over
+    ``head_features`` features; with ``refit_epochs``, the head refit at the end: one neutral
+    pass of every image and, per refit epoch, the head's logits and gradient.
     """
     n_batches = n_images // batch
     per_batch = 0.0
@@ -91,4 +91,8 @@ def training_macs(sizes: Sequence[int], n_images: int, batch: int, epochs: int, 
         per_batch += 3 * batch * n_in * n_out
         per_batch += (2 * batch) * (n_in + 1) * n_out
     per_batch += 2 * batch * head_features * n_classes
-    return per_batch * n_batches * epochs
+    total = per_batch * n_batches * epochs
+    if refit_epochs:
+        total += n_images * sum(sizes[i] * sizes[i + 1] for i in range(len(sizes) - 1))
+        total += refit_epochs * n_batches * 2 * batch * head_features * n_classes
+    return total

@@ -8,11 +8,11 @@ from typing import Any
 
 import devices
 
-from .config import ExperimentConfig, SweepPoint
+from .config import ExperimentConfig
 from .fleet import load_run, summarize
 from .ops import head_width, training_macs
 
-__all__ = ["fleet_table", "sweep_table", "write_report", "digital_reference", "head_layer_indices"]
+__all__ = ["fleet_table", "sweep_table", "write_report", "digital_reference"]
 
 
 def _fmt_e(x: float) -> str:
@@ -54,23 +54,13 @@ def sweep_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def head_layer_indices(point: SweepPoint, n_layers: int) -> list[int]:
-    """The hidden layers (0-based) whose activities the point's softmax head reads, as the
-    learner chooses them: all of them (``recipe.head_layers = "all"``) or those of the goodness
-    readout (all but the first when ``skip_first_layer`` and there are two or more layers)."""
-    recipe = point.train.recipe
-    if recipe.head_layers == "all":
-        return list(range(n_layers))
-    return list(range(1, n_layers)) if recipe.skip_first_layer and n_layers >= 2 else list(range(n_layers))
-
-
 def digital_reference(config: ExperimentConfig, records: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, float]]:
     """The same training's (and one inference pass's) multiply-accumulates at a GPU's energy per
     MAC: the ``ideal`` preset's ``mac_j`` (NVIDIA H100 SXM at TDP and peak BF16, 1.41 pJ/MAC).
 
     The layer sizes are those of the chips as built (recorded in each result: the input width
     follows from the data and the label layout); the head reads the layers the point's
-    ``recipe.head_layers`` names (:func:`head_layer_indices`).
+    ``recipe.head_layers`` names (``FFConfig.layer_roles``), and the head refit.
     """
     mac_j = devices.get_preset("ideal").energy.mac_j
     train, infer = {}, {}
@@ -81,8 +71,9 @@ def digital_reference(config: ExperimentConfig, records: list[dict[str, Any]]) -
         res = ok[0]["result"]
         sizes = tuple(int(s) for s in res["layer_sizes"])
         n_classes = int(res.get("n_classes", 10))
-        head = head_width(sizes, head_layer_indices(p, len(sizes) - 1))
-        macs = training_macs(sizes, int(res["n_train"]), p.train.batch_size, p.train.epochs, head, n_classes)
+        head = head_width(sizes, p.train.layer_roles(len(sizes) - 1)[1])
+        macs = training_macs(sizes, int(res["n_train"]), p.train.batch_size, p.train.epochs, head, n_classes,
+                             p.train.refit.epochs)
         label = f"GPU, {'x'.join(map(str, sizes[1:]))}, {p.train.epochs} ep"
         train[label] = macs * mac_j
         infer[f"GPU, {'x'.join(map(str, sizes[1:]))}"] = sum(sizes[i] * sizes[i + 1] for i in range(len(sizes) - 1)) * mac_j

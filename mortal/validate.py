@@ -14,7 +14,8 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["is_real", "as_inputs", "as_labels", "as_targets", "positive_int", "real_in", "both_or_neither"]
+__all__ = ["is_real", "as_inputs", "as_labels", "as_class_labels", "as_targets", "positive_int", "nonneg_int",
+           "real_in", "both_or_neither"]
 
 
 def is_real(v: Any) -> bool:
@@ -26,6 +27,13 @@ def positive_int(v: Any, name: str) -> int:
     """``v`` as an int >= 1 (bools and floats refused)."""
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
         raise InputError(f"{name} must be a positive integer, got {v!r}")
+    return int(v)
+
+
+def nonneg_int(v: Any, name: str) -> int:
+    """``v`` as an int >= 0 (bools and floats refused)."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 0:
+        raise InputError(f"{name} must be an integer >= 0, got {v!r}")
     return int(v)
 
 
@@ -80,6 +88,15 @@ def as_labels(labels: Any, n: int, n_classes: int, name: str = "labels") -> np.n
         raise InputError(f"{name} has dtype {arr.dtype}, expected integers 0..{n_classes - 1}")
     if arr.size and (arr.min() < 0 or arr.max() >= n_classes):
         raise InputError(f"{name} must lie in 0..{n_classes - 1}, got values in {arr.min()}..{arr.max()}")
+    return arr.astype(np.int64)
+
+
+def as_class_labels(labels: Any, n: int, name: str = "labels") -> np.ndarray:
+    """Validate ``n`` non-negative integer labels before the number of classes is known; int64."""
+    arr = np.asarray(labels)
+    if arr.shape != (n,) or arr.dtype.kind not in "iu" or (arr.size and arr.min() < 0):
+        raise InputError(f"{name} must be {n} non-negative integers, one per example "
+                         f"(got shape {arr.shape}, dtype {arr.dtype})")
     return arr.astype(np.int64)
 
 

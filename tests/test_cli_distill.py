@@ -122,6 +122,7 @@ def test_distill_takes_student_settings(finished_teacher, tmp_path):
     (["--epochs", "0"], "distill.student_epochs: "),
     (["--transfer-size", "0"], "--transfer-size"),
     (["--transfer-size", "100000"], "--transfer-size"),
+    (["--transfer-size", "50"], "fewer than one student batch"),  # refused by distill() itself
 ])
 def test_bad_distill_arguments_exit_2_and_change_nothing(finished_teacher, args, needle, tmp_path, capsys):
     before = tree_digest(finished_teacher)

@@ -105,3 +105,17 @@ def test_a_distill_with_the_defaults_ends_close_to_its_teacher(data):
     assert [r["epoch"] for r in res.history] == [1, 2, 3, 4] and "refit_wall_s" in res.history[-1]
     assert sum(res.student_energy_j.values()) > sum(res.teacher_energy_j.values()) > 0
     np.testing.assert_allclose(res.teacher_probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_distill_refuses_a_student_trained_other_than_student_epochs(data):
+    from mortal.errors import InputError
+
+    teacher = devices.make_chip("pcm", (784, 20), seed=1)
+    tl = FFLearner(FFConfig(defaults="hinton", epochs=1)).fit(teacher, data.train_inputs[:300],
+                                                               data.train_labels[:300])
+    student = devices.make_chip("pcm", (784, 20), seed=2)
+    before = student.ledger.total_energy_j
+    sl = FFLearner(FFConfig(defaults="hinton", epochs=1))
+    with pytest.raises(InputError, match="student_epochs"):
+        distill(teacher, student, tl, sl, data.train_inputs[:300], DistillConfig(student_epochs=3))
+    assert student.ledger.total_energy_j == before and not sl.fitted

@@ -626,3 +626,19 @@ def test_load_learner_refuses_another_chip_and_bad_checkpoints(tmp_path, mnist, 
         np.savez(fh, **arrays)
     with pytest.raises(InputError, match="unsupported format"):
         load_learner(tmp_path / "ck", loaded)
+
+
+def test_changed_with_a_group_dict_changes_only_those_fields():
+    cfg = FFConfig(refit={"epochs": 5, "weight_cost": 0.2})
+    new = cfg.changed(refit={"settle_s": 3.0})
+    assert new.refit == RefitConfig(epochs=5, weight_cost=0.2, settle_s=3.0)
+
+
+def test_layer_roles_and_label_copies_are_one_rule():
+    assert FFConfig().layer_roles(3) == ([1, 2], [0, 1, 2])
+    assert FFConfig(defaults="hinton").layer_roles(3) == ([1, 2], [1, 2])
+    assert FFConfig(defaults="hinton", skip_first_layer=False).layer_roles(2) == ([0, 1], [0, 1])
+    assert FFConfig(defaults="hinton").layer_roles(1) == ([0], [0])
+    assert FFConfig().label_copies(bounded_weights=True) == 8
+    assert FFConfig().label_copies(bounded_weights=False) == 1
+    assert FFConfig(copies=3).label_copies(bounded_weights=True) == 3

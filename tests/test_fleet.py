@@ -192,10 +192,14 @@ def test_digital_reference_counts_the_head_over_the_layers_it_reads():
     [all_j] = digital_reference(cfg, [records[1]])[0].values()
     assert all_j > readout_j
     mac_j = devices.get_preset("ideal").energy.mac_j
-    # readout: all hidden layers but the first (skip_first_layer); all: every hidden layer
-    assert readout_j == pytest.approx(training_macs(sizes, 300, 50, 1, 12 + 8, 10) * mac_j)
-    assert all_j == pytest.approx(training_macs(sizes, 300, 50, 1, 16 + 12 + 8, 10) * mac_j)
-    assert all_j - readout_j == pytest.approx(2 * 50 * 16 * 10 * (300 // 50) * mac_j)
+    # Worked out by hand: 6 batches of 50; per batch three passes, 150 x (794*16 + 16*12 + 12*8)
+    # = 1,948,800, the gradients of both phases, 100 x (795*16 + 17*12 + 13*8) = 1,302,800, and
+    # the head's logits and gradient, 2 x 50 x features x 10; then the 30-epoch refit (the
+    # default): one pass of the 300 images, 300 x 12,992 = 3,897,600, and 30 x 6 batches of the
+    # head.  readout: all hidden layers but the first (20 features); all: every one (36).
+    assert readout_j == pytest.approx(27_127_200 * mac_j)
+    assert all_j == pytest.approx(30_103_200 * mac_j)
+    assert training_macs(sizes, 300, 50, 1, 20, 10) == 19_629_600  # without the refit
     # one hidden layer: both read it
     one = _cfg(chips=1, chip={"preset": "pcm", "layers": [16]}, sweep={"train.head_layers": ["readout", "all"]})
     recs = [{**r, "result": {**r["result"], "layer_sizes": [794, 16]}} for r in records]

@@ -104,24 +104,24 @@ MORTAL = ROOT / "mortal"
 MORTAL_FILES = sorted(MORTAL.rglob("*.py"))
 
 
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+def _module_name(path: Path, root: Path = ROOT) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts = parts[:-1]
     return ".".join(parts)
 
 
-def _runtime_imports(path: Path) -> set[str]:
-    """Dotted ``mortal`` modules that ``path`` imports at run time (imports inside
+def _runtime_imports(path: Path, files: list[Path], root: Path = ROOT) -> set[str]:
+    """Dotted ``mortal`` modules among ``files`` that ``path`` imports at run time (imports inside
     ``if TYPE_CHECKING:`` blocks are annotations only and do not count)."""
     tree = ast.parse(path.read_text(), filename=str(path))
     skip: set[int] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.dump(node.test):
             skip.update(id(n) for b in node.body for n in ast.walk(b))
-    me = _module_name(path).split(".")
+    me = _module_name(path, root).split(".")
     package = me if path.name == "__init__.py" else me[:-1]
-    known = {_module_name(p) for p in MORTAL_FILES}
+    known = {_module_name(p, root) for p in files}
     found: set[str] = set()
     for node in ast.walk(tree):
         if id(node) in skip:
@@ -139,21 +139,22 @@ def _runtime_imports(path: Path) -> set[str]:
                 name = name.rpartition(".")[0]
             if name and name.startswith("mortal"):
                 found.add(name)
-    found.discard(_module_name(path))
+    found.discard(_module_name(path, root))
     return found
 
 
-def test_no_import_cycles_among_mortal_modules():
-    graph = {_module_name(p): _runtime_imports(p) for p in MORTAL_FILES}
-    # A package imports its submodules through __init__; an edge to a package is one to its __init__.
-    cycles = []
+def import_cycles(files: list[Path], root: Path = ROOT) -> list[list[str]]:
+    """Cycles in the run-time import graph of ``files`` (a package importing its own
+    ``__init__`` re-exports does not count)."""
+    graph = {_module_name(p, root): _runtime_imports(p, files, root) for p in files}
+    cycles: list[list[str]] = []
     state: dict[str, int] = {}
 
     def visit(node: str, stack: list[str]) -> None:
         state[node] = 1
         for nxt in sorted(graph.get(node, ())):
             if nxt == node or (node.startswith(nxt + ".") and nxt != "mortal"):
-                continue  # a submodule importing its own package's __init__ re-exports is not a cycle of modules
+                continue
             if state.get(nxt) == 1:
                 cycles.append(stack[stack.index(nxt):] + [nxt] if nxt in stack else [node, nxt])
             elif not state.get(nxt):
@@ -163,25 +164,26 @@ def test_no_import_cycles_among_mortal_modules():
     for mod in sorted(graph):
         if not state.get(mod):
             visit(mod, [mod])
+    return cycles
+
+
+def test_no_import_cycles_among_mortal_modules():
+    cycles = import_cycles(MORTAL_FILES)
     assert not cycles, f"import cycles among mortal modules: {cycles}"
 
 
 def test_the_cycle_check_sees_a_cycle(tmp_path):
-    # The checker on two files that import each other.
-    global MORTAL_FILES
-    saved = MORTAL_FILES
-    pkg = ROOT / "mortal"
-    a, b = pkg / "_cycle_probe_a.py", pkg / "_cycle_probe_b.py"
-    try:
-        a.write_text("from . import _cycle_probe_b\n")
-        b.write_text("from ._cycle_probe_a import x\n")
-        MORTAL_FILES = sorted(pkg.rglob("*.py"))
-        with pytest.raises(AssertionError, match="_cycle_probe"):
-            test_no_import_cycles_among_mortal_modules()
-    finally:
-        a.unlink(missing_ok=True)
-        b.unlink(missing_ok=True)
-        MORTAL_FILES = saved
+    pkg = tmp_path / "mortal"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from . import b\n")
+    (pkg / "b.py").write_text("from .c import x\n")
+    (pkg / "c.py").write_text("import mortal.a\n")
+    (pkg / "d.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import a\n")
+    files = sorted(pkg.rglob("*.py"))
+    assert import_cycles(files, tmp_path) == [["mortal.a", "mortal.b", "mortal.c", "mortal.a"]]
+    (pkg / "c.py").write_text("x = 1\n")
+    assert import_cycles(files, tmp_path) == []
 
 
 def _private_uses(path: Path) -> list[str]:

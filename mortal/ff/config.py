@@ -60,7 +60,8 @@ class LabelConfig(_Group):
     """Value of every label input when no label is given (the neutral pass of the softmax head)."""
     placement: Literal["auto", "first", "append"] = "auto"
     """Where the k * copies label inputs go: over the first inputs of each example (the blank top
-    rows of MNIST) or appended after them; auto: whichever the chip's input width fits."""
+    rows of MNIST) or appended after them; auto: whichever the chip's input width fits (the
+    commands and configs build the chip appended unless those first inputs are nearly blank)."""
 
 
 class OptimizerConfig(_Group):
@@ -175,6 +176,21 @@ class FFConfig(BaseModel):
             data[group_name] = group
         return data
 
+    def layer_roles(self, n_layers: int) -> tuple[list[int], list[int]]:
+        """The hidden layers (0-based) of a chip with ``n_layers`` layers that the goodness readout
+        sums, and those whose normalized activities the softmax head reads."""
+        readout = list(range(1, n_layers)) if self.recipe.skip_first_layer and n_layers >= 2 \
+            else list(range(n_layers))
+        head = list(range(n_layers)) if self.recipe.head_layers == "all" else readout
+        return readout, head
+
+    def label_copies(self, bounded_weights: bool) -> int:
+        """Copies of the one-hot label: ``labels.copies``, else 8 on chips with bounded weights
+        and 1 on chips with unbounded (exact) weights."""
+        if self.labels.copies is not None:
+            return self.labels.copies
+        return 8 if bounded_weights else 1
+
     def changed(self, **changes: Any) -> "FFConfig":
         """A re-validated copy with ``changes`` (dotted keys as ``"optimizer.lr"`` or unique names).
 
@@ -193,6 +209,8 @@ class FFConfig(BaseModel):
                     data[group] = {**data[group], field: value}
                 else:
                     data[key] = value  # refused by validation with the key named
+            elif key in _GROUPS and isinstance(value, dict):
+                data[key] = {**data[key], **value}  # a group given as a dict changes only its own fields
             else:
                 flat[key] = value
         for key, value in flat.items():

@@ -20,7 +20,7 @@ import numpy as np
 from ..chip import Chip, check_chip
 from ..errors import InputError
 from ..updates import policy_memory
-from ..validate import as_inputs, as_labels, as_targets, both_or_neither, positive_int, real_in
+from ..validate import as_inputs, as_labels, as_targets, both_or_neither, nonneg_int, positive_int, real_in
 from . import readout as R
 from .checkpoint import CHIP_FILE, check_checkpoint, latest_checkpoint, save_checkpoint
 from .config import FFConfig
@@ -96,14 +96,9 @@ class FFLearner:
         if n_classes < 2:
             raise InputError(f"training needs at least 2 classes, got {n_classes}")
         lab = self.config.labels
-        copies = lab.copies
-        if copies is None:
-            copies = 1 if all(math.isinf(float(r)) for r in chip.info.weight_range) else 8
+        copies = self.config.label_copies(not all(math.isinf(float(r)) for r in chip.info.weight_range))
         layout = label_layout(sizes[0], n_data, n_classes, copies, lab.placement, lab.strength, lab.neutral_level)
-        n_layers = len(sizes) - 1
-        readout = list(range(1, n_layers)) if self.config.recipe.skip_first_layer and n_layers >= 2 \
-            else list(range(n_layers))
-        head = list(range(n_layers)) if self.config.recipe.head_layers == "all" else readout
+        readout, head = self.config.layer_roles(len(sizes) - 1)
         return ControllerState.fresh(sizes, layout, readout, head, policy_memory(self.config.policy, chip))
 
     def bind(self, chip: Chip, state: ControllerState) -> "FFLearner":
@@ -151,12 +146,8 @@ class FFLearner:
         """Measure embedded inputs ``x`` (B, n_0) through ``chip`` with this learner's measurement
         settings; ``correction``: the state's drift correction, or the factors given (None: none)."""
         st = self.check_bound(chip)
-        m = self.config.measurement
-        corr = st.correction if isinstance(correction, str) else correction
-        from .measure import forward, input_scales
-
-        return forward(chip, x, input_scales(chip, m.input_clip_rms), reads=m.reads, correction=corr,
-                       n_layers=n_layers)
+        return R.controller_pass(self.config, st, chip, x, n_layers,
+                                 st.correction if isinstance(correction, str) else correction)
 
     # -- training ---------------------------------------------------------------------------------
     def fit(self, chip: Chip, inputs: Any, labels: Any, *, n_classes: int | None = None, test_inputs: Any = None,
@@ -225,12 +216,10 @@ class FFLearner:
         sampler = negative_sampler(sampler_name)
         if x.shape[0] < cfg.batch_size:
             raise InputError(f"{x.shape[0]} training examples is fewer than one batch ({cfg.batch_size})")
-        if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 0:
-            raise InputError(f"eval_every must be an integer >= 0, got {eval_every!r}")
+        nonneg_int(eval_every, "eval_every")
         if eval_method not in ("goodness", "softmax", "both"):
             raise InputError(f"eval_method must be 'goodness', 'softmax' or 'both', got {eval_method!r}")
-        if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 0:
-            raise InputError(f"checkpoint_every must be an integer >= 0, got {checkpoint_every!r}")
+        nonneg_int(checkpoint_every, "checkpoint_every")
         if checkpoint_every and checkpoint_dir is None:
             raise InputError("checkpoint_every is set but no checkpoint_dir was given")
         if (checkpoint_dir is not None or resume is not None) and not callable(getattr(chip, "save", None)):

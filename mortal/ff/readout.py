@@ -7,7 +7,7 @@ chip; :class:`~mortal.ff.learner.FFLearner` wraps them as methods after validati
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -57,12 +57,16 @@ def energy_since(chip: Chip, before: tuple[dict[str, float], float]) -> tuple[di
     return {c: after[0][c] - before[0].get(c, 0.0) for c in after[0]}, after[1] - before[1]
 
 
+_STATE = object()
+
+
 def controller_pass(cfg: FFConfig, st: ControllerState, chip: Chip, x: np.ndarray,
-                    n_layers: int | None = None) -> Pass:
+                    n_layers: int | None = None, correction: Any = _STATE) -> Pass:
     """A forward pass of embedded inputs ``x`` (B, n_0) with the learner's measurement settings
-    and drift correction."""
+    and drift correction (``correction``: other factors, or None for none)."""
     m = cfg.measurement
-    return forward(chip, x, input_scales(chip, m.input_clip_rms), reads=m.reads, correction=st.correction,
+    corr = st.correction if correction is _STATE else correction
+    return forward(chip, x, input_scales(chip, m.input_clip_rms), reads=m.reads, correction=corr,
                    n_layers=n_layers)
 
 
