@@ -7,14 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from cli_helpers import one_error_line
 from mortal.cli import main
-
-
-def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
-    assert lines[0].startswith("mortal: error: "), err
-    return lines[0]
 
 
 def test_train_on_the_8x8_digits(tmp_path):

@@ -3,7 +3,6 @@ changes the teacher's folder."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import devices
+from cli_helpers import one_error_line, tree_digest
 from mortal.cli import main
 from mortal.config import chip_input_width
 from mortal.data import load_dataset
@@ -18,19 +18,6 @@ from mortal.ff import FFConfig, FFLearner
 
 TRAIN_SIZE = 300
 TEACHER_EPOCHS = 3
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    """sha256 of every file under ``root`` (relative path -> digest): the folder's whole content."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
-    assert lines[0].startswith("mortal: error: "), err
-    return lines[0]
 
 
 class Interrupted(Exception):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_helpers import one_error_line
 from mortal.cli import _parser, main
 from mortal.commands import SET_PREFIXES, flatten, reference
 from mortal.config import ExperimentConfig, config_from_dict
@@ -39,14 +40,6 @@ def printed_rows(section: str) -> list[tuple[str, str]]:
         default, _ = rest.split("  (", 1)
         rows.append((key, default))
     return rows
-
-
-def one_error_line(err: str) -> str:
-    """The single ``mortal: error: ...`` line of ``err``; fails on tracebacks or several lines."""
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
-    assert lines[0].startswith("mortal: error: "), err
-    return lines[0]
 
 
 def subparsers() -> dict[str, argparse.ArgumentParser]:

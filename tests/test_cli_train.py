@@ -7,36 +7,21 @@ images, and a one-epoch refit of the head (or ``train.defaults=hinton``: no refi
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
 import sys
-from pathlib import Path
 
 import pytest
 
 import devices
 import mortal
+from cli_helpers import one_error_line, tree_digest
 from mortal.cli import main
 from mortal.ff import CHIP_FILE, latest_checkpoint
 
 TRAIN = ["train", "--preset", "ideal", "--layers", "30,30", "--epochs", "1", "--mini", "--train-size", "600",
          "--quiet", "--set", "train.refit.epochs=1"]
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    """sha256 of every file under ``root`` (relative path -> digest): the folder's whole content."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def one_error_line(err: str) -> str:
-    """The single ``mortal: error: ...`` line of ``err``; fails on tracebacks or several lines."""
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
-    assert lines[0].startswith("mortal: error: "), err
-    return lines[0]
 
 
 def test_version_exits_zero_and_prints_it(capsys):

@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 import devices
 from mortal.care import DriftCompensator

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import struct
 import zipfile
 import zlib
 from pathlib import Path
@@ -148,22 +149,38 @@ def read_idx(path, expected_magic: int, data: bytes | None = None) -> np.ndarray
     return np.frombuffer(data, dtype=np.uint8, offset=start).reshape(dims).copy()
 
 
+# What a corrupt or truncated archive can raise while numpy and zipfile decode it.
+NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, IndexError, TypeError,
+              OverflowError, SyntaxError, NotImplementedError, RuntimeError,
+              zipfile.BadZipFile, zlib.error, struct.error)
+
+
+def read_npz_arrays(path: Path, optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """The arrays ``NPZ_KEYS`` (and those of ``optional`` that are present) of an .npz file.
+
+    Raises one of ``NPZ_ERRORS`` for anything that is not such an archive (a missing key, a
+    single array, a corrupt or truncated file); callers turn it into their own message.
+    """
+    # Own the handle: np.load leaks it when the zip is corrupt.
+    with open(path, "rb") as fh:
+        f = np.load(fh, allow_pickle=False)
+        if not isinstance(f, np.lib.npyio.NpzFile):
+            raise ValueError("it holds a single array, not an archive")
+        with f:
+            missing = [k for k in NPZ_KEYS if k not in f.files]
+            if missing:
+                raise ValueError(f"missing keys {missing} (has {sorted(f.files)})")
+            keys = NPZ_KEYS + tuple(k for k in optional if k in f.files)
+            return {k: f[k] for k in keys}
+
+
 def _load_npz(path: Path) -> MNIST:
     try:
-        # Own the handle: np.load leaks it when the zip is corrupt.
-        with open(path, "rb") as fh:
-            f = np.load(fh, allow_pickle=False)
-            if not isinstance(f, np.lib.npyio.NpzFile):
-                raise ValueError("it holds a single array, not an archive")
-            with f:
-                missing = [k for k in NPZ_KEYS if k not in f.files]
-                if missing:
-                    raise ValueError(f"missing keys {missing} (has {sorted(f.files)})")
-                arrays = [f[k] for k in NPZ_KEYS]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        arrays = read_npz_arrays(path)
+    except NPZ_ERRORS as e:
         raise ValueError(f"{path}: not a usable MNIST .npz ({e}); expected keys "
                          f"{', '.join(NPZ_KEYS)}") from None
-    return MNIST(*arrays, source=f"{path} (npz)")
+    return MNIST(*(arrays[k] for k in NPZ_KEYS), source=f"{path} (npz)")
 
 
 def idx_files(directory: Path) -> dict:

@@ -15,8 +15,6 @@ set (E. Alpaydin and C. Kaynak), as bundled with scikit-learn.
 from __future__ import annotations
 
 import os
-import struct
-import zipfile
 import zlib
 from pathlib import Path
 
@@ -24,7 +22,7 @@ import numpy as np
 
 from .dataset import Dataset, mnist_dataset
 from .mnist import load_mnist, load_mnist_mini
-from .mnist_files import NPZ_KEYS, load_given
+from .mnist_files import NPZ_ERRORS, load_given, read_npz_arrays
 
 DATASET_NAMES = ("mnist", "mini", "digits")
 DIGITS_N_TEST = 297  # the last 297 of scikit-learn's 1797 digits are the test set
@@ -32,11 +30,6 @@ DIGITS_N_TEST = 297  # the last 297 of scikit-learn's 1797 digits are the test s
 _NPZ_FORMS = ("a .npz file with keys x_train (n, ...), y_train (n,), x_test (m, ...), "
               "y_test (m,) and optionally n_classes, or an MNIST directory (the four "
               "IDX files, plain or .gz, or mnist.npz)")
-
-# What a corrupt or truncated archive can raise while numpy and zipfile decode it.
-_NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, IndexError, TypeError,
-               OverflowError, SyntaxError, NotImplementedError, RuntimeError,
-               zipfile.BadZipFile, zlib.error, struct.error)
 
 
 def _load_digits(name: str) -> Dataset:
@@ -66,18 +59,8 @@ def _load_digits(name: str) -> Dataset:
 def _read_npz(path: Path) -> dict:
     """The arrays of a dataset .npz; any decoding failure is a ValueError naming ``path``."""
     try:
-        # Own the handle: np.load leaks it when the zip is corrupt.
-        with open(path, "rb") as fh:
-            f = np.load(fh, allow_pickle=False)
-            if not isinstance(f, np.lib.npyio.NpzFile):
-                raise ValueError("it holds a single array, not an archive")
-            with f:
-                missing = [k for k in NPZ_KEYS if k not in f.files]
-                if missing:
-                    raise ValueError(f"missing keys {missing} (has {sorted(f.files)})")
-                keys = NPZ_KEYS + (("n_classes",) if "n_classes" in f.files else ())
-                return {k: f[k] for k in keys}
-    except _NPZ_ERRORS as e:
+        return read_npz_arrays(path, optional=("n_classes",))
+    except NPZ_ERRORS as e:
         kind = "zlib.error" if isinstance(e, zlib.error) else type(e).__name__
         raise ValueError(f"{path}: not a usable dataset .npz ({kind}: {e}); "
                          f"expected {_NPZ_FORMS}") from None
