@@ -78,7 +78,7 @@ def positive_widths(widths: tuple[int, ...]) -> tuple[int, ...]:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
 
 class ChipConfig(_Model):

@@ -5,20 +5,17 @@ dotted keys, with its type and constraints, default and meaning (a
 :class:`FieldRow`); :func:`reference_markdown` renders those rows as the
 markdown tables of ``docs/config.md``.  Defaults are rendered as JSON, as a
 ``--set`` value (:mod:`mortal.options`), so a default can be copied into a
-``--set`` as is.  Meanings come from a field's description or its attribute
-docstring, read from the model's source.
+``--set`` as is.  Meanings are the fields' descriptions: models set
+``use_attribute_docstrings=True`` so that pydantic takes them from the
+docstring under each field.
 
 This module knows nothing of the project's models and imports nothing from ``mortal``.
 """
 
 from __future__ import annotations
 
-import ast
-import enum
-import functools
 import inspect
 import json
-import textwrap
 import types
 import typing
 from dataclasses import dataclass
@@ -77,13 +74,12 @@ def field_rows(model: type[BaseModel], prefix: str = "") -> list[FieldRow]:
 
 def _rows(model: type[BaseModel], prefix: str, instance: BaseModel | None,
           stack: tuple[type, ...]) -> list[FieldRow]:
-    docs = _attribute_docs(model)
     rows: list[FieldRow] = []
     for name, field in model.model_fields.items():
-        key = f"{prefix}.{_cli_name(name, field)}" if prefix else _cli_name(name, field)
+        key = f"{prefix}.{name}" if prefix else name
         has_default = instance is not None or not field.is_required()
         default = getattr(instance, name) if instance is not None else _default_value(field)
-        doc = _one_line(field.description if field.description is not None else docs.get(name, ""))
+        doc = _one_line(field.description or "")
         sub, optional = _sub_model(field.annotation)
         if sub is not None and sub not in stack:
             if optional:
@@ -93,13 +89,6 @@ def _rows(model: type[BaseModel], prefix: str, instance: BaseModel | None,
         else:
             rows.append(FieldRow(key, _type_string(field), _render_default(default, has_default), doc))
     return rows
-
-
-def _cli_name(name: str, field: FieldInfo) -> str:
-    """The key the model accepts for a field: its validation alias (a plain string) or alias, else its name."""
-    if isinstance(field.validation_alias, str):
-        return field.validation_alias
-    return field.alias or name
 
 
 _NO_DEFAULT = object()  # a required field
@@ -186,16 +175,12 @@ def _type_name(tp: Any) -> str:
         if not args:
             return name
         return f"{name}[{', '.join('...' if a is Ellipsis else _type_name(a) for a in args)}]"
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return " | ".join(_json_literal(m.value) for m in tp)
     if isinstance(tp, type):
         return tp.__name__
     return str(tp).replace("typing.", "")
 
 
 def _json_literal(value: Any) -> str:
-    if isinstance(value, enum.Enum):
-        value = value.value
     try:
         return json.dumps(value, ensure_ascii=False)
     except TypeError:
@@ -203,12 +188,12 @@ def _json_literal(value: Any) -> str:
 
 
 def _constraints(metadata: Any) -> str:
-    """``>= 1``, ``in (0, 10]``, ``len >= 1``, ``multiple of 2``... from annotated metadata ("" if none)."""
+    """``>= 1``, ``in (0, 10]``, ``< 1``... from annotated metadata ("" if none)."""
     found: dict[str, Any] = {}
     for item in metadata:
         items = item.metadata if isinstance(item, FieldInfo) else [item]
         for obj in items:
-            for attr in ("gt", "ge", "lt", "le", "multiple_of", "min_length", "max_length", "pattern"):
+            for attr in ("gt", "ge", "lt", "le"):
                 value = getattr(obj, attr, None)
                 if value is not None:
                     found[attr] = value
@@ -221,18 +206,6 @@ def _constraints(metadata: Any) -> str:
         parts.append(f"{'>=' if low[0] == '[' else '>'} {_num(low[1])}")
     elif high:
         parts.append(f"{'<=' if high[0] == ']' else '<'} {_num(high[1])}")
-    if "multiple_of" in found:
-        parts.append(f"multiple of {_num(found['multiple_of'])}")
-    lo_len, hi_len = found.get("min_length"), found.get("max_length")
-    if lo_len is not None and hi_len is not None:
-        parts.append(f"len in [{lo_len}, {hi_len}]")
-    elif lo_len is not None:
-        parts.append(f"len >= {lo_len}")
-    elif hi_len is not None:
-        parts.append(f"len <= {hi_len}")
-    if "pattern" in found:
-        pattern = getattr(found["pattern"], "pattern", found["pattern"])
-        parts.append(f"matching {json.dumps(pattern, ensure_ascii=False)}")
     return ", ".join(parts)
 
 
@@ -247,30 +220,6 @@ def _num(value: Any) -> str:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
-
-
-@functools.lru_cache(maxsize=None)
-def _attribute_docs(model: type) -> dict[str, str]:
-    """Attribute docstrings (a string right after ``name: type = ...``) of ``model`` and its bases.
-
-    Read from the source, so they are found whether or not the model sets
-    ``use_attribute_docstrings``; {} where the source is not available.
-    """
-    docs: dict[str, str] = {}
-    for cls in reversed(model.__mro__):
-        if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or cls is BaseModel:
-            continue
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-        except (OSError, TypeError, SyntaxError):
-            continue
-        body = next((n.body for n in tree.body if isinstance(n, ast.ClassDef)), [])
-        for node, after in zip(body, body[1:]):
-            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                    and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
-                    and isinstance(after.value.value, str)):
-                docs[node.target.id] = inspect.cleandoc(after.value.value)
-    return docs
 
 
 def reference_markdown(sections: list[tuple], *, title: str | None = None) -> str:
