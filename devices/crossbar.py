@@ -15,10 +15,37 @@ import numpy as np
 from . import _kernels as K
 from .spec import ChipSpec
 
-__all__ = ["Crossbar", "drift_parameters"]
+__all__ = ["Crossbar", "drift_parameters", "state_layout"]
 
 _STATE_ARRAYS = ("w_eff", "row_gsum", "g", "t_prog", "nu", "params", "endurance", "wear", "stuck",
                  "fail_at", "fail_on")
+
+
+def state_layout(exact: bool, n_in: int, n_out: int) -> dict[str, tuple[tuple[int, ...], type]]:
+    """Shape and dtype of every array of a layer's saved state (``Crossbar.state``).
+
+    ``exact`` layers hold only the weights and the neurons; pulsed layers hold every
+    device of each pair, shape ``(2, n_in + 1, n_out)``.  Sizes are Python ints, so the
+    layout of a layer too large to build can still be measured (``state_bytes``).
+    """
+    rows, cols = int(n_in) + 1, int(n_out)
+    dev = (2, rows, cols)
+    layout: dict[str, tuple[tuple[int, ...], type]] = {
+        "w_eff": ((rows, cols), np.float32), "row_gsum": ((rows,), np.float64),
+        "gain": ((cols,), np.float32), "offset": ((cols,), np.float32),
+        "curv": ((cols,), np.float32), "sat": ((cols,), np.float32)}
+    if not exact:
+        layout.update(g=(dev, np.float32), t_prog=(dev, np.float64), nu=(dev, np.float32),
+                      params=((4,) + dev, np.float32), endurance=(dev, np.float32),
+                      wear=(dev, np.uint32), stuck=(dev, np.int8), fail_at=(dev, np.float64),
+                      fail_on=(dev, np.int8))
+    return layout
+
+
+def state_bytes(exact: bool, n_in: int, n_out: int) -> int:
+    """Bytes of a layer's hidden state (the arrays of :func:`state_layout`)."""
+    return sum(math.prod(shape) * np.dtype(dtype).itemsize
+               for shape, dtype in state_layout(exact, n_in, n_out).values())
 
 
 def _flat_from(coeff: float, offset: float, lo: float, hi: float) -> tuple[float, float]:
@@ -284,16 +311,7 @@ class Crossbar:
         """Rebuild a layer saved with :meth:`state`."""
         self = cls.__new__(cls)
         self._derive(spec, n_in, n_out)
-        rows, cols = self.n_in + 1, self.n_out
-        dev = (2, rows, cols)
-        layout = {"w_eff": ((rows, cols), np.float32), "row_gsum": ((rows,), np.float64),
-                  "gain": ((cols,), np.float32), "offset": ((cols,), np.float32),
-                  "curv": ((cols,), np.float32), "sat": ((cols,), np.float32)}
-        if not self.exact:
-            layout.update(g=(dev, np.float32), t_prog=(dev, np.float64), nu=(dev, np.float32),
-                          params=((4,) + dev, np.float32), endurance=(dev, np.float32),
-                          wear=(dev, np.uint32), stuck=(dev, np.int8), fail_at=(dev, np.float64),
-                          fail_on=(dev, np.int8))
+        layout = state_layout(self.exact, self.n_in, self.n_out)
         arrays = dict(state["arrays"])
         # Chips saved before failures with time existed lack their two arrays; the loader
         # redraws them from the chip's seed (``needs_failures``), which gives the same values.
@@ -308,8 +326,55 @@ class Crossbar:
             if v.shape != shape or v.dtype != dtype:
                 raise ValueError(f"saved array {k!r} is {v.dtype}{v.shape}, expected {np.dtype(dtype)}{shape}")
             setattr(self, k, np.ascontiguousarray(v))
-        self.t_eval = float(state["scalars"]["t_eval"])
-        self.t_prog_max = float(state["scalars"]["t_prog_max"])
+        scalars = state["scalars"]
+        if not isinstance(scalars, dict) or set(scalars) != {"t_eval", "t_prog_max"}:
+            raise ValueError(f"saved scalars {scalars!r} are not t_eval and t_prog_max")
+        for k, v in scalars.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"saved {k} {v!r} is not a finite time >= 0")
+        self.t_eval = float(scalars["t_eval"])
+        self.t_prog_max = float(scalars["t_prog_max"])
         if not self.exact and not self.needs_failures:
             self._next_failure()
         return self
+
+    def check_values(self, clock_s: float) -> None:
+        """ValueError naming the first array of a loaded layer whose values this layer could
+        never have held at chip time ``clock_s`` (NaN, out of range, flags other than 0/1)."""
+        f32 = np.float32
+
+        def need(ok: Any, name: str, what: str) -> None:
+            if not bool(np.all(ok)):
+                raise ValueError(f"saved array {name!r} holds values that are not {what}")
+
+        if self.t_eval > clock_s or self.t_prog_max > clock_s:
+            raise ValueError(f"saved times t_eval={self.t_eval}, t_prog_max={self.t_prog_max} lie after "
+                             f"the chip's clock {clock_s}")
+        need(np.isfinite(self.w_eff), "w_eff", "finite")
+        need(np.isfinite(self.row_gsum) & (self.row_gsum >= 0), "row_gsum", "finite and >= 0")
+        if self.soft:
+            need(np.isfinite(self.gain) & (self.gain > 0), "gain", "finite and > 0")
+            need(np.isfinite(self.offset), "offset", "finite")
+            need((self.curv >= f32(-0.45)) & (self.curv <= f32(2.0)), "curv", "within [-0.45, 2]")
+            need(np.isfinite(self.sat) & (self.sat > 0), "sat", "finite and > 0")
+        else:  # a ReLU neuron has no parameters of its own
+            need(self.gain == 1, "gain", "1 (ReLU neurons)")
+            need(self.offset == 0, "offset", "0 (ReLU neurons)")
+            need(self.curv == 0, "curv", "0 (ReLU neurons)")
+            need(self.sat == np.inf, "sat", "inf (ReLU neurons)")
+        if self.exact:
+            return
+        g_sat = self.params[K.P_GSAT]
+        need((g_sat >= f32(0.5)) & (g_sat <= f32(1.5)), "params", "device saturation levels within [0.5, 1.5]")
+        for k, name in ((K.P_STEP_UP, "step up"), (K.P_STEP_DOWN, "step down")):
+            step = self.params[k]
+            need(np.isfinite(step) & (step >= 0), "params", f"{name} sizes finite and >= 0")
+        need(np.isfinite(self.params[K.P_XI]), "params", "finite drift draws")
+        need((self.g >= 0) & (self.g <= g_sat), "g", "conductances within [0, the device's saturation level]")
+        need(np.isfinite(self.nu) & (self.nu >= 0), "nu", "finite drift exponents >= 0")
+        need((self.t_prog >= 0) & (self.t_prog <= clock_s), "t_prog", "times between 0 and the chip's clock")
+        need((self.stuck == 0) | (self.stuck == 1), "stuck", "flags 0 or 1")
+        need(~np.isnan(self.endurance) & (self.endurance > 0), "endurance", "pulse counts > 0")
+        if not self.needs_failures:
+            need(~np.isnan(self.fail_at) & (self.fail_at > 0), "fail_at", "times > 0")
+            need((self.fail_on == 0) | (self.fail_on == 1), "fail_on", "flags 0 or 1")

@@ -8,7 +8,12 @@ A few short options cover the common settings.
 
 Exit codes: 0 success; 1 the run failed (or, for ``fleet`` and ``sweep``, some chips
 failed; their errors are in the records); 2 bad command line, config or input, nothing
-written; 3 the Dask scheduler could not be reached.
+written (one line, ``mortal: error: ...``, on stderr); 3 the Dask scheduler could not be
+reached.
+
+Output folders (:mod:`mortal.runfolder`): an ``--out`` must be a folder that is absent or
+empty, the command's own run to resume, or given with ``--overwrite``; a run holds a lock on
+it while it writes, and a second run on a folder in use is refused (exit 2).
 """
 
 from __future__ import annotations
@@ -55,17 +60,21 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     t = sub.add_parser("train", help="train one chip with Forward-Forward")
-    t.add_argument("--preset", default="pcm", help="device preset (ideal, pcm, rram, wild)")
-    t.add_argument("--layers", type=_layers, default=(1000, 1000, 1000), help="hidden widths, e.g. 1000,1000,1000")
+    # --preset, --layers and --seed default to None so that --resume can tell them given (and
+    # refuse them if they differ from the run's) from left out; a new run takes the defaults.
+    t.add_argument("--preset", default=None, help="device preset (ideal, pcm, rram, wild; default pcm)")
+    t.add_argument("--layers", type=_layers, default=None, help="hidden widths (default 1000,1000,1000)")
     t.add_argument("--epochs", type=int, default=None, help="training epochs (train.epochs; default 10)")
-    t.add_argument("--seed", type=int, default=0, help="seeds the chip and the learner")
+    t.add_argument("--seed", type=int, default=None, help="seeds the chip and the learner (default 0)")
     _add_data(t)
     t.add_argument("--train-size", type=int, default=None, help="use only the first N training examples")
     t.add_argument("--out", default=None, help="output folder (epochs.jsonl, checkpoints, summary.json)")
     t.add_argument("--resume", action="store_true",
                    help="continue the run checkpointed in --out with its recorded chip, settings, seed and data "
-                        "(--preset, --layers and --seed are then not used; --epochs may raise the total)")
-    t.add_argument("--checkpoint-every", type=int, default=0, help="epochs between checkpoints (with --out; "
+                        "(--preset, --layers and --seed, if given, must be the run's; --epochs may raise the total)")
+    t.add_argument("--overwrite", action="store_true", help="replace whatever --out holds (default: a folder "
+                   "that is not empty is refused)")
+    t.add_argument("--checkpoint-every", type=int, default=0, help="epochs between checkpoints (needs --out; "
                    "a checkpoint is always written at the end)")
     t.add_argument("--eval-every", type=int, default=1, help="epochs between test evaluations (0: only at the end)")
     t.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
@@ -82,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     life.add_argument("--check-every", default=None, help="simulated time between health checks (e.g. 30d, 6mo)")
     life.add_argument("--max-age", default=None, help="retire a chip at this age after training (e.g. 20y)")
     life.add_argument("--out", default=None, help="output folder (events.jsonl, config.json, lifetime.png/.svg)")
+    life.add_argument("--overwrite", action="store_true", help="replace whatever --out holds")
     life.add_argument("--quiet", action="store_true", help="no per-event lines")
     _add_set(life, "lifetime fields such as margin, and train.*, distill.*")
 
@@ -94,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     ds.add_argument("--transfer-size", type=int, default=None, help="unlabelled transfer examples (default: all)")
     ds.add_argument("--baselines", action="store_true", help="also a weight copy and a student trained from labels")
     ds.add_argument("--out", default=None, help="output folder (summary.json, epochs.jsonl)")
+    ds.add_argument("--overwrite", action="store_true", help="replace whatever --out holds")
     ds.add_argument("--quiet", action="store_true")
     _add_set(ds, "distill.* and train.* (the student's settings, derived from the teacher's)")
 
@@ -106,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
         f.add_argument("--scheduler", default=None, help="address of a Dask scheduler, e.g. tcp://host:8786")
         f.add_argument("--dask-local", type=int, default=None, metavar="N", help="run on a local Dask cluster of N workers")
         f.add_argument("--resume", action="store_true", help="continue the run in --out, skipping finished chips")
+        f.add_argument("--overwrite", action="store_true", help="replace whatever --out holds")
         f.add_argument("--save-chips", action="store_true", help="save every trained chip and its learner")
         f.add_argument("--quiet", action="store_true", help="no progress bar or tables")
         _add_set(f, "any key of the config file, e.g. chips=2, train.epochs=3")
@@ -115,7 +127,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true")
 
     d = sub.add_parser("demo", help="the tour: a fleet of pcm chips, one aged and distilled into a fresh chip")
-    d.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    d.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo; an earlier demo there "
+                   "is replaced, any other content refused)")
     d.add_argument("--chips", type=int, default=4)
     d.add_argument("--workers", type=int, default=None, help="local worker processes (default: CPUs)")
     d.add_argument("--layers", type=_layers, default=(300, 300))

@@ -20,7 +20,7 @@ from .errors import InputError
 from .options import format_validation_error, parse_assignments, reference_markdown
 
 __all__ = ["EXIT_OK", "EXIT_FAIL", "EXIT_USAGE", "EXIT_CLUSTER", "SET_PREFIXES", "usage_error", "reference",
-           "flatten", "assignments", "validated", "dataset_from_args", "recorded_run"]
+           "flatten", "assignments", "validated", "dataset_from_args", "check_refit", "recorded_run"]
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CLUSTER = 0, 1, 2, 3
 
@@ -36,8 +36,9 @@ SET_PREFIXES = {
 
 
 def usage_error(msg: str) -> int:
-    """Print ``mortal: error: MSG`` on stderr; the usage exit code."""
-    print(f"mortal: error: {msg}", file=sys.stderr)
+    """Print ``mortal: error: MSG`` on stderr, as one line; the usage exit code."""
+    line = " ".join(part.strip() for part in str(msg).splitlines() if part.strip())
+    print(f"mortal: error: {line}", file=sys.stderr)
     return EXIT_USAGE
 
 
@@ -95,12 +96,24 @@ def dataset_from_args(args: argparse.Namespace, default: str = "mnist") -> Any:
     source = "mini" if args.mini else (args.data or default)
     if args.mini and args.data not in (None, "mini"):
         raise InputError("give --mini or --data, not both")
-    data = load_dataset(source)
+    try:
+        data = load_dataset(source)
+    except OSError as exc:  # not found, unreadable, or a failed download: the data cannot be had
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise InputError(f"the data {source!r} cannot be read: {exc}") from None
     size = getattr(args, "train_size", None)
     if size is not None and not 1 <= size <= data.n_train:
         raise InputError(f"--train-size must be between 1 and {data.n_train} (the training examples available), "
                          f"got {size}")
     return data.subset(size) if size is not None else data
+
+
+def check_refit(cfg: Any, prefix: str = "train") -> None:
+    """Refuse a settle time before the head's refit when there is no refit (it would be ignored)."""
+    if cfg.refit.settle_s > 0 and cfg.refit.epochs == 0:
+        raise InputError(f"{prefix}.refit.settle_s={cfg.refit.settle_s:g} waits before the head's refit, but "
+                         f"{prefix}.refit.epochs is 0 (no refit); set {prefix}.refit.epochs or drop settle_s")
 
 
 def recorded_run(out: Path) -> dict[str, Any]:

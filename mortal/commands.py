@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .cli_support import (EXIT_CLUSTER, EXIT_FAIL, EXIT_OK, EXIT_USAGE, SET_PREFIXES, assignments,
+from .cli_support import (EXIT_CLUSTER, EXIT_FAIL, EXIT_OK, EXIT_USAGE, SET_PREFIXES, assignments, check_refit,
                           dataset_from_args, flatten, recorded_run, reference, usage_error)
 from .errors import InputError
 from .options import format_validation_error, merge
@@ -58,28 +58,58 @@ def cmd_options(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: What a train folder made before run folders had markers holds (it may still be resumed).
+TRAIN_LEGACY = ("config.json", "checkpoints")
+_NEW_RUN = {"preset": "pcm", "layers": (1000, 1000, 1000), "seed": 0}  # defaults of --preset, --layers, --seed
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import devices
+    from . import runfolder
     from .config import chip_input_width
-    from .ff import CHIP_FILE, FFConfig, FFLearner, latest_checkpoint
+    from .ff import CHIP_FILE, FFConfig, latest_checkpoint
     from .ff.checkpoint import check_checkpoint, saved_config
 
     tree = assignments(args).get("train", {})
-    out = Path(args.out) if args.out else None
-    ckdir = out / "checkpoints" if out else None
-    if args.resume and out is None:
-        return usage_error("--resume needs --out (the folder of the run to continue)")
-    recorded = recorded_run(out) if args.resume else {}
+    for flag, value in (("--checkpoint-every", args.checkpoint_every), ("--eval-every", args.eval_every)):
+        if value < 0:
+            key = flag[2:].replace("-", "_")
+            return usage_error(f"{flag} must be >= 0 ({key}), got {value}")
+    if args.out is None:
+        for flag, given in (("--resume", args.resume), ("--overwrite", args.overwrite),
+                            ("--checkpoint-every", args.checkpoint_every > 0)):
+            if given:
+                return usage_error(f"{flag} needs --out (the run folder)")
+    if args.resume and args.overwrite:
+        return usage_error("give --resume or --overwrite, not both")
+    # The folder first, before anything in it is read (and nothing is written until the run starts).
+    out = runfolder.check_out(args.out, "train", resume=args.resume, overwrite=args.overwrite, legacy=TRAIN_LEGACY)
+    ckdir = out / "checkpoints" if out is not None else None
+    given = {"preset": args.preset, "layers": args.layers, "seed": args.seed}
     if args.resume:  # the chip, settings, seed and data the run was started with
+        recorded = recorded_run(out)
         chip = devices.load_chip(latest_checkpoint(ckdir) / CHIP_FILE)
         base = saved_config(ckdir).model_dump()
-        args.seed = int(recorded.get("seed", args.seed))
+        begun = {"preset": chip.spec.name, "layers": tuple(int(n) for n in chip.info.layer_sizes[1:]),
+                 "seed": int(recorded.get("seed", base["seed"]))}
+
+        def text(v: object) -> str:
+            return ",".join(map(str, v)) if isinstance(v, tuple) else str(v)
+
+        differ = [f"--{k} {text(v)} (the run's is {text(begun[k])})" for k, v in given.items()
+                  if v is not None and v != begun[k]]
+        if differ:  # they would be ignored: the run goes on as it began
+            raise InputError(f"--resume continues the run in {out} as it began, but you gave " + ", ".join(differ)
+                             + "; leave them out or start a new run")
+        args.seed = begun["seed"]
         data_rec = recorded.get("data", {})
         if args.data is None and not args.mini:
             args.data = data_rec.get("source")
         if args.train_size is None and data_rec.get("train_size"):
             args.train_size = int(data_rec["train_size"])
     else:
+        for k, v in given.items():
+            setattr(args, k, _NEW_RUN[k] if v is None else v)
         base = {"seed": args.seed}
     epochs = {"epochs": args.epochs} if args.epochs is not None else {}
     try:
@@ -87,18 +117,34 @@ def cmd_train(args: argparse.Namespace) -> int:
             else FFConfig(**merge(merge(base, tree), epochs))
     except ValidationError as exc:
         raise InputError(format_validation_error(exc, "train", model=FFConfig)) from None
+    if not args.resume:  # a resumed run keeps the settings it was started with
+        check_refit(cfg)
     data = dataset_from_args(args)
+    if data.n_train < cfg.batch_size:  # as fit would refuse it, but before the folder is claimed
+        raise InputError(f"{data.n_train} training examples is fewer than one batch ({cfg.batch_size})")
     if args.resume:
         check_checkpoint(cfg, chip, None, ckdir)  # before anything in --out is rewritten
     else:
         spec = devices.get_preset(args.preset)
         chip = devices.make_chip(spec, (chip_input_width(spec, cfg, data),) + tuple(args.layers), args.seed)
+    if out is None:
+        return _train(args, cfg, chip, data, None)
+    # The run starts writing as soon as fit has accepted its input (checkpoints first): the folder
+    # is claimed here, and left as it was if fit refuses the input after all.
+    with runfolder.claim(out, "train", overwrite=args.overwrite, resume=args.resume, legacy=TRAIN_LEGACY):
+        return _train(args, cfg, chip, data, out)
+
+
+def _train(args: argparse.Namespace, cfg, chip, data, out: Path | None) -> int:
+    """Fit ``chip`` as ``cmd_train`` has set it up; write into ``out`` (claimed) if given."""
+    from .ff import FFLearner
+
+    ckdir = out / "checkpoints" if out is not None else None
     log_path = out / "epochs.jsonl" if out is not None else None
-    started = False
+    started, shown = False, 0  # the run's files written; epochs reported
 
     def start() -> None:
-        """Write the run's files once fit has accepted every input (nothing is written before)."""
-        out.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+        """Write the run's files once fit has accepted every input."""
         # The epochs before this one: on resume those the checkpoint held (the rest are redone).
         log_path.write_text("".join(json.dumps(r) + "\n" for r in learner.history[:-1]))  # type: ignore[union-attr]
         (out / "config.json").write_text(json.dumps({  # type: ignore[operator]
@@ -108,7 +154,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             "train": cfg.model_dump(mode="json")}, indent=2))
 
     def show(rec: dict) -> None:
-        nonlocal started
+        nonlocal started, shown
+        shown += 1
         if log_path is not None and not started:
             start()
             started = True
@@ -128,8 +175,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                     test_inputs=data.test_inputs, test_labels=data.test_labels, eval_every=args.eval_every,
                     checkpoint_dir=ckdir, checkpoint_every=args.checkpoint_every,
                     resume=ckdir if args.resume else None, log=show, progress=False if args.quiet else None)
-    except InputError:
-        raise
+    except InputError as exc:
+        if not (started or shown):  # refused before the run began: bad input (exit 2)
+            raise
+        print(f"mortal: training failed after {learner.epoch} epochs: InputError: {exc}", file=sys.stderr)
+        return EXIT_FAIL
     except Exception as exc:  # the run itself failed (exit 1): say what and where the checkpoints are
         where = f"; checkpoints in {ckdir}" if ckdir is not None and ckdir.is_dir() else ""
         print(f"mortal: training failed after {learner.epoch} epochs: {type(exc).__name__}: {exc}{where}",
@@ -163,6 +213,8 @@ def cmd_fleet(args: argparse.Namespace, sweep: bool) -> int:
         return usage_error("give --scheduler or --dask-local, not both")
     if args.workers is not None and args.workers < 1:
         return usage_error(f"--workers must be >= 1, got {args.workers}")
+    if args.out is not None and not args.out.strip():
+        return usage_error("--out is empty; give a folder")
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     executor, close = None, None
     if args.scheduler is not None or args.dask_local is not None:
@@ -184,8 +236,8 @@ def cmd_fleet(args: argparse.Namespace, sweep: bool) -> int:
             print(f"{rec['key']}: FAILED {rec.get('error')}", flush=True)
 
     try:
-        res = run_fleet(cfg, out, executor, workers=args.workers, resume=args.resume, save_chips=args.save_chips,
-                        progress=not args.quiet and sys.stderr.isatty(), on_record=show)
+        res = run_fleet(cfg, out, executor, workers=args.workers, resume=args.resume, overwrite=args.overwrite,
+                        save_chips=args.save_chips, progress=not args.quiet and sys.stderr.isatty(), on_record=show)
     except InputError:
         raise
     except Exception as exc:
@@ -212,7 +264,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     tree = assignments(args)
-    return run_demo(Path(args.out), chips=args.chips, workers=args.workers, layers=args.layers,
+    return run_demo(args.out, chips=args.chips, workers=args.workers, layers=args.layers,
                     epochs=args.epochs, seed=args.seed, quiet=args.quiet, train=tree.get("train"),
                     distill_settings=tree.get("distill"))
 

@@ -31,6 +31,10 @@ Sweepable keys: ``chip.preset``, ``chip.layers`` (a list of width lists),
 ``chip.adc_bits``, ``chip.dac_bits``, and any ``train.<field>`` of ``FFConfig``
 (dotted through its groups, e.g. ``train.measurement.reads``).
 
+``name`` is one plain folder name (the run goes to ``runs/<name>`` unless the command is given
+``--out``): no path separator or drive, not empty, ``.`` or ``..``.  A config runs at most
+:data:`MAX_CHIP_RUNS` (100,000) chips, sweep points x chips, counted before any point is built.
+
 Errors are :class:`ConfigError` with one message that names the file and the
 field.  :meth:`ExperimentConfig.resolved` is the config with every default and
 seed filled in; it is written beside the results so that a run can be repeated.
@@ -40,8 +44,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import tomllib
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Literal, Optional
 
 import numpy as np
@@ -54,10 +59,13 @@ from .options import format_validation_error, merge
 from .ff import FFConfig
 
 __all__ = ["ConfigError", "ChipConfig", "DataConfig", "ExperimentConfig", "SweepPoint", "load_config",
-           "SWEEP_KEYS", "chip_input_width", "load_data"]
+           "SWEEP_KEYS", "MAX_CHIP_RUNS", "chip_input_width", "load_data"]
 
 #: Sweep keys outside ``train.*`` and what they change.
 SWEEP_KEYS = ("chip.preset", "chip.layers", "chip.adc_bits", "chip.dac_bits")
+
+#: The most chips one config may run: sweep points x chips per point (counted before any point is built).
+MAX_CHIP_RUNS = 100_000
 
 
 class ConfigError(ValueError):
@@ -170,15 +178,28 @@ class SweepPoint(_Model):
 class ExperimentConfig(_Model):
     """A fleet (and optionally a sweep) of chips."""
 
+    # The run's name: ``mortal fleet`` and ``sweep`` write to ``runs/<name>`` unless given ``--out``,
+    # so it is one plain folder name (no path separator or drive, not ``.`` or ``..``).
     name: str = "fleet"
     seed: int = Field(0, ge=0)
-    chips: int = Field(4, ge=1, le=100_000)
+    chips: int = Field(4, ge=1, le=MAX_CHIP_RUNS)
     workers: Optional[int] = Field(None, ge=1, le=1024)
     """Local worker processes (default: the number of CPUs)."""
     chip: ChipConfig = Field(default_factory=ChipConfig)
     train: FFConfig = Field(default_factory=FFConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty: it names the run folder runs/<name>")
+        parts = (PurePosixPath(v), PureWindowsPath(v))
+        if v in (".", "..") or "\0" in v or any(p.anchor or len(p.parts) != 1 for p in parts):
+            raise ValueError(f"{v!r} is not a plain folder name: the run goes to runs/<name>, so the name "
+                             "may hold no path separator or drive and may not be '.' or '..'")
+        return v
 
     @field_validator("sweep")
     @classmethod
@@ -201,6 +222,12 @@ class ExperimentConfig(_Model):
 
     @model_validator(mode="after")
     def _points_valid(self) -> "ExperimentConfig":
+        # Counted before any point is built: a sweep of 10^8 points is refused at once.
+        n_points = math.prod(len(values) for values in self.sweep.values())
+        if n_points * self.chips > MAX_CHIP_RUNS:
+            raise ValueError(f"sweep: {n_points:,} points x {self.chips:,} chip{'s' if self.chips > 1 else ''} = "
+                             f"{n_points * self.chips:,} chips to run, more than the limit of {MAX_CHIP_RUNS:,} "
+                             "in one run; split the sweep into several configs")
         self.points()  # every combination must build
         return self
 

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,18 +32,31 @@ from .ff import CHIP_FILE, FFLearner, latest_checkpoint, load_learner
 from .fleet import chip_seed, learner_seed, run_fleet
 from .lifetime import SECONDS_PER_YEAR, weight_copy
 from .report import write_report
+from .runfolder import check_out, claim, run_kind
 
 __all__ = ["run_demo"]
 
 
-def run_demo(out: Path, chips: int = 4, workers: int | None = None, layers: tuple[int, ...] = (300, 300),
+_HINT = "choose another --out (the demo replaces only an earlier demo folder)"
+
+
+def _earlier_demo(out: Path) -> bool:
+    """Whether ``out`` holds an earlier demo: its marker, or (made before markers) a ``demo.json``."""
+    kind = run_kind(out)
+    return out.is_dir() and (kind == "demo" or (kind is None and (out / "demo.json").is_file()))
+
+
+def run_demo(out: str | os.PathLike, chips: int = 4, workers: int | None = None, layers: tuple[int, ...] = (300, 300),
              epochs: int = 5, seed: int = 0, quiet: bool = False, train: dict[str, Any] | None = None,
              distill_settings: dict[str, Any] | None = None) -> int:
-    """Run the demo into ``out`` (replaced if it holds an earlier demo); returns an exit code.
+    """Run the demo into ``out``; returns an exit code.
 
-    ``train``: ``FFConfig`` settings of every chip (nested plain data, e.g. from ``--set
-    train.*``; ``epochs`` is the demo's own); ``distill_settings``: ``DistillConfig`` settings
-    of the transfer (the student trains ``epochs`` epochs unless they say otherwise).
+    ``out`` must be absent, empty or an earlier demo folder (which is replaced, once every
+    setting has been checked); any other folder, or one another run is writing into, is refused
+    with InputError and nothing written.  ``train``: ``FFConfig`` settings of every chip (nested
+    plain data, e.g. from ``--set train.*``; ``epochs`` is the demo's own);
+    ``distill_settings``: ``DistillConfig`` settings of the transfer (the student trains
+    ``epochs`` epochs unless they say otherwise).
     """
     if chips < 1 or epochs < 1 or (workers is not None and workers < 1):
         raise InputError("chips, epochs and workers must be positive")
@@ -60,11 +73,18 @@ def run_demo(out: Path, chips: int = 4, workers: int | None = None, layers: tupl
         dcfg = DistillConfig(**{"student_epochs": epochs, **(distill_settings or {})})
     except ValidationError as exc:
         raise InputError(format_validation_error(exc, "distill", model=DistillConfig)) from None
+    text = os.fspath(out)
+    earlier = bool(text.strip()) and _earlier_demo(Path(text))
+    folder = check_out(text, "demo", overwrite=earlier, hint=_HINT)
+    assert folder is not None
+    with claim(folder, "demo", overwrite=earlier, resume=False, hint=_HINT):  # replaces an earlier demo
+        return _tour(folder, cfg, dcfg, chips, workers, layers, epochs, seed, quiet, say, t0)
+
+
+def _tour(out: Path, cfg: Any, dcfg: DistillConfig, chips: int, workers: int | None, layers: tuple[int, ...],
+          epochs: int, seed: int, quiet: bool, say: Any, t0: float) -> int:
+    """The demo's three steps, into the claimed folder ``out``."""
     fleet_dir = out / "fleet"
-    if out.exists():
-        if not (out / "demo.json").is_file() and any(out.iterdir()):
-            raise InputError(f"{out} exists and is not an earlier demo folder; choose another --out")
-        shutil.rmtree(out)
     say(f"[1/3] training {chips} unique pcm chips ({'x'.join(map(str, layers))}, {epochs} epochs, "
         f"bundled MNIST subset) in parallel ...")
     bars = not quiet and sys.stderr.isatty()

@@ -3,8 +3,10 @@
 :func:`run_fleet` runs every chip of every sweep point of an
 :class:`~mortal.config.ExperimentConfig` on an executor:
 
-* the default is a local process pool (one BLAS thread per worker); any ``concurrent.futures.Executor`` can be passed instead, e.g. a Dask
-  ``distributed`` client's ``client.get_executor(pure=False)`` (see :func:`dask_executor`);
+* the default is a local process pool (one BLAS thread per worker; :func:`mortal.executors.local_pool`,
+  whose workers end with the fleet's process, even when that is killed with ``kill -9``); any
+  ``concurrent.futures.Executor`` can be passed instead, e.g. a Dask ``distributed`` client's
+  ``client.get_executor(pure=False)`` (see :func:`mortal.executors.dask_executor`);
 * chip ``i`` is fabricated from ``SeedSequence(seed, spawn_key=(i,))`` and its
   learner seeded from the same sequence, and every chip runs with one BLAS
   thread, so chip ``i``'s record is the same bit for bit whatever the number of
@@ -13,36 +15,53 @@
   arrives; ``resume=True`` skips the chips already recorded as ``ok``; a worker
   that dies has its chip re-run (up to ``max_retries`` times); a chip that
   raises is recorded as ``failed`` with its error and the fleet goes on.
+
+Before any chip starts (and before anything is written), :func:`run_fleet` checks the output
+folder (:func:`mortal.runfolder.check_out`: a folder, or a place one can be made, that is empty
+or holds this fleet's run to resume) and loads the data once, refusing data that cannot be
+read or is too small for a sweep point's batch.  While it runs it holds the folder's lock
+(:func:`mortal.runfolder.claim`): a second run on the same folder, new or resumed, is refused
+with the process id of the first.
+
+The record files and their readers are in :mod:`mortal.records`; a resumed run moves the lines
+of ``records.jsonl`` that are not complete records to ``records.rejected.jsonl`` and runs again
+the chips they leave without a record.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
 import time
 import traceback
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+import zipfile
+import zlib
+from concurrent.futures import Executor, Future, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 import devices
 
-from .config import (ConfigError, DataConfig, ExperimentConfig, SweepPoint, chip_input_width, config_from_dict,
-                     load_data)
+from .config import DataConfig, ExperimentConfig, SweepPoint, chip_input_width, load_data
 from .errors import InputError
+from .executors import SCHEDULER_SCHEMES, dask_executor, local_pool, scheduler_address
 from .ff import FFLearner
 from .progress import Progress
+from .records import (CONFIG_FILE, RECORDS_FILE, REJECTED_FILE, load_run, pareto_front, read_records, record_problem,
+                      scan_records, summarize)
+from .runfolder import check_out, claim
 
-__all__ = ["run_fleet", "FleetResult", "chip_seed", "learner_seed", "read_records", "summarize",
-           "pareto_front", "dask_executor", "RECORDS_FILE", "CONFIG_FILE"]
-
-RECORDS_FILE = "records.jsonl"
-CONFIG_FILE = "config.resolved.json"
+# The record files' readers and the executors live in mortal.records and mortal.executors; they
+# are named here too, where callers have always found them.
+__all__ = ["run_fleet", "FleetResult", "ChipTask", "run_chip", "chip_seed", "learner_seed", "read_records",
+           "record_problem", "load_run", "summarize", "pareto_front", "dask_executor", "scheduler_address",
+           "SCHEDULER_SCHEMES", "RECORDS_FILE", "CONFIG_FILE", "REJECTED_FILE"]
 
 
 def chip_seed(root: int, i: int) -> np.random.SeedSequence:
@@ -133,6 +152,79 @@ def run_chip(task: ChipTask) -> dict[str, Any]:
     return rec
 
 
+def _append(path: Path, rec: dict[str, Any]) -> None:
+    """Append one record to ``records.jsonl`` in one write, on disk before the next."""
+    line = json.dumps(rec) + "\n"
+    with open(path, "a") as fh:
+        fh.write(line)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+# -- checks before anything runs ----------------------------------------------------------------------
+
+def _params_text(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k} = {v!r}" for k, v in params.items())
+
+
+def _check_data(config: ExperimentConfig) -> Optional[str]:
+    """Load the config's data once in this process (kept for the run: forked workers inherit it)
+    and check that every sweep point can train on it; InputError if not.  Returns the cache key
+    when this call loaded the data (the caller drops it after the run)."""
+    key = config.data.model_dump_json()
+    added = key not in _DATA_CACHE
+    try:
+        data = _data(config.data)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise InputError(f"data: {exc}") from None
+    try:
+        for p in config.points():
+            if p.train.batch_size > data.n_train:
+                where = f"sweep point [{_params_text(p.params)}]: " if p.params else ""
+                raise InputError(f"{where}train.batch_size = {p.train.batch_size} is more than the {data.n_train} "
+                                 "training examples of the data (see data.train_size); no chip could train")
+    except InputError:
+        if added:
+            _DATA_CACHE.pop(key, None)
+        raise
+    return key if added else None
+
+
+def _open_run(config: ExperimentConfig, out: Path, resume: bool) -> dict[str, dict[str, Any]]:
+    """With ``out`` claimed: write the resolved config and an empty record file (a new run), or
+    check and tidy a run to resume; returns the chips already recorded ``ok``."""
+    rec_path, cfg_path = out / RECORDS_FILE, out / CONFIG_FILE
+    if not resume:
+        cfg_path.write_text(json.dumps(config.resolved(), indent=2))
+        rec_path.write_text("")
+        return {}
+    if not cfg_path.is_file():
+        raise InputError(f"nothing to resume in {out} (no {CONFIG_FILE})")
+    try:
+        before = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {cfg_path} to resume: {exc}") from None
+    now = json.loads(json.dumps(config.resolved()))
+    if isinstance(before, dict):
+        before.pop("workers", None)
+    now.pop("workers", None)
+    if before != now:
+        raise InputError(f"{out} holds a run of another config; resume needs the same config")
+    good, bad = scan_records(rec_path)
+    kept = [rec for _, rec in sorted(good.values(), key=lambda nr: nr[1]["key"])]
+    if bad:  # kept aside, not lost: a killed run's torn last line, a damaged or edited record
+        with open(out / REJECTED_FILE, "ab") as fh:
+            fh.write(b"".join(raw if raw.endswith(b"\n") else raw + b"\n" for _, _, raw in bad))
+            fh.flush()
+            os.fsync(fh.fileno())
+    # Rewrite with the records only, atomically.
+    tmp = rec_path.with_name(rec_path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    os.replace(tmp, rec_path)
+    cfg_path.write_text(json.dumps(config.resolved(), indent=2))
+    return {r["key"]: r for r in kept if r.get("status") == "ok"}
+
+
 # -- the fleet ----------------------------------------------------------------------------------------
 
 @dataclass
@@ -154,61 +246,43 @@ class FleetResult:
         return [r for r in self.records if r.get("status") != "ok"]
 
 
-def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """Records of ``records.jsonl`` (a torn last line from a crash is ignored); the latest
-    record of each chip wins."""
-    p = Path(path)
-    if not p.is_file():
-        return []
-    out: dict[str, dict[str, Any]] = {}
-    for line in p.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict) and "key" in rec:
-            out[rec["key"]] = rec
-    return sorted(out.values(), key=lambda r: r["key"])
-
-
-def _append(path: Path, rec: dict[str, Any]) -> None:
-    line = json.dumps(rec) + "\n"
-    with open(path, "a") as fh:
-        fh.write(line)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _local_pool(workers: int) -> ProcessPoolExecutor:
-    # The platform's default start method (fork on Linux: no re-import of the caller's
-    # script); run_chip limits BLAS to one thread inside the worker, for any executor.
-    return ProcessPoolExecutor(max_workers=workers)
-
-
 def run_fleet(config: ExperimentConfig, out_dir: str | Path | None = None, executor: Executor | None = None, *,
               workers: int | None = None, resume: bool = False, save_chips: bool = False,
               max_retries: int = 2, progress: bool = False,
               on_record: Callable[[dict[str, Any]], None] | None = None,
-              task_fn: Callable[[ChipTask], dict[str, Any]] = run_chip) -> FleetResult:
+              task_fn: Callable[[ChipTask], dict[str, Any]] = run_chip,
+              overwrite: bool = False, check_data: bool = True) -> FleetResult:
     """Run every chip of every sweep point; see the module docstring.
 
     Parameters
     ----------
     out_dir : path, optional
         Where ``config.resolved.json`` and ``records.jsonl`` go (and chips with
-        ``save_chips``).  Without it, records are only returned.
+        ``save_chips``).  Without it, records are only returned.  It must be a folder (or a
+        place one can be made) that is empty, or that holds this fleet's run with ``resume``,
+        or anything with ``overwrite``; the run holds its lock until it returns, and a second
+        run on it is refused (InputError naming the process that holds it).
     executor : Executor, optional
         Runs the chips; default: a local process pool with ``workers`` (default
-        ``config.workers`` or the CPU count) processes.
+        ``config.workers`` or the CPU count) processes, which end with this process.
     resume : bool
         Continue a run in ``out_dir``: chips recorded ``ok`` are skipped.  The
-        config must equal the one recorded there.
+        config must equal the one recorded there.  Lines of ``records.jsonl`` that are not
+        complete records are moved to ``records.rejected.jsonl`` and their chips run again.
     save_chips : bool
         Save each trained chip and its learner as a checkpoint under ``out_dir/chips/KEY``.
     task_fn : callable, optional
         What each worker runs for one chip: ``task_fn(task) -> record``; default
         :func:`run_chip`.  It must be picklable by the executor (a module-level function).
         Tests pass a wrapper of :func:`run_chip` that kills its worker, to exercise re-runs.
+    overwrite : bool
+        Replace whatever ``out_dir`` holds (once its lock is held).
+    check_data : bool
+        Load the data in this process before any chip starts, and refuse (InputError) data that
+        cannot be read or that holds fewer training examples than a sweep point's batch.  Turn
+        off only for data that the executor's workers can reach and this process cannot.
+
+    Every InputError is raised before anything is written and before any chip starts.
     """
     if not isinstance(config, ExperimentConfig):
         raise InputError(f"config must be an ExperimentConfig, got {type(config).__name__}")
@@ -216,42 +290,38 @@ def run_fleet(config: ExperimentConfig, out_dir: str | Path | None = None, execu
         raise InputError(f"max_retries must be a non-negative integer, got {max_retries!r}")
     if not callable(task_fn):
         raise InputError(f"task_fn must be callable, got {type(task_fn).__name__}")
-    out = Path(out_dir) if out_dir is not None else None
-    if save_chips and out is None:
-        raise InputError("save_chips needs an out_dir")
-    done: dict[str, dict[str, Any]] = {}
-    rec_path = None
-    if out is not None:
-        rec_path = out / RECORDS_FILE
-        cfg_path = out / CONFIG_FILE
+    if resume and overwrite:
+        raise InputError("resume and overwrite exclude each other: resume continues the run in out_dir, "
+                         "overwrite replaces it")
+    if out_dir is None:
+        if save_chips:
+            raise InputError("save_chips needs an out_dir")
         if resume:
-            if not cfg_path.is_file():
-                raise InputError(f"nothing to resume in {out} (no {CONFIG_FILE})")
-            try:
-                before = json.loads(cfg_path.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
-                raise InputError(f"cannot read {cfg_path} to resume: {exc}") from None
-            now = json.loads(json.dumps(config.resolved()))
-            if isinstance(before, dict):
-                before.pop("workers", None)
-            now.pop("workers", None)
-            if before != now:
-                raise InputError(f"{out} holds a run of another config; resume needs the same config")
-            kept = read_records(rec_path)
-            done = {r["key"]: r for r in kept if r.get("status") == "ok"}
-            # Rewrite without a torn last line (a killed run's partial write), atomically.
-            tmp = rec_path.with_name(rec_path.name + ".tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-            os.replace(tmp, rec_path)
-        elif rec_path.exists() and rec_path.stat().st_size > 0:
-            raise InputError(f"{out} already holds fleet records; use resume, or another output folder")
-        out.mkdir(parents=True, exist_ok=True)
-        cfg_path.write_text(json.dumps(config.resolved(), indent=2))
-        if not rec_path.exists():
-            rec_path.write_text("")
-    elif resume:
-        raise InputError("resume needs an out_dir")
+            raise InputError("resume needs an out_dir")
+    # Nothing is written until every check has passed: the folder (a second run on it is refused
+    # with the first's process id), then the data.
+    out = check_out(out_dir, "fleet", resume=resume, overwrite=overwrite, legacy=(CONFIG_FILE,))
+    cached = _check_data(config) if check_data else None
+    try:
+        run = functools.partial(_run, config, executor, workers=workers, save_chips=save_chips,
+                                max_retries=max_retries, progress=progress, on_record=on_record, task_fn=task_fn)
+        if out is None:
+            return run(None, {})
+        # The folder is checked again under its lock: another run may have written into it meanwhile.
+        with claim(out, "fleet", overwrite=overwrite, resume=resume, legacy=(CONFIG_FILE,)):
+            done = _open_run(config, out, resume)
+            return run(out, done)
+    finally:
+        if cached is not None:
+            _DATA_CACHE.pop(cached, None)
 
+
+def _run(config: ExperimentConfig, executor: Executor | None, out: Optional[Path], done: dict[str, dict[str, Any]],
+         *, workers: int | None, save_chips: bool, max_retries: int, progress: bool,
+         on_record: Callable[[dict[str, Any]], None] | None,
+         task_fn: Callable[[ChipTask], dict[str, Any]]) -> FleetResult:
+    """The chips of :func:`run_fleet` (its checks done, ``out`` claimed), ``done`` skipped."""
+    rec_path = out / RECORDS_FILE if out is not None else None
     save_dir = str(out / "chips") if save_chips and out is not None else None
     tasks = [ChipTask(point=p, chip=i, root_seed=config.seed, data=config.data, save_dir=save_dir)
              for p in config.points() for i in range(config.chips)]
@@ -286,141 +356,48 @@ def run_fleet(config: ExperimentConfig, out_dir: str | Path | None = None, execu
                 "status": "failed",
                 "error": f"worker lost {attempts[task.key]} times: {type(exc).__name__}: {exc}"})
 
-    while pending:
-        if isolate and own:
-            # A chip that kills its worker takes the others in the same pool down with it; run
-            # each remaining chip alone, so that only the culprit uses up its retries.
-            task = pending.pop(0)
-            with _local_pool(1) as solo:
+    try:
+        while pending:
+            if isolate and own:
+                # A chip that kills its worker takes the others in the same pool down with it; run
+                # each remaining chip alone, so that only the culprit uses up its retries.
+                task = pending.pop(0)
+                with local_pool(1) as solo:
+                    try:
+                        finish(solo.submit(task_fn, task).result())
+                    except Exception as exc:
+                        worker_lost(task, exc)
+                continue
+            if pool is None:
+                pool = local_pool(min(n_workers, len(pending)))
+            futures: dict[Future, ChipTask] = {pool.submit(task_fn, t): t for t in pending}
+            pending.clear()
+            broken = False
+            for fut in as_completed(futures):
+                task = futures[fut]
                 try:
-                    finish(solo.submit(task_fn, task).result())
-                except Exception as exc:
+                    rec = fut.result()
+                except BrokenProcessPool:
+                    # Every unfinished chip of the pool fails with it; which one killed its worker is
+                    # unknown, so none is charged an attempt yet.
+                    broken = True
+                    pending.append(task)
+                    continue
+                except Exception as exc:  # the worker was lost (e.g. Dask's KilledWorker), not the chip
                     worker_lost(task, exc)
-            continue
-        if pool is None:
-            pool = _local_pool(min(n_workers, len(pending)))
-        futures: dict[Future, ChipTask] = {pool.submit(task_fn, t): t for t in pending}
-        pending.clear()
-        broken = False
-        for fut in as_completed(futures):
-            task = futures[fut]
-            try:
-                rec = fut.result()
-            except BrokenProcessPool:
-                # Every unfinished chip of the pool fails with it; which one killed its worker is
-                # unknown, so none is charged an attempt yet.
-                broken = True
-                pending.append(task)
-                continue
-            except Exception as exc:  # the worker was lost (e.g. Dask's KilledWorker), not the chip
-                worker_lost(task, exc)
-                continue
-            finish(rec)
-        if broken:
-            if not own:
-                raise RuntimeError("the executor broke while chips were running; the records so far are saved")
-            pool.shutdown(wait=True, cancel_futures=True)  # type: ignore[union-attr]
-            pool = None
-            isolate = isolate or previous_broken
-        previous_broken = broken
-    bar.close()
-    if own and pool is not None:
-        pool.shutdown(wait=True)
+                    continue
+                finish(rec)
+            if broken:
+                if not own:
+                    raise RuntimeError("the executor broke while chips were running; the records so far are saved")
+                pool.shutdown(wait=True, cancel_futures=True)  # type: ignore[union-attr]
+                pool = None
+                isolate = isolate or previous_broken
+            previous_broken = broken
+        bar.close()
+    finally:
+        if own and pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     ordered = [records[t.key] for t in tasks if t.key in records]
     return FleetResult(config=config, records=ordered, out_dir=out, ran=len(todo),
                        wall_s=time.perf_counter() - t0)
-
-
-def load_run(out_dir: str | Path) -> tuple[ExperimentConfig, list[dict[str, Any]]]:
-    """The config and records of a finished (or partial) fleet run in ``out_dir``."""
-    out = Path(out_dir)
-    cfg_path = out / CONFIG_FILE
-    if not cfg_path.is_file():
-        raise InputError(f"{out} is not a fleet run folder (no {CONFIG_FILE})")
-    raw = json.loads(cfg_path.read_text())
-    raw.pop("points", None)
-    try:
-        config = config_from_dict(raw, str(cfg_path))
-    except ConfigError as exc:
-        raise InputError(str(exc)) from None
-    return config, read_records(out / RECORDS_FILE)
-
-
-# -- sweeps: summary and Pareto front -----------------------------------------------------------------
-
-def pareto_front(points: Iterable[tuple[float, float]]) -> list[bool]:
-    """For (cost, error) pairs, whether each is on the front (no other is at least as good in
-    both and better in one)."""
-    pts = list(points)
-    flags = []
-    for i, (c, e) in enumerate(pts):
-        dominated = any((c2 <= c and e2 <= e) and (c2 < c or e2 < e) for j, (c2, e2) in enumerate(pts) if j != i)
-        flags.append(not dominated)
-    return flags
-
-
-def summarize(config: ExperimentConfig, records: list[dict[str, Any]], method: str = "softmax") -> list[dict[str, Any]]:
-    """Per sweep point: chips ok/failed, mean and spread of the test error, mean energies, and
-    whether the point is on the energy/error Pareto front (per training run and per inference)."""
-    rows = []
-    for p in config.points():
-        ok = [r["result"] for r in records if r["point"] == p.index and r.get("status") == "ok"]
-        n_failed = sum(1 for r in records if r["point"] == p.index and r.get("status") != "ok")
-        row: dict[str, Any] = {"point": p.index, "params": p.params, "chips_ok": len(ok), "chips_failed": n_failed}
-        if ok:
-            err = np.array([r["test_error"][method] for r in ok])
-            row.update({
-                "error_mean": float(err.mean()), "error_std": float(err.std(ddof=1)) if len(err) > 1 else 0.0,
-                "error_min": float(err.min()), "error_max": float(err.max()),
-                "goodness_error_mean": float(np.mean([r["test_error"]["goodness"] for r in ok])),
-                "train_energy_j": float(np.mean([r["train_energy_total_j"] for r in ok])),
-                "inference_energy_j": float(np.mean([r["inference_energy_per_image_j"][method] for r in ok])),
-                "pulses": float(np.mean([r["pulses"] for r in ok])),
-            })
-        rows.append(row)
-    have = [r for r in rows if "error_mean" in r]
-    for key, flag in (("train_energy_j", "pareto_train"), ("inference_energy_j", "pareto_inference")):
-        front = pareto_front((r[key], r["error_mean"]) for r in have)
-        for r, f in zip(have, front):
-            r[flag] = f
-    return rows
-
-
-# -- Dask ---------------------------------------------------------------------------------------------
-
-def dask_executor(scheduler: str | None = None, local_workers: int | None = None, timeout_s: float = 10.0):
-    """A ``(executor, closer)`` pair on a Dask ``distributed`` cluster.
-
-    ``scheduler``: the address of a running scheduler (``tcp://host:8786``);
-    ``local_workers``: start a ``LocalCluster`` with that many single-threaded worker processes.
-    An unreachable scheduler raises ``ConnectionError`` within ``timeout_s``.
-    """
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError:
-        raise InputError("Dask is not installed; install the extra: pip install 'mortal[dask]'") from None
-    if (scheduler is None) == (local_workers is None):
-        raise InputError("give either a scheduler address or a number of local Dask workers")
-    if scheduler is not None:
-        try:
-            client = Client(scheduler, timeout=f"{timeout_s}s")
-        except (OSError, TimeoutError) as exc:
-            raise ConnectionError(f"cannot reach the Dask scheduler at {scheduler} within {timeout_s:g} s: "
-                                  f"{exc}") from None
-
-        def close() -> None:
-            client.close()
-    else:
-        if isinstance(local_workers, bool) or not isinstance(local_workers, int) or local_workers < 1:
-            raise InputError(f"local Dask workers must be a positive integer, got {local_workers!r}")
-        # The dashboard on a free local port: the default 8787 may be taken (by another cluster),
-        # which only moves it, with a warning.
-        cluster = LocalCluster(n_workers=local_workers, threads_per_worker=1, processes=True,
-                               dashboard_address="127.0.0.1:0", silence_logs=40)
-        client = Client(cluster)
-
-        def close() -> None:
-            client.close()
-            cluster.close()
-    return client.get_executor(pure=False), close
-

@@ -150,8 +150,10 @@ def run_lifetime(config: LifetimeConfig, data: Any, emit: Callable[[dict[str, An
     ``check`` (one health check: probe error, softmax test error, compensation factors,
     stuck fraction; both readouts are measured at ``trained`` and ``distilled``), ``dying``
     (the monitor's verdict), ``distilled`` (a new generation trained from the dying one:
-    energies and errors), ``retired`` (the last chip at the end).  ``time_s`` is simulated
-    time since generation 0 was fabricated; ``age_s`` the chip's own age.
+    energies and errors), ``retired`` (the last chip at the end).  ``dying`` and ``retired``
+    carry ``dead``: a chip found dead then (half of some layer's devices stuck) cannot teach,
+    so the lineage ends with it, before ``generations`` chips if need be.  ``time_s`` is
+    simulated time since generation 0 was fabricated; ``age_s`` the chip's own age.
     """
     from .data import Dataset
 
@@ -230,9 +232,12 @@ def run_lifetime(config: LifetimeConfig, data: Any, emit: Callable[[dict[str, An
             if report.status == "dying":
                 verdict = {"status": "dying", "reason": report.reason}
                 break
+        dead = bool(chip.dead)  # half of some layer's devices stuck: it can no longer teach
+        if dead and gen + 1 < cfg.generations:
+            verdict["reason"] += "; the chip is dead (half of a layer's devices stuck), so nothing can be handed on"
         put({"event": "dying" if verdict["status"] == "dying" else "retired", "generation": gen,
-             "time_s": birth + chip.clock_s, "age_s": chip.clock_s, "reason": verdict["reason"]})
-        if gen + 1 >= cfg.generations:
+             "time_s": birth + chip.clock_s, "age_s": chip.clock_s, "reason": verdict["reason"], "dead": dead})
+        if gen + 1 >= cfg.generations or dead:  # a dead chip ends the lineage: a result, not an error
             break
         # Hand the knowledge on to a freshly fabricated chip, born now.
         t_birth = birth + chip.clock_s

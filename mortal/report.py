@@ -1,15 +1,25 @@
-"""Tables and figures from a fleet or sweep run folder (``mortal report DIR``)."""
+"""Tables and figures from a fleet or sweep run folder (``mortal report DIR``).
+
+A folder whose ``config.resolved.json`` is missing or damaged is refused (InputError, one line).
+Lines of ``records.jsonl`` that are not complete records (``mortal.records.record_problem``: a
+torn last line of a killed run, bytes that are not UTF-8, a record missing a key) are left out
+of the tables, figures and counts, named on one ``mortal: warning:`` line on stderr and listed
+in ``summary.json`` under ``records_skipped``; ``mortal fleet --resume`` sets such lines aside in
+``records.rejected.jsonl`` and runs again the chips left without a record.
+"""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import devices
 
 from .config import ExperimentConfig
-from .fleet import load_run, summarize
+from .errors import InputError
+from .records import RECORDS_FILE, load_run, summarize
 from .ops import head_width, training_macs
 
 __all__ = ["fleet_table", "sweep_table", "write_report", "digital_reference"]
@@ -80,25 +90,45 @@ def digital_reference(config: ExperimentConfig, records: list[dict[str, Any]]) -
     return train, infer
 
 
+def _skipped_warning(path: Path, skipped: list[tuple[int, str]]) -> str:
+    shown = "; ".join(f"line {n}: {why}" for n, why in skipped[:5]) + ("; ..." if len(skipped) > 5 else "")
+    return (f"mortal: warning: {path}: left out {len(skipped)} line{'s' if len(skipped) > 1 else ''} that "
+            f"{'are' if len(skipped) > 1 else 'is'} not a complete record ({shown}); mortal fleet --resume "
+            "sets such lines aside in records.rejected.jsonl and runs again the chips left without a record")
+
+
 def write_report(out_dir: str | Path, quiet: bool = False) -> dict[str, Any]:
-    """Write ``summary.json`` and the figures of a run folder; print the tables unless ``quiet``."""
+    """Write ``summary.json`` and the figures of a run folder; print the tables unless ``quiet``.
+
+    InputError (one line) if the folder holds no readable fleet run or the report cannot be
+    written there.  Lines of ``records.jsonl`` that are not complete records are left out, with a
+    warning on stderr (even when ``quiet``) and their line numbers in ``summary["records_skipped"]``.
+    """
     from .plots import plot_energy_breakdown, plot_energy_error, plot_fleet_errors
 
     out = Path(out_dir)
-    config, records = load_run(out)
+    skipped: list[tuple[int, str]] = []
+    config, records = load_run(out, skipped=skipped)
+    if skipped:
+        print(_skipped_warning(out / RECORDS_FILE, skipped), file=sys.stderr)
     rows = summarize(config, records)
     train_ref, infer_ref = digital_reference(config, records)
     figures: list[str] = []
-    if any(r.get("status") == "ok" for r in records):
-        figures += plot_fleet_errors(records, out / "fleet_errors")
-        figures += plot_energy_breakdown(records, out / "energy_breakdown")
-        figures += plot_energy_error(rows, out / "energy_vs_error_training", "train_energy_j", train_ref)
-        figures += plot_energy_error(rows, out / "energy_vs_error_inference", "inference_energy_j", infer_ref)
-    summary = {"name": config.name, "chips_total": len(config.points()) * config.chips,
-               "chips_recorded": len(records), "chips_failed": sum(1 for r in records if r.get("status") != "ok"),
-               "points": rows, "digital_reference_train_j": train_ref,
-               "digital_reference_inference_j": infer_ref, "figures": [str(f) for f in figures]}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    try:
+        if any(r.get("status") == "ok" for r in records):
+            figures += plot_fleet_errors(records, out / "fleet_errors")
+            figures += plot_energy_breakdown(records, out / "energy_breakdown")
+            figures += plot_energy_error(rows, out / "energy_vs_error_training", "train_energy_j", train_ref)
+            figures += plot_energy_error(rows, out / "energy_vs_error_inference", "inference_energy_j", infer_ref)
+        summary = {"name": config.name, "chips_total": len(config.points()) * config.chips,
+                   "chips_recorded": len(records),
+                   "chips_failed": sum(1 for r in records if r.get("status") != "ok"),
+                   "points": rows, "digital_reference_train_j": train_ref,
+                   "digital_reference_inference_j": infer_ref, "figures": [str(f) for f in figures],
+                   "records_skipped": [{"line": n, "reason": why} for n, why in skipped]}
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    except OSError as exc:
+        raise InputError(f"cannot write the report into {out}: {exc.strerror or exc}") from None
     if not quiet:
         print(fleet_table(records))
         print()

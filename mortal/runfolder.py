@@ -2,13 +2,18 @@
 
 A run folder holds a marker, ``.mortal-run`` (JSON: the kind of run, e.g. ``"train"`` or
 ``"fleet"``), and while a run writes into it, an exclusive lock on ``.mortal-lock`` (an
-``fcntl`` lock, released by the operating system when the process ends, even by ``kill -9``).
+``fcntl`` lock, released by the operating system when the process ends, even by ``kill -9``;
+the file holds the process id of the run that took it last).
 
 * :func:`check_out` refuses, before anything is written, an ``--out`` that cannot be a folder
-  (an empty path, a file, a path under a file, a place that cannot be written) and a folder
-  that holds something other than a resumable run of the same kind (unless ``overwrite``).
+  (an empty path, a file, a path under a file, a place that cannot be written), a folder
+  another run is writing into (naming its process id), and a folder that holds something
+  other than a resumable run of the same kind (unless ``overwrite``).
 * :func:`claim` creates the folder, takes the lock (another run holding it is refused with
-  its process id), clears the folder first if asked to overwrite it, and writes the marker.
+  its process id), checks the folder again under the lock if asked to, clears the folder
+  first if asked to overwrite it, and writes the marker.  A block that refuses its input
+  (:class:`InputError`) before writing anything leaves the folder as the claim found it.
+* :func:`in_use` tells whether another process holds a folder's lock (it writes nothing).
 """
 
 from __future__ import annotations
@@ -18,16 +23,19 @@ import fcntl
 import json
 import os
 import shutil
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from .errors import InputError
 
-__all__ = ["MARKER", "LOCK", "check_out", "claim", "run_kind"]
+__all__ = ["MARKER", "LOCK", "check_out", "claim", "in_use", "run_kind"]
 
 MARKER = ".mortal-run"
 LOCK = ".mortal-lock"
+_BUSY = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+_DEFAULT_HINT = "choose another folder, resume the run, or give --overwrite to replace it"
 
 
 def run_kind(out: Path) -> str | None:
@@ -39,13 +47,58 @@ def run_kind(out: Path) -> str | None:
     return data.get("kind") if isinstance(data, dict) else None
 
 
+def in_use(out: str | os.PathLike) -> str | None:
+    """The process id recorded by the run holding ``out``'s lock, or None if no process holds it.
+
+    Nothing is written: the lock file is only opened for reading (a folder without one is free).
+    """
+    try:
+        fd = os.open(Path(out) / LOCK, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in _BUSY:
+                return None
+            return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _busy(path: Path, holder: str) -> InputError:
+    return InputError(f"{path} is in use by another mortal run (process {holder}); "
+                      "wait for it to end or choose another folder")
+
+
+def _check_contents(path: Path, kind: str, resume: bool, overwrite: bool, legacy: tuple[str, ...],
+                    hint: str) -> None:
+    """What the folder must hold: a run of ``kind`` to resume, or nothing (unless ``overwrite``)."""
+    if resume:
+        recorded = run_kind(path)
+        if not path.is_dir() or (recorded != kind and not (recorded is None and legacy
+                                                           and all((path / f).exists() for f in legacy))):
+            raise InputError(f"--out {path} holds no {kind} run to resume"
+                             + (f" (it holds a {recorded} run)" if recorded else ""))
+        return
+    if path.is_dir() and any(p.name != LOCK for p in path.iterdir()) and not overwrite:
+        what = f"a {run_kind(path)} run" if run_kind(path) else "files"
+        raise InputError(f"--out {path} already holds {what}; {hint}")
+
+
 def check_out(out: str | os.PathLike | None, kind: str, *, resume: bool = False, overwrite: bool = False,
-              legacy: tuple[str, ...] = ()) -> Path | None:
+              legacy: tuple[str, ...] = (), hint: str | None = None) -> Path | None:
     """Check that ``out`` can take a run of ``kind``; nothing is written.
 
-    ``resume``: the folder must hold a run of ``kind`` (its marker, or for runs made before
-    markers existed, every file of ``legacy``).  Otherwise the folder must be absent or empty,
-    or ``overwrite`` must be given.  InputError (one line) when it cannot.
+    ``out`` None (no ``--out``) is returned as None.  A folder whose lock another process holds
+    is refused with that process's id.  ``resume``: the folder must hold a run of ``kind`` (its
+    marker, or for runs made before markers existed, every file of ``legacy``).  Otherwise the
+    folder must be absent or empty, or ``overwrite`` must be given; ``hint`` ends the message
+    refusing a folder that holds something (default: choose another folder, resume, or
+    ``--overwrite``).  InputError (one line) when it cannot.
     """
     if out is None:
         return None
@@ -53,62 +106,124 @@ def check_out(out: str | os.PathLike | None, kind: str, *, resume: bool = False,
     if not text.strip():
         raise InputError("--out is empty; give a folder")
     path = Path(text)
-    if path.exists() and not path.is_dir():
-        raise InputError(f"--out {path} is a file, not a folder")
-    # The nearest existing ancestor must be a folder this process may create things in.
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if not probe.is_dir():
-        raise InputError(f"--out {path}: {probe} is a file, so no folder can be made under it")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise InputError(f"--out {path}: {probe} cannot be written")
-    if resume:
-        recorded = run_kind(path)
-        if not path.is_dir() or (recorded != kind and not (recorded is None and legacy
-                                                           and all((path / f).exists() for f in legacy))):
-            raise InputError(f"--out {path} holds no {kind} run to resume"
-                             + (f" (it holds a {recorded} run)" if recorded else ""))
-        return path
-    if path.is_dir() and any(p.name != LOCK for p in path.iterdir()) and not overwrite:
-        what = f"a {run_kind(path)} run" if run_kind(path) else "files"
-        raise InputError(f"--out {path} already holds {what}; choose another folder, resume the run, "
-                         "or give --overwrite to replace it")
+    try:
+        if path.exists() and not path.is_dir():
+            raise InputError(f"--out {path} is a file, not a folder")
+        # The nearest existing ancestor must be a folder this process may create things in.
+        probe = path
+        while not probe.exists():
+            if probe.parent == probe:
+                break
+            probe = probe.parent
+        if not probe.is_dir():
+            raise InputError(f"--out {path}: {probe} is a file, so no folder can be made under it")
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise InputError(f"--out {path}: {probe} cannot be written")
+        holder = in_use(path) if path.is_dir() else None
+        if holder is not None:
+            raise _busy(path, holder)
+        _check_contents(path, kind, resume, overwrite, legacy, hint or _DEFAULT_HINT)
+    except OSError as exc:  # e.g. a parent that cannot be searched
+        raise InputError(f"--out {path}: {exc.strerror or exc}") from None
     return path
 
 
-@contextmanager
-def claim(out: Path, kind: str, *, overwrite: bool = False) -> Iterator[Path]:
-    """Create ``out``, hold its lock for the block, and mark it as a run of ``kind``.
-
-    With ``overwrite``, whatever the folder held is removed once the lock is held.  Another
-    process holding the lock is refused with an InputError naming its process id.
-    """
-    out.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+def _lock(fd: int, out: Path) -> None:
+    """Take the exclusive lock, waiting a moment out a check_out that probes it at this instant."""
+    deadline = time.monotonic() + 0.5
+    while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
         except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            if exc.errno not in _BUSY:
                 raise
+        if time.monotonic() >= deadline:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            raise InputError(f"{out} is in use by another mortal run (process {holder}); "
-                             "wait for it to end or choose another folder") from None
+            raise _busy(out, holder) from None
+        time.sleep(0.01)
+
+
+@contextmanager
+def claim(out: Path, kind: str, *, overwrite: bool = False, resume: bool | None = None,
+          legacy: tuple[str, ...] = (), hint: str | None = None) -> Iterator[Path]:
+    """Create ``out``, hold its lock for the block, and mark it as a run of ``kind``.
+
+    Another process holding the lock is refused with an InputError naming its process id.
+    ``resume`` True or False: once the lock is held, the folder is checked again as
+    :func:`check_out` checks it (with ``overwrite``, ``legacy`` and ``hint``), since another
+    run may have written into it meanwhile; None skips that check.  With ``overwrite``, whatever the folder
+    held is then removed (so claim it only once the run has accepted its input).  If that check
+    or the block refuses with InputError while the block has added nothing to the folder, the
+    claim's own traces are undone: the marker it wrote, the lock file's earlier content (or the
+    lock file it made), and the folders it made.
+    """
+    out = Path(out)
+    lock_path = out / LOCK
+    while True:
+        made: list[Path] = []  # the folders this claim creates, innermost first
+        p = out
+        while not p.exists() and p.parent != p:
+            made.append(p)
+            p = p.parent
+        out.mkdir(parents=True, exist_ok=True)
+        lock_existed = lock_path.exists()
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            _lock(fd, out)
+            held = os.fstat(fd)
+            now = os.stat(lock_path)
+        except FileNotFoundError:  # the lock file was removed by a run undoing its claim: start again
+            os.close(fd)
+            continue
+        except BaseException:
+            os.close(fd)
+            raise
+        if (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino):
+            break
+        os.close(fd)
+
+    def undo(marker: bool, previous: bytes | None) -> None:
+        if marker:
+            (out / MARKER).unlink(missing_ok=True)
+        if not lock_existed:
+            lock_path.unlink(missing_ok=True)
+        elif previous is not None:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, previous, 0)
+        for d in made:
+            try:
+                d.rmdir()
+            except OSError:
+                break
+
+    try:
+        if resume is not None:
+            try:
+                _check_contents(out, kind, resume, overwrite, legacy, hint or _DEFAULT_HINT)
+            except InputError:
+                undo(False, None)
+                raise
+        previous = os.pread(fd, 64, 0)
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         if overwrite:
-            for p in out.iterdir():
-                if p.name == LOCK:
+            for q in out.iterdir():
+                if q.name == LOCK:
                     continue
-                if p.is_dir() and not p.is_symlink():
-                    shutil.rmtree(p)
+                if q.is_dir() and not q.is_symlink():
+                    shutil.rmtree(q)
                 else:
-                    p.unlink()
-        if run_kind(out) != kind:
+                    q.unlink()
+        wrote_marker = run_kind(out) != kind
+        if wrote_marker:
             (out / MARKER).write_text(json.dumps({"kind": kind}) + "\n")
-        yield out
+        entries = sorted(os.listdir(out))
+        try:
+            yield out
+        except InputError:
+            if sorted(os.listdir(out)) == entries:
+                undo(wrote_marker, previous)
+            raise
     finally:
         os.close(fd)  # closing the descriptor releases the lock

@@ -28,3 +28,13 @@ def kill_worker(task: ChipTask, *, chip: int, marker: Optional[str] = None) -> d
             Path(marker).write_text(str(os.getpid()))
             os._exit(KILLED_STATUS)
     return run_chip(task)
+
+
+def sleep_in_worker(task: ChipTask, *, pid_dir: str, seconds: float = 60.0) -> dict[str, Any]:
+    """Write the worker's process id into ``pid_dir`` (a file named after it), then sleep
+    ``seconds`` before running ``task``: a worker that is busy when its fleet is killed."""
+    import time
+
+    Path(pid_dir, str(os.getpid())).write_text("")
+    time.sleep(seconds)
+    return run_chip(task)

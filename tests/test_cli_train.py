@@ -178,8 +178,9 @@ def test_resume_needs_out(capsys):
 
 
 def test_resume_without_a_checkpoint_is_a_usage_error(tmp_path, capsys):
+    # issue 15, item 3: an --out that holds no train run is refused as such, before anything is read
     assert main(TRAIN + ["--out", str(tmp_path / "empty"), "--resume"]) == 2
-    assert "checkpoint" in one_error_line(capsys.readouterr().err)
+    assert "holds no train run to resume" in one_error_line(capsys.readouterr().err)
     assert not (tmp_path / "empty").exists()
 
 
@@ -192,10 +193,22 @@ def test_train_without_out_prints_epochs_and_writes_nothing(tmp_path, monkeypatc
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_run_that_fails_exits_1_and_keeps_its_checkpoint(tmp_path, capsys):
-    """The log cannot be written (epochs.jsonl is a folder): training stops after the first epoch."""
+def test_a_run_that_fails_exits_1_and_keeps_its_checkpoint(tmp_path, monkeypatch, capsys):
+    """The second epoch fails (a power cut): training stops after the first epoch.
+
+    (This test once made epochs.jsonl a folder beforehand; a folder that is not empty is now
+    refused before the run starts, issue 15 item 3.)"""
+    import mortal.ff.learner as learner_module
+
+    real = learner_module.train_epoch
+
+    def power_cut_after_one(cfg, st, *a, **k):
+        if st.epoch >= 1:
+            raise RuntimeError("power cut")
+        return real(cfg, st, *a, **k)
+
+    monkeypatch.setattr(learner_module, "train_epoch", power_cut_after_one)
     out = tmp_path / "out"
-    (out / "epochs.jsonl").mkdir(parents=True)
     assert main(TRAIN + ["--epochs", "2", "--checkpoint-every", "1", "--out", str(out)]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err

@@ -254,3 +254,47 @@ def test_exact_program_refuses_overflow_and_changes_nothing(snapshot, assert_sam
         chip.program(0, np.full((5, 3), 2e38, np.float32))
     assert_same_state(before, snapshot(chip))
     assert chip.ledger.to_dict() == ledger
+
+
+# -- issue 15, item 22: a wait that would make the clock non-finite --------------------------------
+@pytest.mark.parametrize("preset", ["ideal", "pcm"])
+def test_wait_refuses_to_push_the_clock_beyond_the_float_range(preset, snapshot, assert_same_state):
+    chip, twin = _chip(preset), _chip(preset)
+    for c in (chip, twin):
+        c.wait(1e308)  # finite: accepted
+    assert math.isfinite(chip.clock_s)
+    # twice would make the clock infinite; an integer beyond the float range raised OverflowError
+    for seconds in (1e308, 10**400, np.float64(1.7e308)):
+        _rejected(chip, twin, snapshot, assert_same_state, lambda c: c.wait(seconds), match="finite|float range")
+    assert math.isfinite(chip.clock_s) and chip.clock_s == 1e308
+    _rejected(_chip(preset), _chip(preset), snapshot, assert_same_state, lambda c: c.wait(10**400), match="finite")
+
+
+# -- issue 15, item 16: a chip that cannot fit in memory is refused before anything is allocated ------
+@pytest.mark.parametrize("preset,sizes", [("pcm", (784, 10**9)), ("ideal", (784, 10**9)),
+                                          ("pcm", (10**6, 10**6, 10)), ("rram", (784, 1000, 10**12))])
+def test_a_chip_too_large_for_memory_is_refused_up_front(preset, sizes):
+    import time
+
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="memory") as err:
+        devices.make_chip(preset, sizes, 0)
+    assert time.perf_counter() - t0 < 1.0  # nothing was allocated
+    assert "narrower layers" in str(err.value)
+
+
+def test_the_memory_limit_is_the_state_of_the_chip(monkeypatch):
+    from devices.crossbar import state_bytes
+
+    sizes = (30, 20, 10)
+    for preset, exact in (("pcm", False), ("ideal", True)):
+        need = sum(state_bytes(exact, sizes[i], sizes[i + 1]) for i in range(2))
+        monkeypatch.setattr(devices.chip, "memory_limit_bytes", lambda: need)
+        chip = devices.make_chip(preset, sizes, 0)  # exactly fits
+        arrays = [a for L in chip._layers for a in L.state()["arrays"].values()]
+        assert sum(a.nbytes for a in arrays) == need  # the estimate is the state's true size
+        monkeypatch.setattr(devices.chip, "memory_limit_bytes", lambda: need - 1)
+        with pytest.raises(ValueError, match="memory"):
+            devices.make_chip(preset, sizes, 0)
+    monkeypatch.undo()
+    assert devices.chip.memory_limit_bytes() > 2**20

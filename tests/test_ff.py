@@ -21,6 +21,7 @@ from mortal.data import load_mnist_mini
 from mortal.errors import InputError
 from mortal.ff import (CHIP_FILE, LEARNER_FILE, EvalResult, FFConfig, FFLearner, input_scales, latest_checkpoint,
                        load_learner)
+from mortal.ff import checkpoint as checkpoint_module
 from mortal.ff.train import update_layer
 from mortal.slopes import curve_slopes
 from toy_chip import ToyChip
@@ -382,14 +383,17 @@ def test_resume_refuses_another_chip_or_config(tmp_path, mnist, snapshot, assert
     assert done.epoch == 2 and len(done.history) == 2
     assert_same_state(before, snapshot(chip))
     # A checkpoint written before a setting existed resumes under that setting's default, and only then.
+    # Such a file is built with the module's own (sealing) writer: an edit by other means is refused.
     ck = latest_checkpoint(tmp_path) / LEARNER_FILE
     with np.load(ck) as z:
         arrays = dict(z)
-    meta = json.loads(arrays["meta"].tobytes().decode())
+    meta = json.loads(arrays.pop("meta").tobytes().decode())
     for newer in ("epochs", "weight_cost", "settle_s"):
         del meta["config"]["refit"][newer]
-    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-    np.savez(ck, **arrays)
+    np.savez(ck, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+    with pytest.raises(InputError, match="lacks the seal"):
+        FFLearner(cfg).fit(chip, x, y, checkpoint_dir=tmp_path, resume=tmp_path, progress=False)
+    checkpoint_module._write_learner(ck, meta, arrays)
     assert FFLearner(cfg).fit(chip, x, y, checkpoint_dir=tmp_path, resume=tmp_path, progress=False).epoch == 2
     with pytest.raises(InputError, match="other settings"):
         FFLearner(cfg.changed(refit={"epochs": 2})).fit(chip, x, y, checkpoint_dir=tmp_path, resume=tmp_path,

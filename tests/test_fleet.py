@@ -139,11 +139,17 @@ def test_progress_draws_on_stderr_and_is_silent_when_disabled(capsys):
     assert capsys.readouterr() == ("", "")
 
 
+#: A sweep whose second point fails on every chip, found only when a chip is built: 100 label
+#: copies over the first inputs need 1000 of them, and the images have 784.  (Data too small for
+#: a batch is refused before any chip starts: tests/test_fleet_guards.py.)
+FAILING_SWEEP = {"train.labels.placement": ["first"], "train.labels.copies": [1, 100]}
+
+
 def test_a_failing_chip_is_recorded_and_the_fleet_goes_on(tmp_path, process_pool):
-    cfg = _cfg(chips=2, sweep={"train.batch_size": [50, 1000]})  # 1000 > the 300 training images
+    cfg = _cfg(chips=2, sweep=FAILING_SWEEP)
     res = run_fleet(cfg, tmp_path / "run", process_pool)
     assert [r["status"] for r in res.records] == ["ok", "ok", "failed", "failed"]
-    assert "fewer than one batch" in res.records[2]["error"]
+    assert "labels over the first inputs" in res.records[2]["error"]
     rows = summarize(cfg, res.records)
     assert rows[1]["chips_failed"] == 2 and "error_mean" not in rows[1]
 
@@ -358,7 +364,7 @@ def test_cli_fleet_sweep_and_report(tmp_path, capsys, reference):
 
 
 def test_cli_fleet_with_failed_chips_exits_1(tmp_path):
-    cfg = _write_tiny(tmp_path, chips=1, sweep={"train.batch_size": [50, 1000]})
+    cfg = _write_tiny(tmp_path, chips=1, sweep=FAILING_SWEEP)
     assert main(["sweep", str(cfg), "--out", str(tmp_path / "o"), "--workers", "2", "--quiet"]) == 1
     recs = read_records(tmp_path / "o" / RECORDS_FILE)
     assert [r["status"] for r in recs] == ["ok", "failed"]

@@ -28,7 +28,9 @@ __all__ = ["FFConfig", "RecipeConfig", "LabelConfig", "OptimizerConfig", "Measur
 
 
 class _Group(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+    # allow_inf_nan=False: every float setting must be a finite number (NaN would otherwise
+    # be reported as breaking a bound, e.g. "lr: should be <= 10").
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True, allow_inf_nan=False)
 
 
 class RecipeConfig(_Group):
@@ -122,7 +124,7 @@ _GROUPS = {"recipe": RecipeConfig, "labels": LabelConfig, "optimizer": Optimizer
 class FFConfig(BaseModel):
     """Settings of the Forward-Forward learner (see the module docstring)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True, allow_inf_nan=False)
 
     defaults: Literal["measured", "hinton"] = "measured"
     """The default table: the best settings measured, or Hinton's plain recipe."""

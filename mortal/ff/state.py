@@ -122,18 +122,18 @@ class ControllerState:
         """Rebuild from :meth:`state_dict` output; InputError if arrays are missing or misshapen."""
         arrays, meta = state["arrays"], state["meta"]
         try:
-            sizes = tuple(int(s) for s in meta["sizes"])
-            layout = LabelLayout(**meta["layout"])
+            sizes = tuple(_whole(s, "layer size") for s in meta["sizes"])
+            layout = _layout(meta["layout"])
             n_layers = len(sizes) - 1
             if n_layers < 1 or min(sizes) < 1:
                 raise InputError(f"saved layer sizes {sizes} are not those of a chip")
             if layout.chip_width != sizes[0]:
                 raise InputError(f"the saved label layout takes {layout.chip_width} inputs, the chip {sizes[0]}")
-            readout = [int(i) for i in meta["readout_layers"]]
-            head = [int(i) for i in meta["head_layers"]]
+            readout = [_whole(i, "readout layer") for i in meta["readout_layers"]]
+            head = [_whole(i, "head layer") for i in meta["head_layers"]]
             if not readout or not head or any(not 0 <= i < n_layers for i in readout + head):
                 raise InputError(f"saved readout/head layers {readout}/{head} do not fit {n_layers} layers")
-            n_acc = int(meta["n_accumulators"])
+            n_acc = _whole(meta["n_accumulators"], "number of accumulators")
             if n_acc not in (0, n_layers):
                 raise InputError(f"{n_acc} saved accumulators for {n_layers} layers")
             acc = [_shaped(arrays[f"acc{i}"], (sizes[i] + 1, sizes[i + 1]), f"acc{i}").astype(np.float32)
@@ -157,9 +157,11 @@ class ControllerState:
                 raise InputError(f"{n_corr} saved drift corrections for {n_layers} layers")
             st.correction = ([_shaped(arrays[f"correction{i}"], (sizes[i + 1],), f"correction{i}").astype(np.float32)
                               for i in range(n_corr)] if n_corr else None)
-            st.epoch = int(meta["epoch"])
+            st.epoch = _whole(meta["epoch"], "epoch")
             if st.epoch < 0:
                 raise InputError(f"saved epoch {st.epoch} is negative")
+            if not isinstance(meta["history"], list) or not all(isinstance(r, dict) for r in meta["history"]):
+                raise InputError("the saved history is not a list of epoch records")
             st.history = list(meta["history"])
         except KeyError as exc:
             raise InputError(f"the saved controller state lacks {exc}") from None
@@ -168,6 +170,30 @@ class ControllerState:
                 raise
             raise InputError(f"the saved controller state is malformed: {exc}") from None
         return st
+
+
+def _whole(v: Any, name: str) -> int:
+    """``v`` if it is an integer (bool and float are not), else InputError."""
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise InputError(f"saved {name} {v!r} is not an integer")
+    return int(v)
+
+
+def _layout(data: Any) -> LabelLayout:
+    """The saved label layout, each field checked."""
+    if not isinstance(data, dict):
+        raise InputError(f"the saved label layout {data!r} is not a mapping")
+    lay = LabelLayout(**data)
+    if min(_whole(lay.n_data, "n_data"), _whole(lay.copies, "copies")) < 1 or _whole(lay.n_classes, "n_classes") < 2:
+        raise InputError(f"the saved label layout {data} has no data, fewer than 2 classes or no label copies")
+    if not isinstance(lay.append, bool) or (not lay.append and lay.n_label_inputs > lay.n_data):
+        raise InputError(f"the saved label layout {data} does not fit its inputs")
+    for name, lo, hi in (("strength", 0.0, 10.0), ("neutral_level", 0.0, 1.0)):
+        v = getattr(lay, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi \
+                or (name == "strength" and v == 0):
+            raise InputError(f"the saved label {name} {v!r} is not a number in [{lo}, {hi}]")
+    return lay
 
 
 def _shaped(a: Any, shape: tuple[int, ...], name: str) -> np.ndarray:
