@@ -198,7 +198,8 @@ def _train(args: argparse.Namespace, cfg, chip, data, out: Path | None) -> int:
 
 def cmd_fleet(args: argparse.Namespace, sweep: bool) -> int:
     from .config import ConfigError, load_config
-    from .fleet import dask_executor, run_fleet
+    from . import runfolder
+    from .fleet import CONFIG_FILE, dask_executor, run_fleet
     from .report import write_report
 
     try:
@@ -216,6 +217,8 @@ def cmd_fleet(args: argparse.Namespace, sweep: bool) -> int:
     if args.out is not None and not args.out.strip():
         return usage_error("--out is empty; give a folder")
     out = Path(args.out) if args.out else Path("runs") / cfg.name
+    # The folder is checked before a Dask cluster is started (run_fleet checks it again under its lock).
+    runfolder.check_out(out, "fleet", resume=args.resume, overwrite=args.overwrite, legacy=(CONFIG_FILE,))
     executor, close = None, None
     if args.scheduler is not None or args.dask_local is not None:
         try:
