@@ -5,8 +5,9 @@ Public names: ``PRESETS``, ``make_chip``, ``inspect``, ``load_chip``,
 This package never imports ``mortal``.
 """
 
-from .chip import AnalogChip, ChipInfo, ChipState, LayerState, inspect, load_chip, make_chip
+from .chip import AnalogChip, ChipInfo, ChipState, LayerState, inspect, make_chip
 from .energy import Ledger
+from .persistence import load_chip
 from .presets import PRESETS, get_preset, variant
 from .spec import (
     ADCSpec,

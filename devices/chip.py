@@ -4,38 +4,30 @@
 ``mortal.chip.Chip`` (``info``, ``ledger``, ``read``, ``program``, ``wait``).
 Per-chip randomness comes from ``numpy.random.SeedSequence``: fabrication,
 reads, writes and the devices' failure times use separate streams addressed by ``spawn_key``, so extra
-reads never change which devices were fabricated.
+reads never change which devices were fabricated.  Saving a chip is here (``AnalogChip.save``,
+writing the archive of :mod:`devices.archive`); loading one back is :mod:`devices.persistence`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import secrets
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
-from pydantic import ValidationError
 
+from . import archive
 from .crossbar import Crossbar, state_bytes
-from .energy import CATEGORIES, Ledger, read_cost
+from .energy import Ledger, read_cost
 from .presets import get_preset
 from .spec import ChipSpec
 
-__all__ = ["AnalogChip", "ChipInfo", "make_chip", "load_chip", "inspect", "LayerState", "ChipState",
-           "memory_limit_bytes"]
+__all__ = ["AnalogChip", "ChipInfo", "make_chip", "inspect", "LayerState", "ChipState",
+           "memory_limit_bytes", "check_layer_sizes", "failure_stream"]
 
-# Archives are sealed (a SHA-256 of their bytes in the zip comment) since format 2.  Format 1
-# archives, written before the seal existed, are read only when asked for (``legacy=True``) and
-# then checked by their values alone (see devices/README.md).
-_FORMAT = "mortal-chip/2"
-_LEGACY_FORMATS = ("mortal-chip/1",)
-_META_KEYS = {"format", "spec", "seed", "trainable", "layer_sizes", "layers", "read_rng", "write_rng", "ledger"}
 #: Where the physical memory cannot be read, the most device state one chip may hold.
 FALLBACK_MEMORY_LIMIT = 64 * 2**30
 # Stream numbers under a chip's SeedSequence.
@@ -77,6 +69,11 @@ def _stream(root: np.random.SeedSequence, k: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(child))
 
 
+def failure_stream(root: np.random.SeedSequence) -> np.random.Generator:
+    """The random stream that draws the failure times of the chip seeded with ``root``."""
+    return _stream(root, _AGE)
+
+
 class AnalogChip:
     """One emulated chip: a stack of crossbar layers with converters and neurons.
 
@@ -86,7 +83,7 @@ class AnalogChip:
 
     def __init__(self, spec: ChipSpec, layer_sizes: Sequence[int], seed: Any,
                  trainable: Sequence[bool] | None = None) -> None:
-        sizes = _check_sizes(layer_sizes)
+        sizes = check_layer_sizes(layer_sizes)
         _check_memory(spec, sizes)
         root = _seed_sequence(seed)
         n_layers = len(sizes) - 1
@@ -100,13 +97,29 @@ class AnalogChip:
         self.seed = {"entropy": root.entropy, "spawn_key": list(root.spawn_key)}
         fab = _stream(root, _FAB)
         self._layers = [Crossbar(spec, sizes[i], sizes[i + 1], fab) for i in range(n_layers)]
-        age = _stream(root, _AGE)
+        age = failure_stream(root)
         for L in self._layers:
             L.draw_failures(age)
         self._read_rng = _stream(root, _READ)
         self._write_rng = _stream(root, _WRITE)
         self.ledger = Ledger(spec.energy.digital_op_j, spec.energy.digital_op_s)
         self.info = self._make_info(sizes, train)
+
+    @classmethod
+    def restore(cls, spec: ChipSpec, seed: dict, layer_sizes: tuple[int, ...], trainable: tuple[bool, ...],
+                layers: list[Crossbar], *, read_rng: np.random.Generator, write_rng: np.random.Generator,
+                ledger: Ledger) -> AnalogChip:
+        """The chip made of saved parts that the caller has checked (``devices.persistence``):
+        nothing is fabricated or drawn."""
+        chip = cls.__new__(cls)
+        chip.spec = spec
+        chip.seed = seed
+        chip._layers = list(layers)
+        chip._read_rng = read_rng
+        chip._write_rng = write_rng
+        chip.ledger = ledger
+        chip.info = chip._make_info(layer_sizes, trainable)
+        return chip
 
     def _make_info(self, sizes: tuple[int, ...], train: tuple[bool, ...]) -> ChipInfo:
         s = self.spec
@@ -193,8 +206,8 @@ class AnalogChip:
             self.ledger.count("device_failures", failed)
 
     # -- persistence ------------------------------------------------------------------------------
-    def _payload(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """The arrays of a saved chip (not copied) and its metadata."""
+    def payload(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The arrays of a saved chip (not copied) and its metadata: what :meth:`save` writes."""
         arrays: dict[str, np.ndarray] = {}
         layers_meta = []
         for i, L in enumerate(self._layers):
@@ -204,7 +217,7 @@ class AnalogChip:
             layers_meta.append({"n_in": L.n_in, "n_out": L.n_out, "arrays": sorted(st["arrays"]),
                                 "scalars": st["scalars"]})
         meta = {
-            "format": _FORMAT,
+            "format": archive.FORMAT,
             "spec": self.spec.model_dump(mode="json"),
             "seed": self.seed,
             "trainable": list(self.info.trainable),
@@ -222,18 +235,19 @@ class AnalogChip:
         same digest behave identically from here on; a read, program or wait changes it; a chip
         loaded from a file has the digest of the chip that was saved.  Checkpoints use it to
         recognize their chip."""
-        arrays, meta = self._payload()
+        arrays, meta = self.payload()
         arrays["meta"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
-        return _content_digest(arrays)
+        return archive.content_digest(arrays)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the whole hidden state, random streams included, atomically to ``path`` (.npz),
         sealed with a SHA-256 of its bytes: ``load_chip`` refuses the file after any change."""
         path = Path(path)
-        arrays, meta = self._payload()
+        arrays, meta = self.payload()
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        _atomic_savez(path, arrays)
+        archive.atomic_savez(path, arrays)
         return path
+
 
     # -- helpers ----------------------------------------------------------------------------------
     def _layer(self, layer: int) -> Crossbar:
@@ -248,7 +262,8 @@ class AnalogChip:
                 f"seed={self.seed['entropy']}/{self.seed['spawn_key']}, clock_s={self.clock_s:.4g})")
 
 
-def _check_sizes(layer_sizes: Sequence[int]) -> tuple[int, ...]:
+def check_layer_sizes(layer_sizes: Sequence[int]) -> tuple[int, ...]:
+    """``layer_sizes`` as a tuple of ints; ValueError unless it is at least two positive integers."""
     try:
         sizes = tuple(layer_sizes)
     except TypeError:
@@ -309,108 +324,6 @@ def _bytes_text(n: int) -> str:
     return f"{n} bytes"
 
 
-def _content_digest(entries: Mapping[str, np.ndarray]) -> str:
-    """SHA-256 (hex) of arrays: per entry in name order its name, little-endian dtype, shape
-    and bytes."""
-    h = hashlib.sha256(b"mortal-content-digest/1\0")
-    for name in sorted(entries):
-        a = np.asarray(entries[name])
-        dt = a.dtype.newbyteorder("<")
-        a = np.ascontiguousarray(a, dtype=dt)
-        head = json.dumps([name, dt.str, list(a.shape)]).encode()
-        h.update(len(head).to_bytes(8, "little") + head + a.nbytes.to_bytes(8, "little"))
-        h.update(a.reshape(-1).view(np.uint8))
-    return h.hexdigest()
-
-
-def _create_exclusive(folder: Path, prefix: str, suffix: str) -> tuple[int, Path]:
-    """A new file ``folder/prefix<random>suffix`` opened for reading and writing; unlike ``mkstemp``
-    (mode 0600) it gets the permissions of any new file (0666 less the umask)."""
-    while True:
-        tmp = folder / f"{prefix}{secrets.token_hex(4)}{suffix}"
-        try:
-            return os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
-        except FileExistsError:
-            continue
-
-
-# The seal: the zip comment of a saved archive is this prefix and the SHA-256 (hex) of every
-# byte of the file before the hex digits, so that a change to any byte is found.
-_SEAL = b"mortal-seal sha256:"
-_SEAL_LEN = len(_SEAL) + 64
-_EOCD = struct.Struct("<4s4H2LH")  # the zip's end-of-central-directory record, comment length last
-
-
-def _sha256_of(fh: Any, size: int) -> str:
-    fh.seek(0)
-    h = hashlib.sha256()
-    left = size
-    while left > 0:
-        block = fh.read(min(left, 1 << 22))
-        if not block:
-            break
-        h.update(block)
-        left -= len(block)
-    return h.hexdigest()
-
-
-def _seal(fh: Any) -> None:
-    """Seal the comment-less zip archive just written to ``fh`` (open for reading and writing)."""
-    fh.seek(-_EOCD.size, os.SEEK_END)
-    end = fh.tell()
-    record = _EOCD.unpack(fh.read(_EOCD.size))
-    if record[0] != b"PK\x05\x06" or record[-1] != 0:
-        raise RuntimeError("numpy wrote a zip archive of an unexpected layout; cannot seal it")
-    fh.seek(end + _EOCD.size - 2)
-    fh.write(struct.pack("<H", _SEAL_LEN) + _SEAL)
-    fh.flush()
-    size = fh.tell()
-    fh.write(_sha256_of(fh, size).encode())
-
-
-def _seal_status(fh: Any) -> str:
-    """``"sealed"`` (the seal matches the file's bytes), ``"broken"`` (a seal that does not) or
-    ``"none"`` (no seal at the end of the file), for the file open as ``fh``."""
-    size = fh.seek(0, os.SEEK_END)
-    if size < _SEAL_LEN + _EOCD.size:
-        return "none"
-    fh.seek(size - _SEAL_LEN)
-    tail = fh.read(_SEAL_LEN)
-    if not tail.startswith(_SEAL):
-        return "none"
-    return "sealed" if _sha256_of(fh, size - 64).encode() == tail[-64:] else "broken"
-
-
-def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _create_exclusive(path.parent, path.name + ".", ".tmp")
-    try:
-        with os.fdopen(fd, "w+b") as fh:
-            np.savez(fh, **arrays)
-            _seal(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _read_npz(fh: Any, path: Path, only: str | None = None) -> dict[str, np.ndarray]:
-    """Every entry (or only the entry ``only``) of the .npz archive open as ``fh``; ValueError
-    naming the file for anything that is not a readable archive of plain arrays (truncated,
-    flipped bits, corrupt compressed streams)."""
-    try:
-        fh.seek(0)
-        with np.load(fh, allow_pickle=False) as z:
-            if not isinstance(z, np.lib.npyio.NpzFile):
-                raise ValueError("not an .npz archive")
-            return {k: z[k] for k in z.files if only is None or k == only}
-    except Exception as exc:  # whatever a damaged archive makes zipfile, zlib or numpy raise
-        raise ValueError(f"{path} is not a saved chip ({type(exc).__name__}: {exc})") from None
-
-
 def make_chip(spec: ChipSpec | str, layer_sizes: Sequence[int], seed: int | np.random.SeedSequence,
               trainable: Sequence[bool] | None = None) -> AnalogChip:
     """Fabricate one chip.
@@ -432,175 +345,6 @@ def make_chip(spec: ChipSpec | str, layer_sizes: Sequence[int], seed: int | np.r
     elif not isinstance(spec, ChipSpec):
         raise ValueError(f"spec must be a ChipSpec or a preset name, got {type(spec).__name__}")
     return AnalogChip(spec, layer_sizes, seed, trainable)
-
-
-def load_chip(path: str | os.PathLike, *, legacy: bool = False) -> AnalogChip:
-    """Load a chip written by ``AnalogChip.save``; it behaves bit-identically from there on.
-
-    The file must be as ``save`` wrote it: its seal (a SHA-256 of its bytes) must match, so any
-    edit, truncation or damage is refused, and every field must be one a chip can hold.
-    FileNotFoundError if there is no file; ValueError naming the file for everything else.
-
-    ``legacy=True`` also accepts an archive saved before archives were sealed (format
-    ``mortal-chip/1``).  Such a file cannot be proven unedited, only checked field by field:
-    pass it only for a file you trust, then ``save`` the chip to seal it (devices/README.md).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no saved chip at {path}")
-    with open(path, "rb") as fh:  # OSError (no permission, ...) is not the file's fault: it propagates
-        seal = _seal_status(fh)
-        if seal == "broken":
-            raise ValueError(f"{path} is not a valid saved chip: its bytes do not match the seal saved with them "
-                             "(the file was edited, truncated or damaged)")
-        # An unsealed file is refused unless it is a legacy archive and legacy=True: read only its
-        # metadata to say which, and nothing else of it before that.
-        entries = _read_npz(fh, path, only=None if seal == "sealed" else "meta")
-        if "meta" not in entries:
-            raise ValueError(f"{path} is not a saved chip (no 'meta' entry)")
-        try:
-            meta = json.loads(entries["meta"].tobytes().decode())
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            raise ValueError(f"{path} is not a saved chip (its metadata is not JSON: {exc})") from None
-        fmt = meta.get("format") if isinstance(meta, dict) else None
-        if fmt != _FORMAT and fmt not in _LEGACY_FORMATS:
-            raise ValueError(f"{path}: unsupported format {fmt!r}, expected {_FORMAT!r}")
-        if seal == "sealed" and fmt != _FORMAT:
-            raise ValueError(f"{path} is not a valid saved chip: it is sealed but says format {fmt!r}, which "
-                             "save() never sealed")
-        if seal != "sealed":
-            if fmt == _FORMAT:
-                raise ValueError(f"{path} is not a valid saved chip: it lacks the seal that save() writes (the "
-                                 "file was re-written by other means, or truncated or damaged)")
-            if not legacy:
-                raise ValueError(
-                    f"{path} was saved before saved chips were sealed (format {fmt!r}), so an edit to it cannot be "
-                    f"detected; if you trust it, load it with devices.load_chip(path, legacy=True) and save it "
-                    "again to seal it (see devices/README.md)")
-            entries = _read_npz(fh, path)
-    try:
-        return _chip_from(meta, entries, legacy=fmt in _LEGACY_FORMATS)
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as exc:
-        text = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ValueError) else str(exc)
-        raise ValueError(f"{path} is not a valid saved chip ({text})") from None
-
-
-def _chip_from(meta: dict[str, Any], entries: dict[str, np.ndarray], legacy: bool) -> AnalogChip:
-    """The chip described by a saved archive's metadata and arrays, each field checked."""
-    if set(meta) != _META_KEYS:
-        raise ValueError(f"metadata fields {sorted(meta)}, expected {sorted(_META_KEYS)}")
-    try:
-        spec = ChipSpec.model_validate(meta["spec"])
-    except ValidationError as exc:
-        why = "; ".join(f"{'.'.join(str(part) for part in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors())
-        raise ValueError(f"spec: {why}") from None
-    sizes = _check_sizes(meta["layer_sizes"]) if isinstance(meta["layer_sizes"], list) else None
-    if sizes is None:
-        raise ValueError(f"layer_sizes {meta['layer_sizes']!r} is not a list")
-    n_layers = len(sizes) - 1
-    train = meta["trainable"]
-    if not isinstance(train, list) or len(train) != n_layers or not all(isinstance(t, bool) for t in train):
-        raise ValueError(f"trainable {train!r} is not one true/false per layer ({n_layers})")
-    seed = meta["seed"]
-
-    def naturals(v: Any) -> bool:
-        return isinstance(v, list) and all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in v)
-
-    if not isinstance(seed, dict) or set(seed) != {"entropy", "spawn_key"} or not naturals(seed["spawn_key"]) \
-            or not (naturals([seed["entropy"]]) or (naturals(seed["entropy"]) and seed["entropy"])):
-        raise ValueError(f"seed {seed!r} is not an entropy and a spawn_key of integers >= 0")
-    root = np.random.SeedSequence(seed["entropy"], spawn_key=tuple(seed["spawn_key"]))
-    layers_meta = meta["layers"]
-    if not isinstance(layers_meta, list) or len(layers_meta) != n_layers:
-        raise ValueError(f"{len(layers_meta) if isinstance(layers_meta, list) else 'no'} layer entries for "
-                         f"layer_sizes {list(sizes)}")
-    ledger = _ledger_from(meta["ledger"], spec)
-    clock = ledger.total_time_s
-    names = {"meta"}
-    chip = AnalogChip.__new__(AnalogChip)
-    chip.spec = spec
-    chip.seed = seed
-    chip._layers = []
-    for i, lm in enumerate(layers_meta):
-        if not isinstance(lm, dict) or set(lm) != {"n_in", "n_out", "arrays", "scalars"}:
-            raise ValueError(f"layer {i}: metadata {lm!r} is not n_in, n_out, arrays, scalars")
-        if (lm["n_in"], lm["n_out"]) != (sizes[i], sizes[i + 1]) \
-                or not all(type(v) is int for v in (lm["n_in"], lm["n_out"])):
-            raise ValueError(f"layer {i}: n_in, n_out = {lm['n_in']!r}, {lm['n_out']!r} disagree with "
-                             f"layer_sizes {list(sizes)}")
-        keys = lm["arrays"]
-        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys) or len(set(keys)) != len(keys):
-            raise ValueError(f"layer {i}: array names {keys!r} are not a list of distinct names")
-        missing = [f"L{i}_{k}" for k in keys if f"L{i}_{k}" not in entries]
-        if missing:
-            raise ValueError(f"layer {i}: the archive lacks {missing}")
-        names.update(f"L{i}_{k}" for k in keys)
-        try:
-            L = Crossbar.from_state(spec, sizes[i], sizes[i + 1],
-                                    {"arrays": {k: entries[f"L{i}_{k}"] for k in keys}, "scalars": lm["scalars"]})
-        except ValueError as exc:
-            raise ValueError(f"layer {i}: {exc}") from None
-        if L.needs_failures and not legacy:
-            raise ValueError(f"layer {i}: the failure times (fail_at, fail_on) are missing")
-        chip._layers.append(L)
-    extra = sorted(set(entries) - names)
-    if extra:
-        raise ValueError(f"unexpected entries {extra}")
-    if any(L.needs_failures for L in chip._layers):
-        age = _stream(root, _AGE)
-        for L in chip._layers:
-            L.draw_failures(age)
-            L.needs_failures = False
-    for i, L in enumerate(chip._layers):
-        try:
-            L.check_values(clock)
-        except ValueError as exc:
-            raise ValueError(f"layer {i}: {exc}") from None
-    chip._read_rng = _generator_from(meta["read_rng"], "read_rng")
-    chip._write_rng = _generator_from(meta["write_rng"], "write_rng")
-    chip.ledger = ledger
-    chip.info = chip._make_info(sizes, tuple(train))
-    return chip
-
-
-def _generator_from(state: Any, name: str) -> np.random.Generator:
-    if not isinstance(state, dict) or state.get("bit_generator") != "PCG64":
-        raise ValueError(f"{name} is not the state of a PCG64 generator")
-    gen = np.random.Generator(np.random.PCG64())
-    try:
-        gen.bit_generator.state = state
-    except (ValueError, TypeError, KeyError, OverflowError) as exc:
-        raise ValueError(f"{name} is not the state of a PCG64 generator ({exc})") from None
-    if gen.bit_generator.state != state:
-        raise ValueError(f"{name} is not the state of a PCG64 generator (it does not read back)")
-    return gen
-
-
-def _ledger_from(data: Any, spec: ChipSpec) -> Ledger:
-    """The saved ledger, each entry checked: the spec's digital costs, finite non-negative
-    joules and seconds in the known categories, non-negative integer counts."""
-    keys = {"digital_op_j", "digital_op_s", "energy_j", "time_s", "counts"}
-    if not isinstance(data, dict) or set(data) != keys:
-        raise ValueError(f"ledger {data!r} is not {sorted(keys)}")
-    if (data["digital_op_j"], data["digital_op_s"]) != (spec.energy.digital_op_j, spec.energy.digital_op_s):
-        raise ValueError("ledger: its digital operation costs are not the spec's")
-
-    def real(v: Any) -> bool:
-        return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and v >= 0
-
-    for group in ("energy_j", "time_s"):
-        d = data[group]
-        if not isinstance(d, dict) or set(d) != set(CATEGORIES) or not all(real(v) for v in d.values()):
-            raise ValueError(f"ledger {group} {d!r} is not a finite amount >= 0 for each of {list(CATEGORIES)}")
-    counts = data["counts"]
-    base = set(Ledger().counts)
-    if not isinstance(counts, dict) or not base <= set(counts) \
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts.values()):
-        raise ValueError(f"ledger counts {counts!r} are not integers >= 0 for each of {sorted(base)}")
-    ledger = Ledger.from_dict(data)
-    if not (math.isfinite(ledger.total_time_s) and math.isfinite(ledger.total_energy_j)):
-        raise ValueError("ledger: its totals are not finite")
-    return ledger
 
 
 @dataclass(frozen=True)

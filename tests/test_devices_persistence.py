@@ -146,7 +146,7 @@ def _entries(path):
 def _write_sealed(path, arrays, meta):
     """Write an archive as ``AnalogChip.save`` does (sealed), so that what ``load_chip`` then
     refuses is refused for its values, not for a missing seal."""
-    devices.chip._atomic_savez(path, dict(arrays, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8)))
+    devices.archive.atomic_savez(path, dict(arrays, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8)))
     return path
 
 
@@ -332,7 +332,7 @@ def test_a_corrupt_compressed_stream_is_a_value_error(tmp_path, member):
     import zlib
 
     chip = _used_chip()
-    arrays, meta = chip._payload()
+    arrays, meta = chip.payload()
     meta["format"] = "mortal-chip/1"  # the unsealed format, as np.savez_compressed would write it
     path = tmp_path / "compressed.npz"
     np.savez_compressed(path, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
@@ -351,7 +351,7 @@ def test_a_corrupt_compressed_stream_is_a_value_error(tmp_path, member):
 # -- archives saved before the seal (format 1) ---------------------------------------------------------
 def _write_format_1(path, chip, without_failures=False):
     """The archive ``save`` wrote before the seal: format 1, plain ``np.savez``."""
-    arrays, meta = chip._payload()
+    arrays, meta = chip.payload()
     meta["format"] = "mortal-chip/1"
     if without_failures:  # the layout written before failures with time existed
         for i, lm in enumerate(meta["layers"]):
@@ -378,7 +378,7 @@ def test_archives_saved_before_the_seal_load_only_when_asked(tmp_path, without_f
 
 def test_legacy_loading_still_checks_every_field(tmp_path):
     chip = _used_chip()
-    arrays, meta = chip._payload()
+    arrays, meta = chip.payload()
     meta["format"] = "mortal-chip/1"
     for name in ("stuck = 7", "NaN conductance", "negative ledger energy", "layer_sizes disagree with the arrays"):
         a, m = {k: v.copy() for k, v in arrays.items()}, json.loads(json.dumps(meta))

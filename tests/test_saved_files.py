@@ -188,10 +188,10 @@ def test_both_copies_of_the_seal_agree(run):
     # mortal.ff does not import devices, so the seal is written by two copies of the same code.
     ck = latest_checkpoint(run)
     for path in (ck / LEARNER_FILE, ck / CHIP_FILE):
-        for status in (devices.chip._seal_status, ckmod._seal_status):
+        for status in (devices.archive.seal_status, ckmod.seal_status):
             with open(path, "rb") as fh:
                 assert status(fh) == "sealed"
-    assert (devices.chip._SEAL, devices.chip._SEAL_LEN) == (ckmod._SEAL, ckmod._SEAL_LEN)
+    assert (devices.archive.SEAL, devices.archive.SEAL_LEN) == (ckmod.SEAL, ckmod.SEAL_LEN)
 
 
 # -- item 6 for checkpoints: any edit is refused, and a file built by the writer is still checked --------
@@ -321,7 +321,7 @@ def _make_pre_seal(ck):
     meta["format"] = "mortal-learner/2"
     del meta["chip"]["digest"]
     np.savez(path, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
-    chip_arrays, chip_meta = devices.load_chip(ck / CHIP_FILE)._payload()
+    chip_arrays, chip_meta = devices.load_chip(ck / CHIP_FILE).payload()
     chip_meta["format"] = "mortal-chip/1"
     np.savez(ck / CHIP_FILE, meta=np.frombuffer(json.dumps(chip_meta).encode(), np.uint8), **chip_arrays)
 

@@ -82,8 +82,8 @@ def latest_checkpoint(directory: str | os.PathLike) -> Path:
 
 # The seal (the same as devices.chip's, which this package does not import): the zip comment
 # is this prefix and the SHA-256 (hex) of every byte of the file before the hex digits.
-_SEAL = b"mortal-seal sha256:"
-_SEAL_LEN = len(_SEAL) + 64
+SEAL = b"mortal-seal sha256:"
+SEAL_LEN = len(SEAL) + 64
 _EOCD = struct.Struct("<4s4H2LH")  # the zip's end-of-central-directory record, comment length last
 
 
@@ -108,21 +108,21 @@ def _seal(fh: BinaryIO) -> None:
     if record[0] != b"PK\x05\x06" or record[-1] != 0:
         raise RuntimeError("numpy wrote a zip archive of an unexpected layout; cannot seal it")
     fh.seek(end + _EOCD.size - 2)
-    fh.write(struct.pack("<H", _SEAL_LEN) + _SEAL)
+    fh.write(struct.pack("<H", SEAL_LEN) + SEAL)
     fh.flush()
     size = fh.tell()
     fh.write(_sha256_of(fh, size).encode())
 
 
-def _seal_status(fh: BinaryIO) -> str:
+def seal_status(fh: BinaryIO) -> str:
     """``"sealed"``, ``"broken"`` (a seal that does not match the bytes) or ``"none"``, for the
     file open as ``fh``."""
     size = fh.seek(0, os.SEEK_END)
-    if size < _SEAL_LEN + _EOCD.size:
+    if size < SEAL_LEN + _EOCD.size:
         return "none"
-    fh.seek(size - _SEAL_LEN)
-    tail = fh.read(_SEAL_LEN)
-    if not tail.startswith(_SEAL):
+    fh.seek(size - SEAL_LEN)
+    tail = fh.read(SEAL_LEN)
+    if not tail.startswith(SEAL):
         return "none"
     return "sealed" if _sha256_of(fh, size - 64).encode() == tail[-64:] else "broken"
 
@@ -178,7 +178,7 @@ def read_checkpoint(checkpoint: Path, *, legacy: bool = False) -> tuple[dict[str
     except OSError as exc:
         raise InputError(f"cannot read the learner checkpoint {path}: {exc}") from None
     with fh:
-        seal = _seal_status(fh)
+        seal = seal_status(fh)
         if seal == "broken":
             raise InputError(f"{path} is not a readable learner checkpoint: its bytes do not match the seal saved "
                              "with them (the file was edited, truncated or damaged)")
