@@ -1,11 +1,11 @@
 """Emulated analog chips: unique, noisy crossbar instances behind a small contract.
 
 Public names: ``PRESETS``, ``make_chip``, ``inspect``, ``load_chip``,
-``variant``, ``get_preset``, the spec models, ``ChipInfo`` and ``Ledger``.
+``variant``, ``get_preset``, ``check_memory``, the spec models, ``ChipInfo`` and ``Ledger``.
 This package never imports ``mortal``.
 """
 
-from .chip import AnalogChip, ChipInfo, ChipState, LayerState, inspect, make_chip
+from .chip import AnalogChip, ChipInfo, ChipState, LayerState, check_memory, inspect, make_chip
 from .energy import Ledger
 from .persistence import load_chip
 from .presets import PRESETS, get_preset, variant
@@ -24,7 +24,7 @@ from .spec import (
 
 __all__ = [
     "AnalogChip", "ChipInfo", "ChipState", "LayerState", "Ledger", "PRESETS",
-    "get_preset", "inspect", "load_chip", "make_chip", "variant",
+    "check_memory", "get_preset", "inspect", "load_chip", "make_chip", "variant",
     "ADCSpec", "ChipSpec", "ConductanceSpec", "DACSpec", "DriftSpec", "EnergySpec",
     "FaultSpec", "NeuronSpec", "ProgrammingSpec", "ReadNoiseSpec",
 ]

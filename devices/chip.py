@@ -26,7 +26,7 @@ from .presets import get_preset
 from .spec import ChipSpec
 
 __all__ = ["AnalogChip", "ChipInfo", "make_chip", "inspect", "LayerState", "ChipState",
-           "memory_limit_bytes", "check_layer_sizes", "failure_stream"]
+           "memory_limit_bytes", "check_memory", "check_layer_sizes", "failure_stream"]
 
 #: Where the physical memory cannot be read, the most device state one chip may hold.
 FALLBACK_MEMORY_LIMIT = 64 * 2**30
@@ -302,6 +302,18 @@ def memory_limit_bytes() -> int:
     except (AttributeError, ValueError, OSError):
         return FALLBACK_MEMORY_LIMIT
     return int(total) if total > 0 else FALLBACK_MEMORY_LIMIT
+
+
+def check_memory(spec: ChipSpec | str, layer_sizes: Sequence[int]) -> None:
+    """ValueError if a chip of ``spec`` (a spec or a preset name) with ``layer_sizes`` could not
+    hold its device state in this machine's memory (``memory_limit_bytes``), or if the layer
+    sizes are not valid; ``make_chip`` runs the same check before it allocates anything, and
+    callers run it before they write or start anything."""
+    if isinstance(spec, str):
+        spec = get_preset(spec)
+    elif not isinstance(spec, ChipSpec):
+        raise ValueError(f"spec must be a ChipSpec or a preset name, got {type(spec).__name__}")
+    _check_memory(spec, check_layer_sizes(layer_sizes))
 
 
 def _check_memory(spec: ChipSpec, sizes: tuple[int, ...]) -> None:

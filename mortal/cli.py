@@ -12,8 +12,10 @@ written (one line, ``mortal: error: ...``, on stderr); 3 the Dask scheduler coul
 reached.
 
 Output folders (:mod:`mortal.runfolder`): an ``--out`` must be a folder that is absent or
-empty, the command's own run to resume, or given with ``--overwrite``; a run holds a lock on
-it while it writes, and a second run on a folder in use is refused (exit 2).
+empty, the command's own run to resume, or a mortal run folder given with ``--overwrite``
+(never the current folder, its ancestors, the home folder or ``/``, nor a folder holding the
+config, data or teacher the run reads); a run holds a lock on it while it writes, and a second
+run on a folder in use is refused (exit 2).
 """
 
 from __future__ import annotations

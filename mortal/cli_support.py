@@ -20,7 +20,7 @@ from .errors import InputError
 from .options import format_validation_error, parse_assignments, reference_markdown
 
 __all__ = ["EXIT_OK", "EXIT_FAIL", "EXIT_USAGE", "EXIT_CLUSTER", "SET_PREFIXES", "usage_error", "reference",
-           "flatten", "assignments", "validated", "dataset_from_args", "check_refit", "recorded_run"]
+           "flatten", "assignments", "validated", "dataset_from_args", "recorded_run"]
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CLUSTER = 0, 1, 2, 3
 
@@ -90,7 +90,10 @@ def validated(model: type[BaseModel], data: dict[str, Any], prefix: str) -> Any:
         raise InputError(format_validation_error(exc, prefix, model=model)) from None
 
 
-def dataset_from_args(args: argparse.Namespace, default: str = "mnist") -> Any:
+def dataset_from_args(args: argparse.Namespace, default: str = "mnist", size_origin: str | None = None) -> Any:
+    """The data of ``--data``/``--mini``, cut to ``--train-size``.  ``size_origin``: where the size
+    came from when the user did not give it (e.g. the recorded run), for the refusal of a size
+    the data cannot give."""
     from .data import load_dataset
 
     source = "mini" if args.mini else (args.data or default)
@@ -104,16 +107,12 @@ def dataset_from_args(args: argparse.Namespace, default: str = "mnist") -> Any:
         raise InputError(f"the data {source!r} cannot be read: {exc}") from None
     size = getattr(args, "train_size", None)
     if size is not None and not 1 <= size <= data.n_train:
+        if size_origin is not None:
+            raise InputError(f"{size_origin}; {'--mini' if args.mini else f'--data {source}'} has "
+                             f"{data.n_train}")
         raise InputError(f"--train-size must be between 1 and {data.n_train} (the training examples available), "
                          f"got {size}")
     return data.subset(size) if size is not None else data
-
-
-def check_refit(cfg: Any, prefix: str = "train") -> None:
-    """Refuse a settle time before the head's refit when there is no refit (it would be ignored)."""
-    if cfg.refit.settle_s > 0 and cfg.refit.epochs == 0:
-        raise InputError(f"{prefix}.refit.settle_s={cfg.refit.settle_s:g} waits before the head's refit, but "
-                         f"{prefix}.refit.epochs is 0 (no refit); set {prefix}.refit.epochs or drop settle_s")
 
 
 def recorded_run(out: Path) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .cli_support import (EXIT_CLUSTER, EXIT_FAIL, EXIT_OK, EXIT_USAGE, SET_PREFIXES, assignments, check_refit,
+from .cli_support import (EXIT_CLUSTER, EXIT_FAIL, EXIT_OK, EXIT_USAGE, SET_PREFIXES, assignments,
                           dataset_from_args, flatten, recorded_run, reference, usage_error)
 from .errors import InputError
 from .options import format_validation_error, merge
@@ -63,6 +63,12 @@ TRAIN_LEGACY = ("config.json", "checkpoints")
 _NEW_RUN = {"preset": "pcm", "layers": (1000, 1000, 1000), "seed": 0}  # defaults of --preset, --layers, --seed
 
 
+def _data_paths(args: argparse.Namespace) -> tuple[Path, ...]:
+    """``--data`` when it names a file or folder: what an overwritten ``--out`` must not hold."""
+    data = getattr(args, "data", None)
+    return (Path(data),) if data and Path(data).exists() else ()
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import devices
     from . import runfolder
@@ -83,11 +89,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and args.overwrite:
         return usage_error("give --resume or --overwrite, not both")
     # The folder first, before anything in it is read (and nothing is written until the run starts).
-    out = runfolder.check_out(args.out, "train", resume=args.resume, overwrite=args.overwrite, legacy=TRAIN_LEGACY)
+    protect = _data_paths(args)
+    out = runfolder.check_out(args.out, "train", resume=args.resume, overwrite=args.overwrite, legacy=TRAIN_LEGACY,
+                              protect=protect)
     ckdir = out / "checkpoints" if out is not None else None
     given = {"preset": args.preset, "layers": args.layers, "seed": args.seed}
+    size_origin = None
     if args.resume:  # the chip, settings, seed and data the run was started with
         recorded = recorded_run(out)
+        try:
+            latest_checkpoint(ckdir)
+        except FileNotFoundError:
+            raise InputError(f"--out {out} holds no checkpoint to resume (the run stopped before its first); "
+                             "start it afresh without --resume") from None
         chip = devices.load_chip(latest_checkpoint(ckdir) / CHIP_FILE)
         base = saved_config(ckdir).model_dump()
         begun = {"preset": chip.spec.name, "layers": tuple(int(n) for n in chip.info.layer_sizes[1:]),
@@ -107,6 +121,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             args.data = data_rec.get("source")
         if args.train_size is None and data_rec.get("train_size"):
             args.train_size = int(data_rec["train_size"])
+            size_origin = f"the run in {out} was trained on {args.train_size} examples"
     else:
         for k, v in given.items():
             setattr(args, k, _NEW_RUN[k] if v is None else v)
@@ -117,9 +132,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             else FFConfig(**merge(merge(base, tree), epochs))
     except ValidationError as exc:
         raise InputError(format_validation_error(exc, "train", model=FFConfig)) from None
-    if not args.resume:  # a resumed run keeps the settings it was started with
-        check_refit(cfg)
-    data = dataset_from_args(args)
+    data = dataset_from_args(args, size_origin=size_origin)
     if data.n_train < cfg.batch_size:  # as fit would refuse it, but before the folder is claimed
         raise InputError(f"{data.n_train} training examples is fewer than one batch ({cfg.batch_size})")
     if args.resume:
@@ -131,7 +144,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _train(args, cfg, chip, data, None)
     # The run starts writing as soon as fit has accepted its input (checkpoints first): the folder
     # is claimed here, and left as it was if fit refuses the input after all.
-    with runfolder.claim(out, "train", overwrite=args.overwrite, resume=args.resume, legacy=TRAIN_LEGACY):
+    with runfolder.claim(out, "train", overwrite=args.overwrite, resume=args.resume, legacy=TRAIN_LEGACY,
+                         protect=protect):
         return _train(args, cfg, chip, data, out)
 
 
@@ -218,7 +232,9 @@ def cmd_fleet(args: argparse.Namespace, sweep: bool) -> int:
         return usage_error("--out is empty; give a folder")
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     # The folder is checked before a Dask cluster is started (run_fleet checks it again under its lock).
-    runfolder.check_out(out, "fleet", resume=args.resume, overwrite=args.overwrite, legacy=(CONFIG_FILE,))
+    # Its config file must not be in a folder --overwrite would clear (run_fleet does not know the file).
+    runfolder.check_out(out, "fleet", resume=args.resume, overwrite=args.overwrite, legacy=(CONFIG_FILE,),
+                        protect=(Path(args.config),))
     executor, close = None, None
     if args.scheduler is not None or args.dask_local is not None:
         try:
@@ -257,7 +273,13 @@ def cmd_fleet(args: argparse.Namespace, sweep: bool) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from . import runfolder
     from .report import write_report
+
+    holder = runfolder.in_use(args.dir)
+    if holder is not None:
+        raise InputError(f"{args.dir} is in use by another mortal run (process {holder}); "
+                         "report it once that run has ended")
 
     write_report(args.dir, quiet=args.quiet)
     return EXIT_OK

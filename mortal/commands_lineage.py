@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .cli_support import (EXIT_FAIL, EXIT_OK, assignments, check_refit, dataset_from_args, flatten, usage_error,
+from .cli_support import (EXIT_FAIL, EXIT_OK, assignments, dataset_from_args, flatten, usage_error,
                           validated)
 from .errors import InputError
 from .options import format_validation_error, merge
@@ -22,20 +22,32 @@ __all__ = ["cmd_lifetime", "cmd_distill"]
 _HINT = "choose another folder or give --overwrite to replace it"
 
 
+def _protect(args: argparse.Namespace) -> tuple[Path, ...]:
+    """What an overwritten ``--out`` must not hold: ``--data`` when it names a file or folder, and
+    the teacher folder (distill)."""
+    paths = [Path(args.data)] if getattr(args, "data", None) and Path(args.data).exists() else []
+    if getattr(args, "teacher", None):
+        paths.append(Path(args.teacher))
+    return tuple(paths)
+
+
 def _folder(args: argparse.Namespace, kind: str) -> Path | None:
     """``--out`` checked for a new run of ``kind`` (nothing read or written yet); None without it."""
     from . import runfolder
 
     if args.out is None and args.overwrite:
         raise InputError("--overwrite needs --out (the run folder)")
-    return runfolder.check_out(args.out, kind, overwrite=args.overwrite, hint=_HINT)
+    return runfolder.check_out(args.out, kind, overwrite=args.overwrite, hint=_HINT, protect=_protect(args))
 
 
-def _claim(stack: ExitStack, out: Path, kind: str, overwrite: bool) -> None:
-    """Claim ``out`` for the rest of the command (at its first write): locked, checked again, marked."""
+def _claim(stack: ExitStack, out: Path | None, args: argparse.Namespace, kind: str) -> None:
+    """Claim ``out`` for the rest of the command, once its input is checked: locked, checked
+    again, marked (and left as it was if the run then refuses its input before writing)."""
     from . import runfolder
 
-    stack.enter_context(runfolder.claim(out, kind, overwrite=overwrite, resume=False, hint=_HINT))
+    if out is not None:
+        stack.enter_context(runfolder.claim(out, kind, overwrite=args.overwrite, resume=False, hint=_HINT,
+                                            protect=_protect(args)))
 
 
 def cmd_lifetime(args: argparse.Namespace) -> int:
@@ -49,16 +61,16 @@ def cmd_lifetime(args: argparse.Namespace) -> int:
     if args.epochs is not None:
         tree = merge(tree, {"train": {"epochs": args.epochs}})
     cfg = validated(LifetimeConfig, tree, "")
-    check_refit(cfg.train)
     data = dataset_from_args(args)
     sinks: list = []
     seen: list = []  # the events so far
 
     with ExitStack() as stack:
+        _claim(stack, out, args, "lifetime")
+
         def show(ev: dict) -> None:
             seen.append(ev["event"])
             if out is not None and not sinks:  # written once the run has accepted every input
-                _claim(stack, out, "lifetime", args.overwrite)
                 (out / "config.json").write_text(json.dumps({"lifetime": cfg.model_dump(mode="json"),
                                                              "data": data.source, "train_size": data.n_train},
                                                             indent=2))
@@ -138,11 +150,12 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from .ff import CHIP_FILE, FFConfig, latest_checkpoint, load_learner
 
     tree = assignments(args)
-    out = _folder(args, "distill")
     teacher_dir = Path(args.teacher)
-    if out is not None and _overlap(out, teacher_dir):
+    if args.out is not None and args.out.strip() and _overlap(Path(args.out), teacher_dir):
+        out = Path(args.out)
         raise InputError(f"--out {out} and the teacher folder {teacher_dir} overlap; the teacher is only read: "
                          "choose another --out")
+    out = _folder(args, "distill")
     # Data given on the command line is loaded first: an error in it is the data's, whatever the teacher.
     data = _distill_data(args, f"--data {args.data}" if args.data else "--mini") \
         if args.data is not None or args.mini else None
@@ -173,7 +186,6 @@ def cmd_distill(args: argparse.Namespace) -> int:
             s_cfg = s_cfg.changed(**flatten(tree["train"]))
         except ValidationError as exc:
             raise InputError(format_validation_error(exc, "train", model=FFConfig)) from None
-    check_refit(s_cfg)
     origin = f"--data {args.data}" if args.data else "--mini"
     if data is None:
         args.data = recorded.get("source", "mnist")
@@ -188,12 +200,13 @@ def cmd_distill(args: argparse.Namespace) -> int:
     if not 1 <= n_t <= data.n_train:
         return usage_error(f"--transfer-size must be between 1 and {data.n_train}, got {n_t}")
     with ExitStack() as stack:
+        _claim(stack, out, args, "distill")
         return _distill(args, stack, out, teacher_dir, teacher, t_learner, d_cfg, s_cfg, data, n_t)
 
 
 def _distill(args: argparse.Namespace, stack: ExitStack, out: Path | None, teacher_dir: Path, teacher, t_learner,
              d_cfg, s_cfg, data, n_t: int) -> int:
-    """The transfer set up by ``cmd_distill``; ``out`` is claimed at its first write."""
+    """The transfer set up by ``cmd_distill``, into ``out`` (claimed) if given."""
     import devices
     from .distill import distill
     from .ff import FFLearner
@@ -211,7 +224,6 @@ def _distill(args: argparse.Namespace, stack: ExitStack, out: Path | None, teach
         if out is None:
             return
         if not opened:
-            _claim(stack, out, "distill", args.overwrite)
             (out / "epochs.jsonl").write_text("")
             opened.append(True)
         with open(out / "epochs.jsonl", "a") as fh:
@@ -244,8 +256,6 @@ def _distill(args: argparse.Namespace, stack: ExitStack, out: Path | None, teach
                "distill": d_cfg.model_dump(), "train": s_cfg.model_dump(mode="json"), "transfer_images": int(n_t),
                **res.summary(), "rows": [{"what": w, "test_error": e, "energy_j": j} for w, e, j in rows]}
     if out is not None:
-        if not opened:
-            _claim(stack, out, "distill", args.overwrite)
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if not args.quiet:
         print(f"{'':<24} {'goodness':>9} {'softmax':>9} {'energy':>12}")

@@ -86,7 +86,7 @@ def positive_widths(widths: tuple[int, ...]) -> tuple[int, ...]:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True, allow_inf_nan=False)
 
 
 class ChipConfig(_Model):

@@ -29,7 +29,7 @@ from .distill import DistillConfig, distill
 from .errors import InputError
 from .options import format_validation_error
 from .ff import CHIP_FILE, FFLearner, latest_checkpoint, load_learner
-from .fleet import chip_seed, learner_seed, run_fleet
+from .fleet import check_chips, chip_seed, learner_seed, run_fleet
 from .lifetime import SECONDS_PER_YEAR, weight_copy
 from .report import write_report
 from .runfolder import check_out, claim, run_kind
@@ -73,6 +73,7 @@ def run_demo(out: str | os.PathLike, chips: int = 4, workers: int | None = None,
         dcfg = DistillConfig(**{"student_epochs": epochs, **(distill_settings or {})})
     except ValidationError as exc:
         raise InputError(format_validation_error(exc, "distill", model=DistillConfig)) from None
+    check_chips(cfg, load_data(cfg.data))  # chips too large for this machine's memory
     text = os.fspath(out)
     earlier = bool(text.strip()) and _earlier_demo(Path(text))
     folder = check_out(text, "demo", overwrite=earlier, hint=_HINT)

@@ -41,7 +41,7 @@ class DistillConfig(BaseModel):
     teacher's soft targets.  Defaults: the settings chosen on held-out images
     (``benchmarks/RESULTS.md``)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True, allow_inf_nan=False)
 
     temperature: float = Field(1.0, gt=0.0, allow_inf_nan=False)
     """Softness of the teacher's probabilities: its logits are divided by this (1: the teacher's

@@ -19,7 +19,7 @@
 Before any chip starts (and before anything is written), :func:`run_fleet` checks the output
 folder (:func:`mortal.runfolder.check_out`: a folder, or a place one can be made, that is empty
 or holds this fleet's run to resume) and loads the data once, refusing data that cannot be
-read or is too small for a sweep point's batch.  While it runs it holds the folder's lock
+read or is too small for a sweep point's batch, and chips too large for this machine's memory.  While it runs it holds the folder's lock
 (:func:`mortal.runfolder.claim`): a second run on the same folder, new or resumed, is refused
 with the process id of the first.
 
@@ -53,8 +53,8 @@ from .errors import InputError
 from .executors import SCHEDULER_SCHEMES, dask_executor, local_pool, scheduler_address
 from .ff import FFLearner
 from .progress import Progress
-from .records import (CONFIG_FILE, RECORDS_FILE, REJECTED_FILE, load_run, pareto_front, read_records, record_problem,
-                      scan_records, summarize)
+from .records import (CONFIG_FILE, RECORDS_FILE, REJECTED_FILE, load_run, outside_config, pareto_front, read_records,
+                      record_problem, scan_records, summarize)
 from .runfolder import check_out, claim
 
 # The record files' readers and the executors live in mortal.records and mortal.executors; they
@@ -183,11 +183,32 @@ def _check_data(config: ExperimentConfig) -> Optional[str]:
                 where = f"sweep point [{_params_text(p.params)}]: " if p.params else ""
                 raise InputError(f"{where}train.batch_size = {p.train.batch_size} is more than the {data.n_train} "
                                  "training examples of the data (see data.train_size); no chip could train")
+        check_chips(config, data)
     except InputError:
         if added:
             _DATA_CACHE.pop(key, None)
         raise
     return key if added else None
+
+
+def check_chips(config: ExperimentConfig, data: Any = None) -> None:
+    """InputError if a chip of some sweep point could not hold its device state in this machine's
+    memory (``devices.check_memory``).  ``data`` (a ``Dataset``) gives the chips' input width;
+    without it only the hidden layers are checked (as if the chips had one input)."""
+    seen: set[str] = set()
+    for p in config.points():
+        try:
+            spec = p.chip.build_spec()
+            width = chip_input_width(spec, p.train, data) if data is not None else 1
+            sizes = p.chip.sizes(width)
+            once = json.dumps([spec.programming.mode, list(sizes)])
+            if once in seen:
+                continue
+            seen.add(once)
+            devices.check_memory(spec, sizes)
+        except ValueError as exc:
+            where = f"sweep point [{_params_text(p.params)}]: " if p.params else ""
+            raise InputError(f"{where}chip.layers: {exc}") from None
 
 
 def _open_run(config: ExperimentConfig, out: Path, resume: bool) -> dict[str, dict[str, Any]]:
@@ -211,7 +232,17 @@ def _open_run(config: ExperimentConfig, out: Path, resume: bool) -> dict[str, di
     if before != now:
         raise InputError(f"{out} holds a run of another config; resume needs the same config")
     good, bad = scan_records(rec_path)
-    kept = [rec for _, rec in sorted(good.values(), key=lambda nr: nr[1]["key"])]
+    kept = []
+    lines: Optional[list[bytes]] = None
+    for n, rec in sorted(good.values(), key=lambda nr: nr[1]["key"]):
+        why = outside_config(config, rec)
+        if why is None:
+            kept.append(rec)
+            continue
+        if lines is None:
+            lines = rec_path.read_bytes().splitlines(keepends=True)
+        bad.append((n, why, lines[n - 1]))
+    bad.sort(key=lambda item: item[0])
     if bad:  # kept aside, not lost: a killed run's torn last line, a damaged or edited record
         with open(out / REJECTED_FILE, "ab") as fh:
             fh.write(b"".join(raw if raw.endswith(b"\n") else raw + b"\n" for _, _, raw in bad))
@@ -221,7 +252,8 @@ def _open_run(config: ExperimentConfig, out: Path, resume: bool) -> dict[str, di
     tmp = rec_path.with_name(rec_path.name + ".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
     os.replace(tmp, rec_path)
-    cfg_path.write_text(json.dumps(config.resolved(), indent=2))
+    # The recorded config equals this one (checked above): it is left as it is, so no kill can
+    # catch it half written.
     return {r["key"]: r for r in kept if r.get("status") == "ok"}
 
 
@@ -268,7 +300,8 @@ def run_fleet(config: ExperimentConfig, out_dir: str | Path | None = None, execu
     resume : bool
         Continue a run in ``out_dir``: chips recorded ``ok`` are skipped.  The
         config must equal the one recorded there.  Lines of ``records.jsonl`` that are not
-        complete records are moved to ``records.rejected.jsonl`` and their chips run again.
+        complete records, or records of chips that are not the config's, are moved to
+        ``records.rejected.jsonl``; the chips left without a record run again.
     save_chips : bool
         Save each trained chip and its learner as a checkpoint under ``out_dir/chips/KEY``.
     task_fn : callable, optional
@@ -301,7 +334,11 @@ def run_fleet(config: ExperimentConfig, out_dir: str | Path | None = None, execu
     # Nothing is written until every check has passed: the folder (a second run on it is refused
     # with the first's process id), then the data.
     out = check_out(out_dir, "fleet", resume=resume, overwrite=overwrite, legacy=(CONFIG_FILE,))
-    cached = _check_data(config) if check_data else None
+    if check_data:
+        cached = _check_data(config)
+    else:
+        check_chips(config)
+        cached = None
     try:
         run = functools.partial(_run, config, executor, workers=workers, save_chips=save_chips,
                                 max_retries=max_retries, progress=progress, on_record=on_record, task_fn=task_fn)

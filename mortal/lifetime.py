@@ -104,7 +104,7 @@ def weight_copy(teacher: devices.AnalogChip, student: devices.AnalogChip, teache
 class LifetimeConfig(BaseModel):
     """Settings of a lifetime run (durations accept seconds or strings like ``"30d"``)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True, allow_inf_nan=False)
 
     preset: str = "pcm"
     """Device preset of every chip."""
@@ -162,6 +162,12 @@ def run_lifetime(config: LifetimeConfig, data: Any, emit: Callable[[dict[str, An
     if not isinstance(data, Dataset):
         raise InputError(f"data must be a mortal.data.Dataset (e.g. load_dataset(\"mini\")), got {type(data).__name__}")
     cfg = config
+    spec = devices.get_preset(cfg.preset)
+    sizes = (chip_input_width(spec, cfg.train, data),) + tuple(cfg.layers)
+    try:
+        devices.check_memory(spec, sizes)
+    except ValueError as exc:
+        raise InputError(f"layers: {exc}") from None
     n = data.n_train
     if cfg.probe_size + cfg.reference_size > n - 1:
         raise InputError(f"probe_size + reference_size ({cfg.probe_size} + {cfg.reference_size}) must leave "
@@ -178,8 +184,6 @@ def run_lifetime(config: LifetimeConfig, data: Any, emit: Callable[[dict[str, An
         if emit is not None:
             emit(ev)
 
-    spec = devices.get_preset(cfg.preset)
-    sizes = (chip_input_width(spec, cfg.train, data),) + tuple(cfg.layers)
     x_all, y_all, k = data.train_inputs, data.train_labels, data.n_classes
     test_x, test_y = data.test_inputs, data.test_labels
     probe_x, probe_y = x_all[n - cfg.probe_size:], y_all[n - cfg.probe_size:]

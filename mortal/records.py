@@ -6,7 +6,8 @@ holds.  A line that is not a complete record (a torn last line of a killed run, 
 not UTF-8, a record missing a key the reports read) is left out by the readers and named to
 the caller (``skipped``): ``mortal report`` says so on one warning line and in ``summary.json``;
 a resumed fleet moves such lines to :data:`REJECTED_FILE` and runs again the chips they leave
-without a record.
+without a record.  Records of chips that are not the config's are left out too, and a resumed
+fleet moves them to :data:`REJECTED_FILE` as well.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from .config import ConfigError, ExperimentConfig, config_from_dict
 from .errors import InputError
 
 __all__ = ["RECORDS_FILE", "CONFIG_FILE", "REJECTED_FILE", "record_problem", "scan_records", "read_records",
-           "load_run", "pareto_front", "summarize"]
+           "load_run", "outside_config", "pareto_front", "summarize"]
 
 RECORDS_FILE = "records.jsonl"
 CONFIG_FILE = "config.resolved.json"
@@ -145,6 +146,14 @@ def read_records(path: str | Path, *, skipped: list[tuple[int, str]] | None = No
     return [rec for _, rec in sorted(good.values(), key=lambda nr: nr[1]["key"])]
 
 
+def outside_config(config: ExperimentConfig, rec: dict[str, Any]) -> Optional[str]:
+    """Why the complete record ``rec`` is not one of ``config``'s chips (None if it is one)."""
+    n_points = math.prod(len(v) for v in config.sweep.values())
+    if rec["point"] >= n_points or rec["chip"] >= config.chips:
+        return f"chip {rec['key']} is not one of the config's ({n_points} points x {config.chips} chips)"
+    return None
+
+
 def load_run(out_dir: str | Path, *, skipped: list[tuple[int, str]] | None = None
              ) -> tuple[ExperimentConfig, list[dict[str, Any]]]:
     """The config and records of a finished (or partial) fleet run in ``out_dir``.
@@ -176,12 +185,11 @@ def load_run(out_dir: str | Path, *, skipped: list[tuple[int, str]] | None = Non
     except ConfigError as exc:
         raise InputError(str(exc)) from None
     good, bad = scan_records(out / RECORDS_FILE)
-    n_points = math.prod(len(v) for v in config.sweep.values())
     records = []
     for n, rec in sorted(good.values(), key=lambda nr: nr[1]["key"]):
-        if rec["point"] >= n_points or rec["chip"] >= config.chips:
-            bad.append((n, f"chip {rec['key']} is not one of the config's ({n_points} points x {config.chips} chips)",
-                        b""))
+        why = outside_config(config, rec)
+        if why is not None:
+            bad.append((n, why, b""))
         else:
             records.append(rec)
     if skipped is not None:

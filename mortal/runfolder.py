@@ -74,31 +74,107 @@ def _busy(path: Path, holder: str) -> InputError:
                       "wait for it to end or choose another folder")
 
 
+#: Files that mark a run folder made before markers existed, whatever command is asked to
+#: overwrite it (a demo's; a train or fleet run's layout is given by its command as ``legacy``).
+_KNOWN_LEGACY: tuple[tuple[str, ...], ...] = (("demo.json",),)
+
+
+def _vacant(path: Path) -> bool:
+    """True if ``path`` holds nothing but the marker, the lock and empty folders (a run stopped
+    before its first file, e.g. by Ctrl-C): a fresh run may take it."""
+    for entry in path.iterdir():
+        if entry.name in (MARKER, LOCK) and not entry.is_symlink() and entry.is_file():
+            continue
+        if entry.is_symlink() or not entry.is_dir():
+            return False
+        for _root, dirs, files in os.walk(entry):
+            if files or any((Path(_root) / d).is_symlink() for d in dirs):
+                return False
+    return True
+
+
+def _has_all(path: Path, files: tuple[str, ...]) -> bool:
+    return bool(files) and all((path / f).exists() for f in files)
+
+
+def _resumable(path: Path, legacy: tuple[str, ...]) -> bool:
+    """Whether a run of the folder's kind has something to resume: every ``legacy`` path exists
+    and those that are folders hold something (a train run's checkpoints); True without ``legacy``."""
+    for f in legacy:
+        q = path / f
+        if not q.exists() or (q.is_dir() and not any(q.iterdir())):
+            return False
+    return True
+
+
+def _inside(inner: Path, outer: Path) -> bool:
+    return inner == outer or outer in inner.parents
+
+
+def _check_overwrite(path: Path, legacy: tuple[str, ...], protect: tuple) -> None:
+    """What ``--overwrite`` may replace: a mortal run folder only, never the current folder, one
+    of its ancestors, the home folder or ``/``, nor a folder holding one of ``protect``."""
+    real = path.resolve()
+    if real == Path(real.anchor) or real == Path.home().resolve():
+        raise InputError(f"--out {path} is {'the home folder' if real != Path(real.anchor) else '/'}; "
+                         "it is never overwritten: choose another folder")
+    cwd = Path.cwd().resolve()
+    if _inside(cwd, real):
+        raise InputError(f"--out {path} is the current folder" + ("" if cwd == real else " or holds it")
+                         + "; --overwrite would delete it: choose another folder")
+    if not ((path / MARKER).exists() or _has_all(path, legacy) or any(_has_all(path, k) for k in _KNOWN_LEGACY)):
+        raise InputError(f"--out {path} holds files that are not a mortal run; --overwrite replaces only a "
+                         "mortal run folder: choose another folder")
+    for p in protect:
+        if p is None:
+            continue
+        if _inside(Path(p).resolve(), real):
+            raise InputError(f"--out {path} holds {p}, which this run reads; --overwrite would delete it: "
+                             "choose another folder")
+
+
 def _check_contents(path: Path, kind: str, resume: bool, overwrite: bool, legacy: tuple[str, ...],
-                    hint: str) -> None:
-    """What the folder must hold: a run of ``kind`` to resume, or nothing (unless ``overwrite``)."""
+                    hint: str | None, protect: tuple = ()) -> None:
+    """What the folder must hold: a run of ``kind`` to resume, or nothing (a stopped run's marker,
+    lock and empty folders count as nothing), or a mortal run that ``overwrite`` may replace."""
     if resume:
         recorded = run_kind(path)
-        if not path.is_dir() or (recorded != kind and not (recorded is None and legacy
-                                                           and all((path / f).exists() for f in legacy))):
+        if not path.is_dir() or (recorded != kind and not (recorded is None and _has_all(path, legacy))):
             raise InputError(f"--out {path} holds no {kind} run to resume"
                              + (f" (it holds a {recorded} run)" if recorded else ""))
         return
-    if path.is_dir() and any(p.name != LOCK for p in path.iterdir()) and not overwrite:
-        what = f"a {run_kind(path)} run" if run_kind(path) else "files"
-        raise InputError(f"--out {path} already holds {what}; {hint}")
+    if not path.is_dir() or _vacant(path):
+        return
+    if overwrite:
+        _check_overwrite(path, legacy, protect)
+        return
+    recorded = run_kind(path)
+    what = f"a {recorded} run" if recorded else "files"
+    if hint is None:
+        hint = _DEFAULT_HINT if recorded == kind and _resumable(path, legacy) else \
+            "choose another folder or give --overwrite to replace it" + (
+                " (it holds no checkpoint to resume)" if recorded == kind else "")
+    if "--overwrite" in hint and recorded is None and not _has_all(path, legacy) \
+            and not any(_has_all(path, k) for k in _KNOWN_LEGACY):
+        hint = "choose another folder (--overwrite replaces only a mortal run folder)"
+    raise InputError(f"--out {path} already holds {what}; {hint}")
 
 
 def check_out(out: str | os.PathLike | None, kind: str, *, resume: bool = False, overwrite: bool = False,
-              legacy: tuple[str, ...] = (), hint: str | None = None) -> Path | None:
+              legacy: tuple[str, ...] = (), hint: str | None = None, protect: tuple = ()) -> Path | None:
     """Check that ``out`` can take a run of ``kind``; nothing is written.
 
     ``out`` None (no ``--out``) is returned as None.  A folder whose lock another process holds
     is refused with that process's id.  ``resume``: the folder must hold a run of ``kind`` (its
     marker, or for runs made before markers existed, every file of ``legacy``).  Otherwise the
-    folder must be absent or empty, or ``overwrite`` must be given; ``hint`` ends the message
-    refusing a folder that holds something (default: choose another folder, resume, or
-    ``--overwrite``).  InputError (one line) when it cannot.
+    folder must be absent or empty (a folder holding only a marker, a lock and empty folders, as
+    a run stopped before its first file leaves it, counts as empty), or hold a mortal run (a
+    marker of any kind, or every file of ``legacy``) and ``overwrite`` be given.  ``overwrite``
+    never replaces the current folder, one of its ancestors, the home folder or ``/``, nor a
+    folder holding a path of ``protect`` (the config, data or teacher the run reads).  ``hint``
+    ends the message refusing a folder that holds something (default: choose another folder,
+    resume (only if there is something to resume), or ``--overwrite``).  InputError (one line)
+    when it cannot.
     """
     if out is None:
         return None
@@ -107,6 +183,8 @@ def check_out(out: str | os.PathLike | None, kind: str, *, resume: bool = False,
         raise InputError("--out is empty; give a folder")
     path = Path(text)
     try:
+        if path.is_symlink() and not path.exists():
+            raise InputError(f"--out {path} is a symbolic link to nothing; give a folder")
         if path.exists() and not path.is_dir():
             raise InputError(f"--out {path} is a file, not a folder")
         # The nearest existing ancestor must be a folder this process may create things in.
@@ -122,7 +200,7 @@ def check_out(out: str | os.PathLike | None, kind: str, *, resume: bool = False,
         holder = in_use(path) if path.is_dir() else None
         if holder is not None:
             raise _busy(path, holder)
-        _check_contents(path, kind, resume, overwrite, legacy, hint or _DEFAULT_HINT)
+        _check_contents(path, kind, resume, overwrite, legacy, hint, tuple(protect))
     except OSError as exc:  # e.g. a parent that cannot be searched
         raise InputError(f"--out {path}: {exc.strerror or exc}") from None
     return path
@@ -146,14 +224,16 @@ def _lock(fd: int, out: Path) -> None:
 
 @contextmanager
 def claim(out: Path, kind: str, *, overwrite: bool = False, resume: bool | None = None,
-          legacy: tuple[str, ...] = (), hint: str | None = None) -> Iterator[Path]:
+          legacy: tuple[str, ...] = (), hint: str | None = None, protect: tuple = ()) -> Iterator[Path]:
     """Create ``out``, hold its lock for the block, and mark it as a run of ``kind``.
 
     Another process holding the lock is refused with an InputError naming its process id.
     ``resume`` True or False: once the lock is held, the folder is checked again as
-    :func:`check_out` checks it (with ``overwrite``, ``legacy`` and ``hint``), since another
-    run may have written into it meanwhile; None skips that check.  With ``overwrite``, whatever the folder
-    held is then removed (so claim it only once the run has accepted its input).  If that check
+    :func:`check_out` checks it (with ``overwrite``, ``legacy``, ``hint`` and ``protect``), since
+    another run may have written into it meanwhile; None skips that check, except that with
+    ``overwrite`` the folder is always checked to be one ``overwrite`` may replace.  With
+    ``overwrite``, whatever the folder held is then removed (so claim it only once the run has
+    accepted its input).  An OSError while creating or locking the folder is an InputError.  If that check
     or the block refuses with InputError while the block has added nothing to the folder, the
     claim's own traces are undone: the marker it wrote, the lock file's earlier content (or the
     lock file it made), and the folders it made.
@@ -162,13 +242,22 @@ def claim(out: Path, kind: str, *, overwrite: bool = False, resume: bool | None 
     lock_path = out / LOCK
     while True:
         made: list[Path] = []  # the folders this claim creates, innermost first
-        p = out
-        while not p.exists() and p.parent != p:
-            made.append(p)
-            p = p.parent
-        out.mkdir(parents=True, exist_ok=True)
-        lock_existed = lock_path.exists()
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            p = out
+            while not p.exists() and p.parent != p:
+                made.append(p)
+                p = p.parent
+            out.mkdir(parents=True, exist_ok=True)
+            lock_existed = lock_path.exists()
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # e.g. a symbolic link to nothing, or a lock file that cannot be written
+            for d in made:
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
+            raise InputError(f"--out {out}: {exc.strerror or exc}"
+                             + (f" ({exc.filename})" if exc.filename else "")) from None
         try:
             _lock(fd, out)
             held = os.fstat(fd)
@@ -176,16 +265,26 @@ def claim(out: Path, kind: str, *, overwrite: bool = False, resume: bool | None 
         except FileNotFoundError:  # the lock file was removed by a run undoing its claim: start again
             os.close(fd)
             continue
+        except OSError as exc:
+            os.close(fd)
+            raise InputError(f"--out {out}: cannot lock {lock_path}: {exc.strerror or exc}") from None
         except BaseException:
             os.close(fd)
             raise
         if (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino):
             break
         os.close(fd)
+    try:
+        old_marker: bytes | None = (out / MARKER).read_bytes()
+    except OSError:
+        old_marker = None
 
     def undo(marker: bool, previous: bytes | None) -> None:
         if marker:
-            (out / MARKER).unlink(missing_ok=True)
+            if old_marker is None:
+                (out / MARKER).unlink(missing_ok=True)
+            else:
+                (out / MARKER).write_bytes(old_marker)
         if not lock_existed:
             lock_path.unlink(missing_ok=True)
         elif previous is not None:
@@ -198,16 +297,20 @@ def claim(out: Path, kind: str, *, overwrite: bool = False, resume: bool | None 
                 break
 
     try:
-        if resume is not None:
+        if resume is not None or overwrite:
             try:
-                _check_contents(out, kind, resume, overwrite, legacy, hint or _DEFAULT_HINT)
+                if resume is not None:
+                    _check_contents(out, kind, resume, overwrite, legacy, hint, tuple(protect))
+                elif not _vacant(out):
+                    _check_overwrite(out, legacy, tuple(protect))
             except InputError:
                 undo(False, None)
                 raise
+        clear = overwrite and not _vacant(out)  # a vacant folder keeps its (empty) folders
         previous = os.pread(fd, 64, 0)
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
-        if overwrite:
+        if clear:
             for q in out.iterdir():
                 if q.name == LOCK:
                     continue

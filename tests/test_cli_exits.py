@@ -5,6 +5,7 @@ options that would be silently ignored are refused."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -167,7 +168,7 @@ def test_a_settle_time_without_a_refit_is_refused(argv, teacher, tmp_path, capsy
         argv = argv + ["--teacher", str(teacher)]
     assert main(argv + ["--out", str(tmp_path / "out")]) == 2
     line = one_error_line(capsys.readouterr().err)
-    assert "train.refit.settle_s=" in line and "train.refit.epochs is 0" in line
+    assert re.search(r"train[.:] ?refit\.settle_s", line) and "refit.epochs" in line  # FFConfig's message
     assert not (tmp_path / "out").exists()
 
 
@@ -175,4 +176,4 @@ def test_the_settle_time_refusal_says_what_to_do(tmp_path, capsys):
     assert main(["train", *TINY, "--epochs", "1", "--set", "train.refit.settle_s=60",
                  "--out", str(tmp_path / "out")]) == 2
     line = one_error_line(capsys.readouterr().err)
-    assert "train.refit.settle_s=60" in line and "train.refit.epochs is 0" in line
+    assert re.search(r"train[.:] ?refit\.settle_s", line) and "refit.epochs > 0" in line

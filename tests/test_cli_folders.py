@@ -183,15 +183,198 @@ def test_train_twice_into_one_folder_is_refused(tmp_path, capsys):
 
 def test_overwrite_replaces_the_folder(tmp_path, capsys):
     out = tmp_path / "r"
-    out.mkdir()
-    (out / "config.json").write_text('{"mine": true}')  # a user's own file
-    assert main(TRAIN + ["--out", str(out)]) == 2
-    assert "already holds files" in one_error_line(capsys.readouterr().err)
-    assert (out / "config.json").read_text() == '{"mine": true}'
+    assert main(TRAIN + ["--out", str(out)]) == 0
     assert main(TRAIN + ["--seed", "4", "--overwrite", "--out", str(out)]) == 0
     assert json.loads((out / "config.json").read_text())["seed"] == 4
     assert runfolder.run_kind(out) == "train"
     assert len((out / "epochs.jsonl").read_text().splitlines()) == 1
+
+
+def test_overwrite_replaces_only_a_mortal_run(tmp_path, capsys):
+    """`mortal train --out . --overwrite` once emptied the working folder: a folder that holds no
+    mortal run (no marker, no run layout) is refused, --overwrite or not."""
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "config.json").write_text('{"mine": true}')  # a user's own file
+    for extra in ([], ["--overwrite"]):
+        assert main(TRAIN + extra + ["--out", str(out)]) == 2
+        line = one_error_line(capsys.readouterr().err)
+        assert "files" in line and ("not a mortal run" in line or "only a mortal run" in line)
+        assert sorted(p.name for p in out.iterdir()) == ["config.json"]
+    assert (out / "config.json").read_text() == '{"mine": true}'
+
+
+def test_overwrite_refuses_the_current_folder_and_its_ancestors(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "r"
+    assert main(TRAIN + ["--out", str(out)]) == 0
+    (out / "sub").mkdir()
+    (out / "sub" / "mine.txt").write_text("keep")
+    before = tree_digest(out)
+    for cwd, target in ((out, "."), (out / "sub", "..")):
+        monkeypatch.chdir(cwd)
+        assert main(TRAIN + ["--overwrite", "--out", target]) == 2
+        assert "current folder" in one_error_line(capsys.readouterr().err)
+    assert tree_digest(out) == before
+    monkeypatch.setenv("HOME", str(out))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match="home folder"):
+        runfolder.check_out(out, "train", overwrite=True)
+    with pytest.raises(InputError, match="is /;"):
+        runfolder.check_out("/", "train", overwrite=True)
+
+
+def test_overwrite_refuses_a_folder_holding_what_the_run_reads(tmp_path, monkeypatch, capsys):
+    """`mortal fleet W/cfg.toml --out W --overwrite` once deleted its own config."""
+    out = tmp_path / "w"
+    config = out / "c.toml"
+    body = ('name = "t"\nchips = 1\n[chip]\npreset = "ideal"\nlayers = [10]\n[train]\nepochs = 1\n'
+            'defaults = "hinton"\n[data]\nsource = "mini"\ntrain_size = 200\n')
+    assert main(TRAIN + ["--out", str(out)]) == 0
+    config.write_text(body)
+    before = tree_digest(out)
+    assert main(["fleet", str(config), "--quiet", "--workers", "1", "--out", str(out), "--overwrite"]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert str(config) in line and "reads" in line
+    assert tree_digest(out) == before
+    data = out / "d.npz"  # train, lifetime, distill: a --data file
+    data.write_bytes(b"x")
+    for protect in ((data,), (out / "teacher",)):
+        with pytest.raises(InputError, match="which this run reads"):
+            runfolder.check_out(out, "train", overwrite=True, protect=protect)
+        with pytest.raises(InputError, match="which this run reads"):
+            with runfolder.claim(out, "train", overwrite=True, protect=protect):
+                raise AssertionError("not reached")
+    assert data.exists() and config.exists()
+
+
+def test_a_run_stopped_before_its_first_file_leaves_a_folder_a_new_run_takes(tmp_path, capsys):
+    """Ctrl-C before the first checkpoint left the marker, the lock and empty folders: a plain
+    rerun takes the folder, and --resume says there is nothing to resume."""
+    out = tmp_path / "r"
+    assert main(TRAIN + ["--out", str(out)]) == 0
+    for p in out.iterdir():  # as a run interrupted before it wrote anything
+        if p.name in (runfolder.MARKER, runfolder.LOCK):
+            continue
+        if p.is_dir():
+            import shutil
+            shutil.rmtree(p)
+            p.mkdir()
+        else:
+            p.unlink()
+    assert main(TRAIN + ["--resume", "--out", str(out)]) == 2
+    assert "no checkpoint" in one_error_line(capsys.readouterr().err)
+    assert main(TRAIN + ["--out", str(out)]) == 0, capsys.readouterr().err
+    assert len((out / "epochs.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_train_folder_without_a_checkpoint_is_not_offered_for_resume(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(TRAIN + ["--out", str(out)]) == 0
+    import shutil
+    shutil.rmtree(out / "checkpoints")  # stopped after its first epoch's log, before its first checkpoint
+    assert main(TRAIN + ["--out", str(out)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "already holds a train run" in line and "resume" not in line.replace("no checkpoint to resume", "")
+
+
+def test_a_train_interrupted_by_sigint_is_taken_by_a_plain_rerun(tmp_path):
+    """A real `mortal train` stopped by SIGINT (Ctrl-C) during its first epoch, before any checkpoint."""
+    import signal
+
+    out = tmp_path / "run"
+    big = ["train", "--preset", "ideal", "--layers", "2000,2000", "--mini", "--set", "train.defaults=hinton",
+           "--epochs", "1", "--quiet", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "mortal.cli", *big], cwd=tmp_path, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / runfolder.MARKER).exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.01)
+        if proc.poll() is not None or (out / "checkpoints" / "LATEST").exists():
+            pytest.skip("the run ended or checkpointed before it could be interrupted")
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    if (out / "checkpoints" / "LATEST").exists() or (out / "epochs.jsonl").exists():
+        pytest.skip("the run wrote its first files before it could be interrupted")
+    assert runfolder.check_out(out, "train") == out  # a fresh run may take it
+    r = _mortal(*TRAIN, "--out", str(out), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("command", ["lifetime", "distill"])
+def test_lifetime_and_distill_claim_before_the_run_starts(command, held, teacher, tmp_path, monkeypatch, capsys):
+    """A clash found when the folder is claimed (another run took it after the check) exits 2,
+    before any training or teacher read."""
+    import mortal.distill
+    import mortal.lifetime
+
+    out = tmp_path / "o"
+    real = runfolder.check_out
+    holders = []
+
+    def check_then_taken(*a, **k):
+        path = real(*a, **k)
+        if path == out:
+            holders.append(held(out, command))
+        return path
+
+    def never(*a, **k):
+        raise AssertionError("the run started")
+
+    monkeypatch.setattr(runfolder, "check_out", check_then_taken)
+    monkeypatch.setattr(mortal.lifetime, "run_lifetime", never)
+    monkeypatch.setattr(mortal.distill, "distill", never)
+    argv = LIFE if command == "lifetime" else ["distill", "--teacher", str(teacher), "--quiet"]
+    assert main(argv + ["--out", str(out)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert holders and f"process {holders[0].pid}" in line
+
+
+def test_report_refuses_a_folder_in_use(held, tmp_path, capsys):
+    out = tmp_path / "f"
+    held(out, "fleet")
+    before = tree_digest(out)
+    assert main(["report", str(out), "--quiet"]) == 2
+    assert "in use" in one_error_line(capsys.readouterr().err)
+    assert tree_digest(out) == before
+
+
+def test_an_out_that_cannot_be_claimed_is_one_line(tmp_path, capsys):
+    dangling = tmp_path / "link"
+    dangling.symlink_to(tmp_path / "nowhere")
+    assert main(TRAIN + ["--out", str(dangling)]) == 2
+    assert str(dangling) in one_error_line(capsys.readouterr().err)
+    with pytest.raises(InputError, match="link"):
+        with runfolder.claim(dangling, "train"):
+            raise AssertionError("not reached")
+    out = tmp_path / "r"
+    (out / runfolder.LOCK).mkdir(parents=True)  # a lock that cannot be opened for writing
+    with pytest.raises(InputError, match=runfolder.LOCK):
+        with runfolder.claim(out, "train"):
+            raise AssertionError("not reached")
+
+
+def test_a_resume_names_the_recorded_size_the_data_cannot_give(tmp_path, capsys):
+    import numpy as np
+
+    out = tmp_path / "r"
+    assert main(TRAIN + ["--out", str(out)]) == 0  # 200 examples of --mini
+    small = tmp_path / "small.npz"
+    rng = np.random.default_rng(0)
+    np.savez(small, x_train=rng.integers(0, 256, (100, 28, 28), dtype=np.uint8), y_train=np.arange(100) % 10,
+             x_test=rng.integers(0, 256, (20, 28, 28), dtype=np.uint8), y_test=np.arange(20) % 10)
+    before = tree_digest(out)
+    assert main(["train", "--quiet", "--epochs", "2", "--resume", "--data", str(small), "--out", str(out)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"the run in {out} was trained on 200 examples" in line and f"--data {small} has 100" in line
+    assert "--train-size" not in line
+    assert tree_digest(out) == before
 
 
 @pytest.mark.parametrize("command", ["lifetime", "distill"])
@@ -203,6 +386,10 @@ def test_lifetime_and_distill_refuse_a_folder_that_is_not_empty(command, teacher
     assert main(argv + ["--out", str(out)]) == 2
     assert "already holds files" in one_error_line(capsys.readouterr().err)
     assert tree_digest(out) == {"notes.txt": tree_digest(out)["notes.txt"]}
+    assert main(argv + ["--out", str(out), "--overwrite"]) == 2  # not a mortal run: never replaced
+    one_error_line(capsys.readouterr().err)
+    assert (out / "notes.txt").read_text() == "keep me"
+    (out / runfolder.MARKER).write_text('{"kind": "train"}')  # now a mortal run's folder
     assert main(argv + ["--out", str(out), "--overwrite"]) == 0, capsys.readouterr().err
     assert not (out / "notes.txt").exists() and runfolder.run_kind(out) == command
 

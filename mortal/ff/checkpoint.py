@@ -228,14 +228,23 @@ def _fingerprint(chip: Chip) -> dict[str, Any]:
     return ident
 
 
-def _is_saved_chip(chip: Chip, saved: Any) -> bool:
+def _is_saved_chip(chip: Chip, saved: Any, fmt: Any, path: Path) -> bool:
     """Whether ``chip`` is the chip recorded as ``saved``: by its state digest when both have
-    one, else (hand-written chips, or checkpoints saved from them) by its ledger totals."""
+    one, else (hand-written chips, or checkpoints saved from them) by its ledger totals.
+
+    In the current format a chip with ``state_digest`` needs the digest in the file
+    (``save_checkpoint`` always writes it for such a chip): a file without it is refused
+    (InputError naming ``path``) rather than matched by ledger totals, which another chip
+    can share."""
     if not isinstance(saved, dict):
         return False
     digest = getattr(chip, "state_digest", None)
     if callable(digest) and "digest" in saved:
         return str(digest()) == saved["digest"]
+    if callable(digest) and fmt == _FORMAT:
+        raise InputError(f"{path} is not a readable learner checkpoint: it records no digest of its chip, which "
+                         "save_checkpoint writes for every chip with state_digest (the file was re-written by "
+                         "other means)")
     ledger = {"energy_j": float(chip.ledger.total_energy_j), "time_s": float(chip.ledger.total_time_s)}
     return ledger == {k: saved.get(k) for k in ledger}
 
@@ -349,7 +358,7 @@ def check_checkpoint(config: FFConfig, chip: Chip, data_id: str | None,
     sizes = tuple(int(s) for s in chip.info.layer_sizes)
     if tuple(state.sizes) != sizes:
         raise InputError(f"the checkpoint is for layer sizes {list(state.sizes)}, the chip has {list(sizes)}")
-    if not _is_saved_chip(chip, meta["chip"]):
+    if not _is_saved_chip(chip, meta["chip"], meta.get("format"), ck / LEARNER_FILE):
         raise InputError(f"the chip is not the chip saved in {ck}; "
                          f"load it with devices.load_chip({str(ck / CHIP_FILE)!r})")
     if data_id is not None and meta.get("data", "") != data_id:
@@ -399,7 +408,7 @@ def upgrade_checkpoint(directory: str | os.PathLike, chip: Chip) -> Path:
     sizes = tuple(int(s) for s in chip.info.layer_sizes)
     if tuple(state.sizes) != sizes:
         raise InputError(f"the checkpoint is for layer sizes {list(state.sizes)}, the chip has {list(sizes)}")
-    if not _is_saved_chip(chip, meta["chip"]):
+    if not _is_saved_chip(chip, meta["chip"], meta["format"], path):
         raise InputError(f"the chip is not the chip saved in {ck}; "
                          f"load it with devices.load_chip({str(ck / CHIP_FILE)!r}, legacy=True)")
     if meta["format"] == _FORMAT:

@@ -178,6 +178,12 @@ class FFConfig(BaseModel):
             data[group_name] = group
         return data
 
+    @model_validator(mode="after")
+    def _settle_needs_refit(self) -> "FFConfig":
+        if self.refit.settle_s > 0 and self.refit.epochs == 0:
+            raise ValueError("refit.settle_s needs refit.epochs > 0: the chip idles only before a refit")
+        return self
+
     def layer_roles(self, n_layers: int) -> tuple[list[int], list[int]]:
         """The hidden layers (0-based) of a chip with ``n_layers`` layers that the goodness readout
         sums, and those whose normalized activities the softmax head reads."""
