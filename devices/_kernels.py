@@ -33,6 +33,8 @@ FASTMATH = False
 CACHE = False
 # error_model="numpy" drops Python's division-by-zero checks so that loops vectorize.
 _jit = numba.njit(fastmath=FASTMATH, cache=CACHE, nogil=True, error_model="numpy")
+#: The one jit decorator of the device kernels (``devices._pulses`` uses it too).
+JIT = _jit
 #: Independent generator lanes per row (one AVX-512 vector of uint64 is 8; 16 vectorizes best).
 LANES = 16
 
@@ -45,8 +47,6 @@ _MASK16 = np.uint64(0xFFFF)
 
 # Indices into the drift-parameter vector (see devices.crossbar.drift_parameters).
 D_T0, D_MU_A, D_MU_B, D_MU_LO, D_MU_HI, D_S_A, D_S_B, D_S_LO, D_S_HI, D_G_FLAT, D_MU_FLAT, D_S_FLAT = range(12)
-# Indices into the per-device parameter stack ``params`` of shape (4, 2, rows, cols).
-P_GSAT, P_STEP_UP, P_STEP_DOWN, P_XI = range(4)
 
 
 @_jit
@@ -200,7 +200,7 @@ def seed_lanes(state, base, row):
 
 
 @_jit
-def periphery_kernel(u, bias, bias_level, noise_var_rows, out_var, seed,
+def periphery_kernel(u, bias, bias_level, noise_var_rows, dev_rows, dev_cols, out_var, seed,
                      soft, gain, offset, curv, sat, adc_range, adc_step):
     """Everything after the matrix product, in place, one pass per output row.
 
@@ -209,8 +209,11 @@ def periphery_kernel(u, bias, bias_level, noise_var_rows, out_var, seed,
 
     1. add the bias line and read noise:
        ``v = u + bias_level * bias[j] + sd_b * n_bj`` with
-       ``sd_b = sqrt(out_var + noise_var_rows[b])`` (rows empty: ``out_var`` only)
-       and ``n_bj`` from :func:`fill_normals` seeded by :func:`seed_lanes`;
+       ``sd_b = sqrt(out_var + noise_var_rows[b])`` (rows empty: ``out_var`` only), or,
+       if ``dev_rows`` (float64 (batch,)) is not empty, ``sd_bj = sqrt(out_var +
+       noise_var_rows[b] + dev_rows[b] * dev_cols[j])`` (the product form of per-device
+       noise, ``dev_cols`` float32 (n_out,)), and ``n_bj`` from :func:`fill_normals`
+       seeded by :func:`seed_lanes`;
     2. the neuron: ReLU, or if ``soft`` the per-neuron function of
        ``NeuronSpec`` (gain, offset, curv, sat float32 (n_out,), offset and
        sat in output units, curv dimensionless)::
@@ -232,13 +235,22 @@ def periphery_kernel(u, bias, bias_level, noise_var_rows, out_var, seed,
     inv = np.float32(1.0 / adc_step) if quantize else np.float32(0.0)
     stp = np.float32(adc_step)
     per_row = noise_var_rows.shape[0] > 0
+    per_dev = dev_rows.shape[0] > 0
     for b in range(batch):
         var = out_var + (noise_var_rows[b] if per_row else 0.0)
         sd = np.float32(math.sqrt(var))
         row = u[b]
-        if var > 0.0:
+        pdev = np.float32(dev_rows[b]) if per_dev else np.float32(0.0)
+        if var > 0.0 or pdev > 0.0:
             seed_lanes(state, seed, b)
             fill_normals(state, noise)
+        if pdev > 0.0:
+            # Per-device noise: fold each output's own std into the normals, then use sd = 1.
+            v32 = np.float32(var)
+            for j in range(n):
+                noise[j] *= np.sqrt(v32 + pdev * dev_cols[j])
+            sd = np.float32(1.0)
+            var = 1.0
         # One fused loop per case, so that each vectorizes without branches.
         if soft and quantize:
             for j in range(n):
@@ -260,121 +272,6 @@ def periphery_kernel(u, bias, bias_level, noise_var_rows, out_var, seed,
         else:
             for j in range(n):
                 row[j] = min(max(row[j] + bl * bias[j], zero), R)
-
-
-@_jit
-def refresh_kernel(g, t_prog, nu, now, t0, w_max, w_eff, row_gsum):
-    """Effective weights at time ``now`` from the as-programmed state.
-
-    g, nu : float32 (2, rows, cols); t_prog : float64 (2, rows, cols).
-    w_eff : float32 (rows, cols) = (g[0] f0 - g[1] f1) * w_max, f the drift factor.
-    row_gsum : float64 (rows,), filled with the sum of drifted conductances of
-    each row (normalized units, both devices), for the read-energy model.
-    """
-    rows, cols = w_eff.shape
-    for i in range(rows):
-        acc = 0.0
-        for j in range(cols):
-            gp = float(g[0, i, j]) * drift_factor(now - t_prog[0, i, j], float(nu[0, i, j]), t0)
-            gm = float(g[1, i, j]) * drift_factor(now - t_prog[1, i, j], float(nu[1, i, j]), t0)
-            w_eff[i, j] = np.float32((gp - gm) * w_max)
-            acc += gp + gm
-        row_gsum[i] = acc
-
-
-@_jit
-def program_kernel(delta, g, t_prog, nu, params, endurance, wear, stuck, w_eff,
-                   now, pulse_step_w, w_max, max_pulses, pulse_std, drift_on, dp, seed,
-                   row_pulses, row_max):
-    """Turn a requested weight change into pulses and apply them, sparsely.
-
-    delta : float32 (rows, cols) in nominal weight units; zero entries cost nothing.
-    For each nonzero entry the chip applies ``n = min(round(|delta| /
-    pulse_step_w), max_pulses)`` soft-bounded pulses to the device of the pair
-    with more room in the needed direction (the other if one is stuck), starting
-    from its drifted conductance at ``now``.  A device whose wear reaches its
-    endurance sticks where it is.  State arrays are (2, rows, cols); params is
-    the stack (P_GSAT, P_STEP_UP, P_STEP_DOWN, P_XI).  Per row, ``row_pulses``
-    receives the pulses applied and ``row_max`` the most on one device.
-    """
-    rows, cols = delta.shape
-    t0 = dp[D_T0]
-    for i in range(rows):
-        st = row_seed(seed, i)
-        total = 0
-        most = 0
-        for j in range(cols):
-            d = float(delta[i, j])
-            if d == 0.0:
-                continue
-            n = int(math.floor(abs(d) / pulse_step_w + 0.5))
-            if n == 0:
-                continue
-            if n > max_pulses:
-                n = max_pulses
-            g0 = float(g[0, i, j]) * drift_factor(now - t_prog[0, i, j], float(nu[0, i, j]), t0)
-            g1 = float(g[1, i, j]) * drift_factor(now - t_prog[1, i, j], float(nu[1, i, j]), t0)
-            # d > 0: raise g0 (up) or lower g1 (down); d < 0: the mirror.
-            if d > 0.0:
-                room_up, room_down = float(params[P_GSAT, 0, i, j]) - g0, g1
-                k_up, k_down = 0, 1
-            else:
-                room_up, room_down = float(params[P_GSAT, 1, i, j]) - g1, g0
-                k_up, k_down = 1, 0
-            use_up = room_up >= room_down
-            if use_up and stuck[k_up, i, j]:
-                use_up = False
-            elif (not use_up) and stuck[k_down, i, j]:
-                use_up = True
-            k = k_up if use_up else k_down
-            if stuck[k, i, j]:
-                continue
-            gk = g0 if k == 0 else g1
-            gsat = float(params[P_GSAT, k, i, j])
-            inv_sat = 1.0 / gsat
-            step = float(params[P_STEP_UP if use_up else P_STEP_DOWN, k, i, j])
-            worn = float(wear[k, i, j])
-            life = float(endurance[k, i, j])
-            applied = 0
-            if worn >= life:
-                stuck[k, i, j] = 1
-                continue
-            for _ in range(n):
-                xi = 0.0
-                if pulse_std > 0.0:
-                    st, r = xorshift_next(st)
-                    xi = normal_from_bits(r)
-                if use_up:
-                    gk += step * (1.0 - gk * inv_sat) * (1.0 + pulse_std * xi)
-                else:
-                    gk -= step * (gk * inv_sat) * (1.0 + pulse_std * xi)
-                gk = min(max(gk, 0.0), gsat)
-                worn += 1.0
-                applied += 1
-                # Stick at once on reaching the endurance, so that the device freezes
-                # (nu = 0) in the call that wore it out and later requests go to its partner.
-                if worn >= life:
-                    stuck[k, i, j] = 1
-                    break
-            wear[k, i, j] += applied
-            if applied == 0:
-                continue
-            g[k, i, j] = np.float32(gk)
-            t_prog[k, i, j] = now
-            if stuck[k, i, j]:
-                nu[k, i, j] = 0.0
-            elif drift_on:
-                nu[k, i, j] = np.float32(drift_exponent(gk, float(params[P_XI, k, i, j]), dp))
-            if k == 0:
-                g0 = float(g[0, i, j])
-            else:
-                g1 = float(g[1, i, j])
-            w_eff[i, j] = np.float32((g0 - g1) * w_max)
-            total += applied
-            if applied > most:
-                most = applied
-        row_pulses[i] = total
-        row_max[i] = most
 
 
 @_jit

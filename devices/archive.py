@@ -20,11 +20,11 @@ import numpy as np
 __all__ = ["FORMAT", "LEGACY_FORMATS", "SEAL", "SEAL_LEN", "content_digest", "atomic_savez", "seal",
            "seal_status", "read_npz"]
 
-# Archives are sealed (a SHA-256 of their bytes in the zip comment) since format 2.  Format 1
-# archives, written before the seal existed, are read only when asked for (``legacy=True``) and
-# then checked by their values alone (see devices/README.md).
-FORMAT = "mortal-chip/2"
-LEGACY_FORMATS = ("mortal-chip/1",)
+# Archives are sealed (a SHA-256 of their bytes in the zip comment) since format 2.  Format 3
+# holds the compact device state (devices/_pulses.py); archives of formats 1 and 2 hold the
+# older per-device layout, which this version cannot read: they are refused by name.
+FORMAT = "mortal-chip/3"
+LEGACY_FORMATS = ("mortal-chip/1", "mortal-chip/2")
 
 
 def content_digest(entries: Mapping[str, np.ndarray]) -> str:

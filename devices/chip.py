@@ -148,7 +148,7 @@ class AnalogChip:
     def dead(self) -> bool:
         """True once some layer has at least half of its devices stuck: most of its pairs
         can no longer be set, and the chip cannot learn."""
-        return any(not L.exact and 2 * int(np.count_nonzero(L.stuck)) >= L.stuck.size for L in self._layers)
+        return any(not L.exact and 2 * int(np.count_nonzero(L.life == 0)) >= L.life.size for L in self._layers)
 
     def read(self, layer: int, x: np.ndarray) -> np.ndarray:
         """Measure layer ``layer`` for inputs ``x`` (batch, n_in); returns float32 (batch, n_out)."""
@@ -174,9 +174,40 @@ class AnalogChip:
         self._age()
         # Exact weights use no write noise: no draw, so a refused request leaves the stream alone.
         seed = 0 if L.exact else int(self._write_rng.integers(0, 2**63))
-        pulses, rows, slow = L.program(delta, self.clock_s, seed)
+        self._book_program(L, *L.program(delta, self.clock_s, seed))
+
+    def program_verify(self, layer: int, weights: np.ndarray) -> None:
+        """Write ``weights`` (shape ``info.weight_shapes[layer]``, nominal weight units) into layer
+        ``layer`` by program-and-verify, as a chip deploys fixed weights.
+
+        Every pair is written as the spec's mapping says (``conductance.mapping``); one-directional
+        devices are RESET first.  The result carries the residual error measured after such loops
+        on real arrays (``programming.verify_error_us``), fresh drift exponents and the wear of
+        the pulses spent; the ledger is charged for the pulses and the verify reads
+        (``programming.verify_reads`` per device, each one ADC conversion and one cell read).
+        Weights beyond a device's range saturate.  Exact chips take the weights as they are.
+        """
+        L = self._layer(layer)
+        if not self.info.trainable[layer]:
+            raise ValueError(f"layer {layer} is not trainable on this chip (info.trainable)")
+        shape = (L.n_in + 1, L.n_out)
+        weights = _as_float32(weights, "weights", shape, f"{shape}")
+        self._age()
+        seed = 0 if L.exact else int(self._write_rng.integers(0, 2**63))
+        self._book_program(L, *L.program_verify(weights, self.clock_s, seed))
+
+    def _book_program(self, L: Crossbar, pulses: int, rows: int, slow: int, verify_reads: int) -> None:
+        """Charge the pulses of a program call and the verify reads it made."""
         e = self.spec.energy
         self.ledger.charge("program", pulses * e.pulse_j, slow * e.pulse_s)
+        if verify_reads:
+            bits = self.spec.adc.bits or 0
+            g_cell = 0.5 * (self.spec.conductance.g_min_us + self.spec.conductance.g_max_us) * 1e-6
+            per_read = e.adc_fom_j_per_step * 2**bits + e.v_read**2 * g_cell * e.t_read_s
+            cols = max(1, self.spec.adc.columns_per_adc)
+            self.ledger.charge("program", verify_reads * per_read,
+                               verify_reads / (L.n_in + 1) / cols * (e.t_read_s + e.adc_conversion_s))
+            self.ledger.count("verify_reads", verify_reads)
         self.ledger.count("pulses", pulses)
         self.ledger.count("program_calls")
 
@@ -364,8 +395,9 @@ class LayerState:
     """Read-only copy of one layer's hidden state (for analysis and tests only).
 
     ``weights`` float32 (n_in + 1, n_out): effective weights now, last row the bias.
-    ``g``, ``nu``, ``t_prog``, ``wear``, ``stuck``, ``endurance``: per device,
-    shape (2, n_in + 1, n_out), index 0 the positive device (None in exact mode).
+    ``g`` (as programmed, normalized), ``nu``, ``t_prog``, ``stuck``, ``pulses_left``
+    (before the device wears out; inf if never): per device, shape (2, n_in + 1, n_out),
+    index 0 the positive device (None in exact mode).
     ``g_sat``, ``step_up``, ``step_down``: per-device response parameters.
     ``failure_time``: per device, the chip age (s) at which it fails and sticks
     (``inf`` if never).
@@ -378,9 +410,8 @@ class LayerState:
     g: np.ndarray | None
     nu: np.ndarray | None
     t_prog: np.ndarray | None
-    wear: np.ndarray | None
     stuck: np.ndarray | None
-    endurance: np.ndarray | None
+    pulses_left: np.ndarray | None
     g_sat: np.ndarray | None
     step_up: np.ndarray | None
     step_down: np.ndarray | None
@@ -411,24 +442,22 @@ def inspect(chip: AnalogChip) -> ChipState:
     """Copy of a chip's hidden state at its current time.  Never used by learning code."""
     if not isinstance(chip, AnalogChip):
         raise ValueError(f"inspect needs a chip from devices.make_chip, got {type(chip).__name__}")
-    from . import _kernels as K
-
     now = chip.clock_s
     layers = []
     for L in chip._layers:
-        dev = not L.exact
-
-        def cp(name: str) -> np.ndarray | None:
-            return getattr(L, name).copy() if dev else None
-
+        if L.exact:
+            dev: dict[str, Any] = dict.fromkeys(("g", "nu", "t_prog", "stuck", "pulses_left", "g_sat", "step_up",
+                                                 "step_down", "failure_time"))
+        else:
+            g_sat, up, down = L.device_constants()
+            left = L.life.astype(np.float64)
+            left[L.life == np.uint32(0xFFFFFFFF)] = np.inf
+            dev = dict(g=L.g.copy(), nu=L.nu.astype(np.float32) * np.float32(L.nu_step),
+                       t_prog=L.t_base + L.t_rel.astype(np.float64), stuck=(L.life == 0).astype(np.int8),
+                       pulses_left=left, g_sat=g_sat, step_up=up, step_down=down,
+                       failure_time=L.failure_times()[0])
         layers.append(LayerState(
-            weights=L.effective_weights(now), w_max=L.w_max, pulse_step=L.pulse_step_w,
-            g=cp("g"), nu=cp("nu"), t_prog=cp("t_prog"), wear=cp("wear"), stuck=cp("stuck"),
-            endurance=cp("endurance"),
-            g_sat=L.params[K.P_GSAT].copy() if dev else None,
-            step_up=L.params[K.P_STEP_UP].copy() if dev else None,
-            step_down=L.params[K.P_STEP_DOWN].copy() if dev else None,
-            failure_time=cp("fail_at"),
+            weights=L.effective_weights(now), w_max=L.w_max, pulse_step=L.pulse_step_w, **dev,
             gain=L.gain.copy(), offset=L.offset.copy(), curvature=L.curv.copy(), saturation=L.sat.copy(),
         ))
     return ChipState(clock_s=now, seed=dict(chip.seed), layers=layers)

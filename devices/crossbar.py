@@ -13,20 +13,31 @@ from typing import Any
 import numpy as np
 
 from . import _kernels as K
+from . import _pulses as P
 from .spec import ChipSpec
 
-__all__ = ["Crossbar", "drift_parameters", "state_layout"]
+__all__ = ["Crossbar", "drift_parameters", "programming_parameters", "read_noise_parameters", "state_layout",
+           "state_bytes"]
 
-_STATE_ARRAYS = ("w_eff", "row_gsum", "g", "t_prog", "nu", "params", "endurance", "wear", "stuck",
-                 "fail_at", "fail_on")
+_STATE_ARRAYS = ("w_eff", "row_gsum", "row_var", "col_var", "g", "t_rel", "nu", "life")
+_SCALARS = ("t_eval", "t_prog_max", "t_base", "fab_key", "fail_key", "pulses_since")
+#: Programming times are stored as float32 offsets from ``t_base``; the base moves up to the
+#: chip's clock once it lags by this much (seconds), so a fresh device's age keeps a float32
+#: resolution of about 0.01 s (its drift over t0 = 20 s then changes by under 1e-4).
+REBASE_S = 1.0e5
+#: The read-noise sums and the drift of devices not touched since the last refresh are
+#: recomputed once this many pulses per device have been applied since then.
+NOISE_STALE_PULSES = 8.0
 
 
 def state_layout(exact: bool, n_in: int, n_out: int) -> dict[str, tuple[tuple[int, ...], type]]:
     """Shape and dtype of every array of a layer's saved state (``Crossbar.state``).
 
-    ``exact`` layers hold only the weights and the neurons; pulsed layers hold every
-    device of each pair, shape ``(2, n_in + 1, n_out)``.  Sizes are Python ints, so the
-    layout of a layer too large to build can still be measured (``state_bytes``).
+    ``exact`` layers hold only the weights and the neurons; pulsed layers hold the
+    compact device state of :mod:`devices._pulses` for both devices of each pair, shape
+    ``(2, n_in + 1, n_out)``, the cached effective weights and their row and column sums.
+    Sizes are Python ints, so the layout of a layer too large to build can still be
+    measured (``state_bytes``).
     """
     rows, cols = int(n_in) + 1, int(n_out)
     dev = (2, rows, cols)
@@ -35,10 +46,9 @@ def state_layout(exact: bool, n_in: int, n_out: int) -> dict[str, tuple[tuple[in
         "gain": ((cols,), np.float32), "offset": ((cols,), np.float32),
         "curv": ((cols,), np.float32), "sat": ((cols,), np.float32)}
     if not exact:
-        layout.update(g=(dev, np.float32), t_prog=(dev, np.float64), nu=(dev, np.float32),
-                      params=((4,) + dev, np.float32), endurance=(dev, np.float32),
-                      wear=(dev, np.uint32), stuck=(dev, np.int8), fail_at=(dev, np.float64),
-                      fail_on=(dev, np.int8))
+        layout.update(row_var=((rows,), np.float64), col_var=((cols,), np.float64),
+                      g=(dev, np.float32), t_rel=(dev, np.float32), nu=(dev, np.uint16),
+                      life=(dev, np.uint32))
     return layout
 
 
@@ -69,12 +79,41 @@ def drift_parameters(spec: ChipSpec) -> np.ndarray:
     )
 
 
+def nu_step(spec: ChipSpec) -> float:
+    """Drift exponent per uint16 step: the largest exponent the laws can give (the clip
+    bounds plus 3.5 sigma, beyond the normal draws' 3.46 sigma tails) over 65535."""
+    d = spec.drift
+    return (d.mu_max + 3.5 * d.sigma_max) / 65535.0 if d.enabled else 0.0
+
+
+def programming_parameters(spec: ChipSpec) -> np.ndarray:
+    """The programming spec as the float64 vector the kernels index (``_pulses.PP_*``)."""
+    p, c = spec.programming, spec.conductance
+    span_us = c.g_max_us - c.g_min_us
+    pp = np.zeros(P.PP_LEN, dtype=np.float64)
+    pp[[P.PP_STEP, P.PP_STEP_DTOD, P.PP_UD, P.PP_UD_DTOD, P.PP_GMAX_DTOD, P.PP_PULSE_STD, P.PP_REFRESH_AT,
+        P.PP_RESET_LEVEL, P.PP_RESET_STD, P.PP_NU_STEP, P.PP_NU_REDRAW, P.PP_VERIFY_READS, P.PP_VE_N]] = [
+        p.step, p.step_dtod, p.up_down, p.up_down_dtod, c.g_max_dtod, p.pulse_std, p.refresh_at,
+        p.reset_level, p.reset_std, nu_step(spec), float(spec.drift.nu_redraw), p.verify_reads,
+        len(p.verify_error_us)]
+    pp[P.PP_VE0:P.PP_VE0 + len(p.verify_error_us)] = np.asarray(p.verify_error_us) / span_us
+    return pp
+
+
+def read_noise_parameters(spec: ChipSpec) -> np.ndarray:
+    """The per-device read-noise law as the float64 vector the kernels index (``_pulses.RP_*``)."""
+    r, c = spec.read_noise, spec.conductance
+    return np.array([1.0 if r.device_law == "pcm_1f" else 0.0, r.q_s, r.q_exponent, r.q_floor, r.q_max,
+                     r.t_read_s, c.g_min_us / c.g_max_us, (c.g_max_us - c.g_min_us) / c.g_max_us],
+                    dtype=np.float64)
+
+
 class Crossbar:
     """Hidden state and physics of one ``(n_in + 1) x n_out`` layer.
 
-    In ``exact`` programming mode only ``w_eff`` exists (a float weight matrix);
-    in ``pulsed`` mode every weight is a pair of devices with their own
-    conductance, drift exponent, step sizes, endurance, wear and stuck flag,
+    In ``exact`` programming mode only ``w_eff`` exists (a float weight matrix); in
+    ``pulsed`` mode every weight is a pair of devices in the compact state of
+    :mod:`devices._pulses` (conductance, programming time, drift exponent, pulses left),
     and ``w_eff`` caches the effective weights at time ``t_eval``.
     """
 
@@ -84,6 +123,9 @@ class Crossbar:
         c = spec.conductance
         self.t_eval = 0.0
         self.t_prog_max = 0.0
+        self.t_base = 0.0
+        self.pulses_since = 0.0
+        self.fail_key = 0
 
         w0 = fab.standard_normal((rows, self.n_out)) * (c.init_weight_std_fan_in / math.sqrt(rows))
         w0[-1] = 0.0
@@ -98,27 +140,29 @@ class Crossbar:
         self.refresh(0.0)
 
     def draw_failures(self, age: np.random.Generator) -> None:
-        """Draw each device's failure time and stuck state from the chip's ageing stream.
+        """Draw the key of the devices' failure times from the chip's ageing stream.
 
-        A separate stream keeps the fabrication draws of every layer unchanged
-        whether or not the spec has failures with time.
+        A separate stream keeps the fabrication draws of every layer unchanged whether or
+        not the spec has failures with time.
         """
         if self.exact:
             return
-        f = self.spec.faults
-        shape = self.g.shape
-        if f.failure_median_s is None:
-            self.fail_at = np.full(shape, np.inf, dtype=np.float64)
-            self.fail_on = np.zeros(shape, dtype=np.int8)
-        else:
-            z = age.standard_normal(shape)
-            self.fail_at = f.failure_median_s * np.exp(f.failure_dtod * z)
-            self.fail_on = (age.random(shape) < f.failure_stuck_on_share).astype(np.int8)
+        self.fail_key = int(age.integers(0, 2**63))
         self._next_failure()
 
+    def failure_times(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """Each device's failure time (s, inf if never), whether it then sticks high, and the
+        earliest failure time of a device not stuck yet."""
+        f = self.spec.faults
+        fail_at = np.empty(self.g.shape, np.float64)
+        fail_on = np.empty(self.g.shape, np.int8)
+        median = -1.0 if f.failure_median_s is None else float(f.failure_median_s)
+        first = P.failure_times(np.uint64(self.fail_key), self.life, median, float(f.failure_dtod),
+                                float(f.failure_stuck_on_share), fail_at, fail_on)
+        return fail_at, fail_on, float(first)
+
     def _next_failure(self) -> None:
-        live = self.stuck == 0
-        self.next_fail = float(self.fail_at[live].min()) if live.any() else math.inf
+        self.next_fail = self.failure_times()[2] if self.spec.faults.failure_median_s is not None else math.inf
 
     def _derive(self, spec: ChipSpec, n_in: int, n_out: int) -> None:
         """Set the quantities that follow from the spec and the shape alone."""
@@ -128,7 +172,11 @@ class Crossbar:
         self.exact = spec.programming.mode == "exact"
         self.pulse_step_w = spec.programming.step * self.w_max / 2.0
         self.dp = drift_parameters(spec)
+        self.pp = programming_parameters(spec)
+        self.rp = read_noise_parameters(spec)
+        self.nu_step = nu_step(spec)
         self.soft = spec.neuron.family == "soft"
+        self.noise_cols = np.zeros(0, np.float32)
 
     # -- fabrication -------------------------------------------------------------------------
     def _fabricate_neurons(self, fab: np.random.Generator) -> None:
@@ -149,64 +197,100 @@ class Crossbar:
             self.curv = np.zeros(n, np.float32)
             self.sat = np.full(n, np.inf, np.float32)
 
-    def _fabricate_devices(self, fab: np.random.Generator, w0: np.ndarray) -> None:
-        p, c, f = self.spec.programming, self.spec.conductance, self.spec.faults
-        shape = (2, self.n_in + 1, self.n_out)
-        params = np.empty((4,) + shape, dtype=np.float32)
-        params[K.P_GSAT] = np.clip(1.0 + c.g_max_dtod * fab.standard_normal(shape), 0.5, 1.5)
-        base = p.step * np.exp(p.step_dtod * fab.standard_normal(shape) - 0.5 * p.step_dtod**2)
-        ud = np.clip(p.up_down + p.up_down_dtod * fab.standard_normal(shape), -0.9, 0.9)
-        params[K.P_STEP_UP] = base * (1.0 + ud)
-        params[K.P_STEP_DOWN] = base * (1.0 - ud)
-        params[K.P_XI] = fab.standard_normal(shape)
-        self.params = params
+    def device_constants(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every device's saturation level and up and down step (float32 (2, rows, cols) each)."""
+        shape = self.g.shape
+        out = tuple(np.empty(shape, np.float32) for _ in range(3))
+        P.device_constants(np.uint64(self.fab_key), self.pp, *out)
+        return out
 
-        g = np.empty(shape, dtype=np.float32)
-        # Split each weight around the common mode c; pairs that would go below 0 are lifted.
+    def _fabricate_devices(self, fab: np.random.Generator, w0: np.ndarray) -> None:
+        c, f = self.spec.conductance, self.spec.faults
+        shape = (2, self.n_in + 1, self.n_out)
+        self.fab_key = int(fab.integers(0, 2**63))
+        self.g = np.empty(shape, dtype=np.float32)
+        self.life = np.empty(shape, dtype=np.uint32)
+        g_sat = self.device_constants()[0]
         span = np.abs(w0) / self.w_max
-        low = np.maximum(self.spec.conductance.init_common_mode - 0.5 * span, 0.0)
+        if c.mapping == "one_per_sign":
+            low = np.zeros_like(span)
+        else:  # split around the common mode; pairs that would go below 0 are lifted
+            low = np.maximum(c.init_common_mode - 0.5 * span, 0.0)
+        g = np.empty(shape, dtype=np.float64)
         g[0] = np.where(w0 > 0, low + span, low)
         g[1] = np.where(w0 > 0, low, low + span)
-        g = np.minimum(g, params[K.P_GSAT])
+        g = np.minimum(g, g_sat)
         fate = fab.random(shape)
         stuck_on = fate < f.stuck_on_prob
         stuck_off = (fate >= f.stuck_on_prob) & (fate < f.stuck_on_prob + f.stuck_off_prob)
-        g[stuck_on] = params[K.P_GSAT][stuck_on]
+        g[stuck_on] = g_sat[stuck_on]
         g[stuck_off] = 0.0
-        self.g = g
-        self.stuck = (stuck_on | stuck_off).astype(np.int8)
+        self.g[:] = g
         if f.endurance_pulses is None:
-            self.endurance = np.full(shape, np.inf, dtype=np.float32)
+            self.life[:] = P.UNLIMITED
         else:
             life = f.endurance_pulses * np.exp(f.endurance_dtod * fab.standard_normal(shape))
-            self.endurance = life.astype(np.float32)
-        self.wear = np.zeros(shape, dtype=np.uint32)
-        self.t_prog = np.zeros(shape, dtype=np.float64)
-        self.nu = np.zeros(shape, dtype=np.float32)
+            self.life[:] = np.clip(np.rint(life), 1, int(P.UNLIMITED) - 1).astype(np.uint32)
+        stuck = stuck_on | stuck_off
+        self.life[stuck] = 0
+        self.t_rel = np.zeros(shape, dtype=np.float32)
+        self.nu = np.zeros(shape, dtype=np.uint16)
         self.w_eff = np.empty(shape[1:], dtype=np.float32)
+        self.row_var = np.zeros(shape[1], dtype=np.float64)
+        self.col_var = np.zeros(shape[2], dtype=np.float64)
         if self.spec.drift.enabled:
-            self.nu[:] = self._exponents(self.g, self.params[K.P_XI])
-            self.nu[self.stuck.astype(bool)] = 0.0
+            xi = fab.standard_normal(shape)
+            if not self.spec.drift.nu_redraw:  # the device's own draw for life
+                xi = self._fixed_xi()
+            nu = self._exponents(self.g, xi)
+            nu[stuck] = 0.0
+            self.nu[:] = np.minimum(np.rint(nu / self.nu_step), 65535).astype(np.uint16)
+
+    def _fixed_xi(self) -> np.ndarray:
+        """The drift draw each device keeps for life when exponents are not redrawn."""
+        out = np.empty(self.g.shape, np.float64)
+        P.fixed_xi(np.uint64(self.fab_key), out)
+        return out
 
     def _exponents(self, g: np.ndarray, xi: np.ndarray) -> np.ndarray:
         d = self.spec.drift
         lg = np.log(np.maximum(g.astype(np.float64), 1e-6))
         mu = np.clip(d.mu_log_coeff * lg + d.mu_offset, d.mu_min, d.mu_max)
         sg = np.clip(d.sigma_log_coeff * lg + d.sigma_offset, d.sigma_min, d.sigma_max)
-        return np.abs(mu + sg * xi).astype(np.float32)
+        return np.abs(mu + sg * xi)
 
     # -- time ---------------------------------------------------------------------------------
     def refresh(self, now: float) -> None:
-        """Recompute the effective weights at time ``now`` (pulsed mode only)."""
+        """Recompute the effective weights and read-noise sums at time ``now`` (pulsed mode only)."""
         if self.exact:
             return
-        K.refresh_kernel(self.g, self.t_prog, self.nu, float(now), float(self.dp[K.D_T0]),
-                         float(self.w_max), self.w_eff, self.row_gsum)
+        P.refresh_kernel(self.g, self.t_rel, self.nu, float(self.nu_step), float(self.t_base), float(now),
+                         self.dp, self.rp, float(self.w_max), self.w_eff, self.row_gsum, self.row_var,
+                         self.col_var)
         self.t_eval = float(now)
+        self.pulses_since = 0.0
+        self._noise_summary()
+
+    def _noise_summary(self) -> None:
+        total = float(self.row_var.sum())
+        self.noise_cols = (self.col_var / total).astype(np.float32) if total > 0 else np.zeros(0, np.float32)
+
+    def _rebase(self, now: float) -> None:
+        """Move ``t_base`` up to ``now`` once it lags by ``REBASE_S`` (keeps float32 ages precise)."""
+        if now - self.t_base > REBASE_S:
+            shift = now - self.t_base
+            self.t_rel -= np.float32(shift)
+            self.t_base = float(now)
 
     def ensure_current(self, now: float) -> None:
-        """Refresh the cached weights if drift since ``t_eval`` may exceed the tolerance."""
-        if self.exact or not self.spec.drift.enabled or now <= self.t_eval:
+        """Refresh the cached weights if drift since ``t_eval`` may exceed the tolerance, or if
+        enough pulses have been applied since that the read-noise sums may be stale."""
+        if self.exact or now < self.t_eval:
+            return
+        if self.pulses_since > NOISE_STALE_PULSES * self.g.size:
+            self.refresh(now)
+            return
+        if not self.spec.drift.enabled or now == self.t_eval:
             return
         age = self.t_eval - self.t_prog_max + self.spec.drift.t0_s
         if now - self.t_eval > self.spec.drift.refresh_rel * age:
@@ -216,17 +300,16 @@ class Crossbar:
         """Stick every working device whose failure time has come; returns how many failed."""
         if self.exact or now < self.next_fail:
             return 0
-        hit = (self.fail_at <= now) & (self.stuck == 0)
+        fail_at, fail_on, _ = self.failure_times()
+        hit = (fail_at <= now) & (self.life != 0)
         n = int(np.count_nonzero(hit))
         if n:
-            on = hit & (self.fail_on != 0)
-            self.g[on] = self.params[K.P_GSAT][on]
+            on = hit & (fail_on != 0)
+            self.g[on] = self.device_constants()[0][on]
             self.g[hit & ~on] = 0.0
-            self.nu[hit] = 0.0
-            self.stuck[hit] = 1
+            self.nu[hit] = 0
+            self.life[hit] = 0
             self.refresh(now)
-            if not self.spec.drift.enabled:
-                self.row_gsum[:] = self.g.sum(axis=(0, 2), dtype=np.float64)
         self._next_failure()
         return n
 
@@ -239,6 +322,7 @@ class Crossbar:
         sq = np.zeros(batch, np.float64)
         ab = np.zeros(batch, np.float64)
         r_in = spec.dac.range
+        per_device = self.noise_cols.size > 0
         need_norms = spec.read_noise.weight_std > 0.0
         if spec.dac.bits is not None or math.isfinite(r_in) or need_norms:
             step = r_in / (2 ** (spec.dac.bits - 1) - 1) if spec.dac.bits is not None else 0.0
@@ -248,15 +332,20 @@ class Crossbar:
             xq = x
         y = xq @ self.w_eff[:-1]
         if need_norms:
-            noise_var_rows = (spec.read_noise.weight_std * self.w_max) ** 2 * sq
+            noise_var_rows = (spec.read_noise.weight_std * self.w_max) ** 2 * (sq + spec.bias_level**2)
         else:
             noise_var_rows = np.zeros(0, np.float64)
+        if per_device:
+            dev_rows = np.square(xq, dtype=np.float32) @ self.row_var[:-1].astype(np.float32)
+            dev_rows = dev_rows.astype(np.float64) + spec.bias_level**2 * self.row_var[-1]
+        else:
+            dev_rows = np.zeros(0, np.float64)
         r_out = spec.adc.range
         out_sd = spec.read_noise.output_std * (r_out if math.isfinite(r_out) else 1.0)
         adc_step = r_out / (2**spec.adc.bits - 1) if spec.adc.bits is not None else 0.0
-        K.periphery_kernel(y, self.w_eff[-1], float(spec.bias_level), noise_var_rows, float(out_sd**2),
-                           np.uint64(seed), self.soft, self.gain, self.offset, self.curv, self.sat,
-                           float(r_out), float(adc_step))
+        K.periphery_kernel(y, self.w_eff[-1], float(spec.bias_level), noise_var_rows, dev_rows, self.noise_cols,
+                           float(out_sd**2), np.uint64(seed), self.soft, self.gain, self.offset, self.curv,
+                           self.sat, float(r_out), float(adc_step))
         # Cell energy follows V^2: the drive is sum (x / r)^2 over the batch.
         if xq is x:  # no converter: the drive is only needed when cells cost energy
             drive = float(np.square(x, dtype=np.float64).sum()) if spec.energy.v_read > 0 else 0.0
@@ -264,39 +353,63 @@ class Crossbar:
             drive = float(sq.sum()) / (r_in**2 if math.isfinite(r_in) else 1.0)
         return y, drive
 
-    def program(self, delta: np.ndarray, now: float, seed: int) -> tuple[int, int, int]:
-        """Apply a requested change; returns (pulses, rows touched, pulses of the slowest row)."""
+    def program(self, delta: np.ndarray, now: float, seed: int) -> tuple[int, int, int, int]:
+        """Apply a requested change; returns (pulses, rows touched, pulses of the slowest row,
+        verify reads)."""
         if self.exact:
             n, touched = K.add_exact(self.w_eff, delta, self.spec.energy.v_read > 0, self.row_gsum,
                                      float(self.w_max))
             if n < 0:
                 raise ValueError("delta would push weights beyond the float32 range (|w| > 3e38); nothing was changed")
-            return int(n), int(touched), int(n > 0)
+            return int(n), int(touched), int(n > 0), 0
+        return self._pulsed(delta, now, seed, verify=False)
+
+    def program_verify(self, target: np.ndarray, now: float, seed: int) -> tuple[int, int, int, int]:
+        """Program-and-verify every weight to ``target``; returns as :meth:`program`."""
+        if self.exact:
+            self.w_eff[:] = target
+            if self.spec.energy.v_read > 0:
+                self.row_gsum[:] = np.abs(self.w_eff).sum(axis=1, dtype=np.float64) / self.w_max
+            n = int(np.count_nonzero(target))
+            return n, int(np.count_nonzero(np.any(target != 0, axis=1))), int(n > 0), 0
+        return self._pulsed(target, now, seed, verify=True)
+
+    def _pulsed(self, values: np.ndarray, now: float, seed: int, verify: bool) -> tuple[int, int, int, int]:
         self.ensure_current(now)
+        self._rebase(now)
         rows = self.n_in + 1
         row_pulses = np.zeros(rows, np.int64)
         row_max = np.zeros(rows, np.int64)
-        p = self.spec.programming
-        K.program_kernel(delta, self.g, self.t_prog, self.nu, self.params, self.endurance, self.wear,
-                         self.stuck, self.w_eff, float(now), float(self.pulse_step_w), float(self.w_max),
-                         int(p.max_pulses), float(p.pulse_std), bool(self.spec.drift.enabled), self.dp,
-                         np.uint64(seed), row_pulses, row_max)
+        row_verify = np.zeros(rows, np.int64)
+        p, c = self.spec.programming, self.spec.conductance
+        set_only = p.direction == "set_only"
+        drift_on = bool(self.spec.drift.enabled)
+        common = (self.g, self.t_rel, self.nu, self.life, self.w_eff, np.uint64(self.fab_key), float(self.t_base),
+                  float(now), self.dp, self.pp, self.rp, set_only, drift_on)
+        if verify:
+            P.verify_kernel(values, *common, c.mapping == "one_per_sign", float(c.init_common_mode),
+                            float(self.w_max), np.uint64(seed), row_pulses, row_max, row_verify)
+        else:
+            P.program_kernel(values, *common, float(self.pulse_step_w), float(self.w_max), int(p.max_pulses),
+                             np.uint64(seed), row_pulses, row_max, row_verify)
         total = int(row_pulses.sum())
         if total:
             self.t_prog_max = float(now)
-            if not self.spec.drift.enabled:
-                # Without drift no refresh ever renews the row sums the read-energy model uses.
-                self.row_gsum[:] = self.g.sum(axis=(0, 2), dtype=np.float64)
-        return total, int(np.count_nonzero(row_pulses)), int(row_max.sum())
+            self.pulses_since += total
+            if verify or not drift_on:
+                self.refresh(now)
+        return total, int(np.count_nonzero(row_pulses)), int(row_max.sum()), int(row_verify.sum())
 
     # -- inspection and persistence -------------------------------------------------------------
     def effective_weights(self, now: float) -> np.ndarray:
         """Exact effective weights at ``now`` (float32 (n_in + 1, n_out)), without caching."""
-        if self.exact or not self.spec.drift.enabled:
+        if self.exact:
             return self.w_eff.copy()
         out = np.empty_like(self.w_eff)
-        K.refresh_kernel(self.g, self.t_prog, self.nu, float(now), float(self.dp[K.D_T0]),
-                         float(self.w_max), out, np.empty(self.n_in + 1, np.float64))
+        rows = self.n_in + 1
+        P.refresh_kernel(self.g, self.t_rel, self.nu, float(self.nu_step), float(self.t_base), float(now),
+                         self.dp, self.rp, float(self.w_max), out, np.empty(rows, np.float64),
+                         np.empty(rows, np.float64), np.empty(self.n_out, np.float64))
         return out
 
     def state(self) -> dict[str, Any]:
@@ -304,6 +417,9 @@ class Crossbar:
         arrays = {k: getattr(self, k) for k in _STATE_ARRAYS if hasattr(self, k)}
         arrays.update(gain=self.gain, offset=self.offset, curv=self.curv, sat=self.sat)
         scalars = {"t_eval": self.t_eval, "t_prog_max": self.t_prog_max}
+        if not self.exact:
+            scalars.update(t_base=self.t_base, fab_key=self.fab_key, fail_key=self.fail_key,
+                           pulses_since=self.pulses_since)
         return {"arrays": arrays, "scalars": scalars}
 
     @classmethod
@@ -313,12 +429,6 @@ class Crossbar:
         self._derive(spec, n_in, n_out)
         layout = state_layout(self.exact, self.n_in, self.n_out)
         arrays = dict(state["arrays"])
-        # Chips saved before failures with time existed lack their two arrays; the loader
-        # redraws them from the chip's seed (``needs_failures``), which gives the same values.
-        self.needs_failures = not self.exact and not ({"fail_at", "fail_on"} & set(arrays))
-        if self.needs_failures:
-            for k in ("fail_at", "fail_on"):
-                layout.pop(k)
         if set(arrays) != set(layout):
             raise ValueError(f"saved layer holds arrays {sorted(arrays)}, expected {sorted(layout)}")
         for k, (shape, dtype) in layout.items():
@@ -327,14 +437,19 @@ class Crossbar:
                 raise ValueError(f"saved array {k!r} is {v.dtype}{v.shape}, expected {np.dtype(dtype)}{shape}")
             setattr(self, k, np.ascontiguousarray(v))
         scalars = state["scalars"]
-        if not isinstance(scalars, dict) or set(scalars) != {"t_eval", "t_prog_max"}:
-            raise ValueError(f"saved scalars {scalars!r} are not t_eval and t_prog_max")
+        names = set(_SCALARS) if not self.exact else {"t_eval", "t_prog_max"}
+        if not isinstance(scalars, dict) or set(scalars) != names:
+            raise ValueError(f"saved scalars {scalars!r} are not {sorted(names)}")
         for k, v in scalars.items():
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise ValueError(f"saved {k} {v!r} is not a finite time >= 0")
-        self.t_eval = float(scalars["t_eval"])
-        self.t_prog_max = float(scalars["t_prog_max"])
-        if not self.exact and not self.needs_failures:
+                raise ValueError(f"saved {k} {v!r} is not a finite number >= 0")
+        for k in ("fab_key", "fail_key"):
+            if k in scalars and (not isinstance(scalars[k], int) or scalars[k] >= 2**63):
+                raise ValueError(f"saved {k} {scalars[k]!r} is not an integer key below 2**63")
+        for k, v in scalars.items():
+            setattr(self, k, int(v) if k.endswith("_key") else float(v))
+        if not self.exact:
+            self._noise_summary()
             self._next_failure()
         return self
 
@@ -364,17 +479,14 @@ class Crossbar:
             need(self.sat == np.inf, "sat", "inf (ReLU neurons)")
         if self.exact:
             return
-        g_sat = self.params[K.P_GSAT]
-        need((g_sat >= f32(0.5)) & (g_sat <= f32(1.5)), "params", "device saturation levels within [0.5, 1.5]")
-        for k, name in ((K.P_STEP_UP, "step up"), (K.P_STEP_DOWN, "step down")):
-            step = self.params[k]
-            need(np.isfinite(step) & (step >= 0), "params", f"{name} sizes finite and >= 0")
-        need(np.isfinite(self.params[K.P_XI]), "params", "finite drift draws")
+        if self.t_base > clock_s:
+            raise ValueError(f"saved t_base={self.t_base} lies after the chip's clock {clock_s}")
+        g_sat = self.device_constants()[0]
         need((self.g >= 0) & (self.g <= g_sat), "g", "conductances within [0, the device's saturation level]")
-        need(np.isfinite(self.nu) & (self.nu >= 0), "nu", "finite drift exponents >= 0")
-        need((self.t_prog >= 0) & (self.t_prog <= clock_s), "t_prog", "times between 0 and the chip's clock")
-        need((self.stuck == 0) | (self.stuck == 1), "stuck", "flags 0 or 1")
-        need(~np.isnan(self.endurance) & (self.endurance > 0), "endurance", "pulse counts > 0")
-        if not self.needs_failures:
-            need(~np.isnan(self.fail_at) & (self.fail_at > 0), "fail_at", "times > 0")
-            need((self.fail_on == 0) | (self.fail_on == 1), "fail_on", "flags 0 or 1")
+        need(np.isfinite(self.row_var) & (self.row_var >= 0), "row_var", "finite and >= 0")
+        need(np.isfinite(self.col_var) & (self.col_var >= 0), "col_var", "finite and >= 0")
+        t = self.t_base + self.t_rel.astype(np.float64)
+        need(np.isfinite(self.t_rel) & (t >= -1.0) & (t <= clock_s + 1.0), "t_rel",
+             "programming times between 0 and the chip's clock")
+        need((self.life != 0) | (self.nu == 0), "nu", "0 for stuck devices")
+

@@ -1,8 +1,8 @@
 """Loading a saved chip: ``load_chip`` reads the archive ``AnalogChip.save`` wrote and checks it.
 
-A sealed archive (format ``mortal-chip/2``) is refused after any change to its bytes; an
-archive saved before the seal (format ``mortal-chip/1``) is read only with ``legacy=True``.
-Either way every field is checked before a chip is built from it.  The file itself (the seal,
+A sealed archive (format ``mortal-chip/3``) is refused after any change to its bytes, and
+every field is checked before a chip is built from it; archives of earlier formats are refused
+by name.  The file itself (the seal,
 atomic writes, reading the zip) is :mod:`devices.archive`; the chip is :mod:`devices.chip`.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from .archive import FORMAT, LEGACY_FORMATS, read_npz, seal_status
-from .chip import AnalogChip, check_layer_sizes, failure_stream
+from .chip import AnalogChip, check_layer_sizes
 from .crossbar import Crossbar
 from .energy import CATEGORIES, Ledger
 from .spec import ChipSpec
@@ -36,9 +36,9 @@ def load_chip(path: str | os.PathLike, *, legacy: bool = False) -> AnalogChip:
     edit, truncation or damage is refused, and every field must be one a chip can hold.
     FileNotFoundError if there is no file; ValueError naming the file for everything else.
 
-    ``legacy=True`` also accepts an archive saved before archives were sealed (format
-    ``mortal-chip/1``).  Such a file cannot be proven unedited, only checked field by field:
-    pass it only for a file you trust, then ``save`` the chip to seal it (devices/README.md).
+    Archives of earlier versions (formats ``mortal-chip/1`` and ``mortal-chip/2``) hold a
+    device state this version no longer has and are refused with a message naming their format;
+    ``legacy`` is kept for callers written for those versions and changes nothing.
     """
     path = Path(path)
     if not path.is_file():
@@ -58,29 +58,25 @@ def load_chip(path: str | os.PathLike, *, legacy: bool = False) -> AnalogChip:
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise ValueError(f"{path} is not a saved chip (its metadata is not JSON: {exc})") from None
         fmt = meta.get("format") if isinstance(meta, dict) else None
-        if fmt != FORMAT and fmt not in LEGACY_FORMATS:
+        if fmt in LEGACY_FORMATS:
+            raise ValueError(
+                f"{path} was saved by an earlier version of mortal (format {fmt!r}), whose device state this "
+                f"version does not hold (it reads {FORMAT!r}: one conductance, programming time, drift exponent "
+                "and wear counter per device); fabricate the chip again from its spec and seed, or read the file "
+                "with the earlier version")
+        if fmt != FORMAT:
             raise ValueError(f"{path}: unsupported format {fmt!r}, expected {FORMAT!r}")
-        if seal == "sealed" and fmt != FORMAT:
-            raise ValueError(f"{path} is not a valid saved chip: it is sealed but says format {fmt!r}, which "
-                             "save() never sealed")
         if seal != "sealed":
-            if fmt == FORMAT:
-                raise ValueError(f"{path} is not a valid saved chip: it lacks the seal that save() writes (the "
-                                 "file was re-written by other means, or truncated or damaged)")
-            if not legacy:
-                raise ValueError(
-                    f"{path} was saved before saved chips were sealed (format {fmt!r}), so an edit to it cannot be "
-                    f"detected; if you trust it, load it with devices.load_chip(path, legacy=True) and save it "
-                    "again to seal it (see devices/README.md)")
-            entries = read_npz(fh, path)
+            raise ValueError(f"{path} is not a valid saved chip: it lacks the seal that save() writes (the "
+                             "file was re-written by other means, or truncated or damaged)")
     try:
-        return _chip_from(meta, entries, legacy=fmt in LEGACY_FORMATS)
+        return _chip_from(meta, entries)
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as exc:
         text = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ValueError) else str(exc)
         raise ValueError(f"{path} is not a valid saved chip ({text})") from None
 
 
-def _chip_from(meta: dict[str, Any], entries: dict[str, np.ndarray], legacy: bool) -> AnalogChip:
+def _chip_from(meta: dict[str, Any], entries: dict[str, np.ndarray]) -> AnalogChip:
     """The chip described by a saved archive's metadata and arrays, each field checked."""
     if set(meta) != META_KEYS:
         raise ValueError(f"metadata fields {sorted(meta)}, expected {sorted(META_KEYS)}")
@@ -104,7 +100,6 @@ def _chip_from(meta: dict[str, Any], entries: dict[str, np.ndarray], legacy: boo
     if not isinstance(seed, dict) or set(seed) != {"entropy", "spawn_key"} or not naturals(seed["spawn_key"]) \
             or not (naturals([seed["entropy"]]) or (naturals(seed["entropy"]) and seed["entropy"])):
         raise ValueError(f"seed {seed!r} is not an entropy and a spawn_key of integers >= 0")
-    root = np.random.SeedSequence(seed["entropy"], spawn_key=tuple(seed["spawn_key"]))
     layers_meta = meta["layers"]
     if not isinstance(layers_meta, list) or len(layers_meta) != n_layers:
         raise ValueError(f"{len(layers_meta) if isinstance(layers_meta, list) else 'no'} layer entries for "
@@ -132,17 +127,10 @@ def _chip_from(meta: dict[str, Any], entries: dict[str, np.ndarray], legacy: boo
                                     {"arrays": {k: entries[f"L{i}_{k}"] for k in keys}, "scalars": lm["scalars"]})
         except ValueError as exc:
             raise ValueError(f"layer {i}: {exc}") from None
-        if L.needs_failures and not legacy:
-            raise ValueError(f"layer {i}: the failure times (fail_at, fail_on) are missing")
         layers.append(L)
     extra = sorted(set(entries) - names)
     if extra:
         raise ValueError(f"unexpected entries {extra}")
-    if any(L.needs_failures for L in layers):
-        age = failure_stream(root)
-        for L in layers:
-            L.draw_failures(age)
-            L.needs_failures = False
     for i, L in enumerate(layers):
         try:
             L.check_values(clock)

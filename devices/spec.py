@@ -56,11 +56,16 @@ class ConductanceSpec(SpecModel):
     """w_max * sqrt(n_rows): the largest weight of a layer, scaled by fan-in."""
     init_weight_std_fan_in: float = Field(1.0, ge=0.0)
     """Std of the as-fabricated weights times sqrt(n_rows) (bias row starts at 0)."""
+    mapping: Literal["common_mode", "one_per_sign"] = "common_mode"
+    """How a weight sits on its pair.  ``one_per_sign``: the device of the weight's sign
+    holds ``|w| / w_max``, the other sits at 0 (aihwkit's single-pair converter; what
+    program-and-verify and the refresh of one-directional devices write).
+    ``common_mode``: the weight is split around ``init_common_mode``, ``g+- = c +- w /
+    (2 w_max)``, both lifted if the lower would fall below 0 (a scheme for bidirectional
+    devices: at c = 0.5, the symmetry point of soft-bounded devices, up and down pulses
+    have equal size)."""
     init_common_mode: float = Field(0.5, ge=0.0, le=1.0)
-    """Common-mode conductance of a fresh pair: the initial weight is split around it,
-    ``g+- = c +- w / (2 w_max)``, both lifted if the lower would fall below 0 (``c = 0``
-    leaves one device of each pair at 0).  At 0.5, the symmetry point of soft-bounded
-    devices, up and down pulses have equal size."""
+    """Common-mode conductance of the ``common_mode`` mapping (unused by ``one_per_sign``)."""
 
     @model_validator(mode="after")
     def _range(self) -> "ConductanceSpec":
@@ -80,14 +85,29 @@ class ProgrammingSpec(SpecModel):
     ``mode="exact"`` adds the request to the weight exactly (digital twin).
     ``mode="pulsed"``: the chip converts a request into ``n = round(|delta| /
     pulse_step)`` pulses (``pulse_step`` = ``step`` * w_max / 2, the step at
-    mid-range), applied to the device of the pair with more room.  Each pulse
-    moves a device with soft bounds::
+    mid-range).  Each pulse moves a device with soft bounds::
 
         up:   g += step_up   * (1 - g / g_sat) * (1 + pulse_std * xi)
         down: g -= step_down * (g / g_sat)     * (1 + pulse_std * xi)
 
     with ``step_up = step (1 + up_down)``, ``step_down = step (1 - up_down)``,
-    each with its own device-to-device spread.
+    each with its own device-to-device spread.  The ``n`` pulses of one request are
+    applied in closed form: the mean path of ``n`` soft-bounded steps exactly, and their
+    cycle-to-cycle noise as one normal draw of the summed variance (first order in the
+    step size).
+
+    ``direction="both"``: a device moves either way; a request goes to the device of the
+    pair with more room in the needed direction.  ``direction="set_only"`` (PCM): a device
+    only grows by partial-SET pulses; a positive request raises ``g+``, a negative one
+    ``g-``.  When the device to raise has reached ``refresh_at`` of its saturation level,
+    the chip refreshes the pair first: it reads the weight, RESETs both devices to near 0
+    (``reset_level`` +- ``reset_std``) and writes the weight back onto one device by
+    program-and-verify.
+
+    Program-and-verify (``AnalogChip.program_verify``, refresh) is emulated by its outcome:
+    the pulses and verify reads such a loop spends, and the residual error measured after
+    it on real arrays, normal with the standard deviation ``verify_error_us`` (a
+    polynomial in ``G / g_max``, microsiemens).
     """
 
     mode: Literal["exact", "pulsed"] = "pulsed"
@@ -103,14 +123,27 @@ class ProgrammingSpec(SpecModel):
     """Cycle-to-cycle relative spread of one pulse's step."""
     max_pulses: int = Field(32, ge=1, le=1024)
     """Most pulses one ``program`` call applies to one device."""
+    direction: Literal["both", "set_only"] = "both"
+    """Whether devices move both ways, or only up with an abrupt RESET to near 0 (PCM)."""
+    refresh_at: float = Field(0.75, gt=0.0, le=1.0)
+    """``set_only``: fraction of a device's saturation level at which its pair is refreshed."""
+    reset_level: float = Field(0.0, ge=0.0, le=0.2)
+    """``set_only``: mean conductance after a RESET, fraction of the range."""
+    reset_std: float = Field(0.0, ge=0.0, le=0.2)
+    """``set_only``: spread of the conductance after a RESET (folded at 0)."""
+    verify_error_us: tuple[float, ...] = Field((0.0,), min_length=1, max_length=5)
+    """Residual error left by program-and-verify, microsiemens: the standard deviation
+    ``c0 + c1 g + c2 g^2 + ...`` with ``g = G / g_max`` (floored at 0)."""
+    verify_reads: int = Field(10, ge=1, le=1000)
+    """Verify reads one program-and-verify spends per device (the loop's iterations)."""
 
 
 class DriftSpec(SpecModel):
     """Power-law conductance drift, g(t) = g_prog ((t + t0) / t0) ** -nu.
 
-    Each device keeps its own exponent ``nu = |mu(g) + sigma(g) xi|`` where
-    ``xi ~ N(0, 1)`` is drawn once at fabrication and ``mu``, ``sigma`` are
-    evaluated at the conductance the device was last programmed to::
+    Each device has its own exponent ``nu = |mu(g) + sigma(g) xi|`` with ``xi ~ N(0, 1)``
+    drawn anew each time the device is programmed (``nu_redraw``; else once at
+    fabrication), and ``mu``, ``sigma`` evaluated at the conductance it was programmed to::
 
         mu(g)    = clip(mu_log_coeff * ln g + mu_offset, mu_min, mu_max)
         sigma(g) = clip(sigma_log_coeff * ln g + sigma_offset, sigma_min, sigma_max)
@@ -119,6 +152,8 @@ class DriftSpec(SpecModel):
     """
 
     enabled: bool = True
+    nu_redraw: bool = True
+    """Draw a device's ``xi`` at every programming (IBM's model) instead of once for life."""
     t0_s: float = Field(20.0, gt=0.0)
     mu_log_coeff: float = 0.0
     mu_offset: float = 0.05
@@ -143,15 +178,32 @@ class DriftSpec(SpecModel):
 class ReadNoiseSpec(SpecModel):
     """Noise of one read, redrawn every call, referred to the output.
 
-    Per output the std is ``sqrt((output_std * adc range)^2 + (weight_std *
-    w_max * ||x||)^2)``: a constant floor plus the output image of independent
-    per-device read fluctuations of relative size ``weight_std``.
+    Three independent parts add in variance: a constant floor ``output_std`` (a fraction
+    of the ADC full scale); a constant fluctuation of each *weight* (``weight_std`` of
+    w_max, aihwkit's additive constant weight noise); and, with ``device_law="pcm_1f"``,
+    the 1/f noise of each *device* of IBM's PCM model, relative to its conductance::
+
+        sigma_G = G(t) * Q_s * sqrt(ln((t + t_read) / (2 t_read)))
+        Q_s     = min(q_s / max((G_prog / g_max) ** q_exponent, q_floor), q_max)
+
+    with ``t`` the time since the device was programmed plus the drift's ``t0_s``.  The
+    device noise reaches an output as ``sum_i x_i^2 (sigma_i+^2 + sigma_i-^2) w_max^2``;
+    the chip keeps its row and column sums and applies the product form ``row_i col_j /
+    total`` (exact for a uniform array and for one-hot inputs on it), recomputed with the
+    drift refresh.
     """
 
     output_std: float = Field(0.0, ge=0.0, le=1.0)
     """Additive output noise as a fraction of the ADC full scale."""
     weight_std: float = Field(0.0, ge=0.0, le=1.0)
-    """Read fluctuation of each weight as a fraction of w_max."""
+    """Read fluctuation of each weight (of the pair together) as a fraction of w_max."""
+    device_law: Literal["none", "pcm_1f"] = "none"
+    """Per-device 1/f read noise relative to conductance (IBM's PCM law) or none."""
+    q_s: float = Field(0.0088, ge=0.0, le=1.0)
+    q_exponent: float = Field(0.65, ge=0.0, le=2.0)
+    q_floor: float = Field(1e-3, gt=0.0, le=1.0)
+    q_max: float = Field(0.2, ge=0.0, le=1.0)
+    t_read_s: float = Field(250e-9, gt=0.0)
 
 
 class DACSpec(SpecModel):
