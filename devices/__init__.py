@@ -5,7 +5,8 @@ Public names: ``PRESETS``, ``make_chip``, ``inspect``, ``load_chip``,
 This package never imports ``mortal``.
 """
 
-from .chip import AnalogChip, ChipInfo, ChipState, LayerState, check_memory, inspect, make_chip
+from .chip import AnalogChip, ChipInfo, check_memory, make_chip
+from .inspection import ChipState, LayerState, inspect
 from .energy import Ledger
 from .persistence import load_chip
 from .presets import PRESETS, get_preset, variant

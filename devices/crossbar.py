@@ -14,10 +14,11 @@ import numpy as np
 
 from . import _kernels as K
 from . import _pulses as P
+from . import _devstate as S
+from .parameters import drift_parameters, nu_step, programming_parameters, read_noise_parameters, state_layout
 from .spec import ChipSpec
 
-__all__ = ["Crossbar", "drift_parameters", "programming_parameters", "read_noise_parameters", "state_layout",
-           "state_bytes"]
+__all__ = ["Crossbar"]
 
 _STATE_ARRAYS = ("w_eff", "row_gsum", "row_var", "col_var", "g", "t_rel", "nu", "life")
 _SCALARS = ("t_eval", "t_prog_max", "t_base", "fab_key", "fail_key", "pulses_since")
@@ -28,84 +29,6 @@ REBASE_S = 1.0e5
 #: The read-noise sums and the drift of devices not touched since the last refresh are
 #: recomputed once this many pulses per device have been applied since then.
 NOISE_STALE_PULSES = 8.0
-
-
-def state_layout(exact: bool, n_in: int, n_out: int) -> dict[str, tuple[tuple[int, ...], type]]:
-    """Shape and dtype of every array of a layer's saved state (``Crossbar.state``).
-
-    ``exact`` layers hold only the weights and the neurons; pulsed layers hold the
-    compact device state of :mod:`devices._pulses` for both devices of each pair, shape
-    ``(2, n_in + 1, n_out)``, the cached effective weights and their row and column sums.
-    Sizes are Python ints, so the layout of a layer too large to build can still be
-    measured (``state_bytes``).
-    """
-    rows, cols = int(n_in) + 1, int(n_out)
-    dev = (2, rows, cols)
-    layout: dict[str, tuple[tuple[int, ...], type]] = {
-        "w_eff": ((rows, cols), np.float32), "row_gsum": ((rows,), np.float64),
-        "gain": ((cols,), np.float32), "offset": ((cols,), np.float32),
-        "curv": ((cols,), np.float32), "sat": ((cols,), np.float32)}
-    if not exact:
-        layout.update(row_var=((rows,), np.float64), col_var=((cols,), np.float64),
-                      g=(dev, np.float32), t_rel=(dev, np.float32), nu=(dev, np.uint16),
-                      life=(dev, np.uint32))
-    return layout
-
-
-def state_bytes(exact: bool, n_in: int, n_out: int) -> int:
-    """Bytes of a layer's hidden state (the arrays of :func:`state_layout`)."""
-    return sum(math.prod(shape) * np.dtype(dtype).itemsize
-               for shape, dtype in state_layout(exact, n_in, n_out).values())
-
-
-def _flat_from(coeff: float, offset: float, lo: float, hi: float) -> tuple[float, float]:
-    """Where ``clip(coeff ln g + offset, lo, hi)`` becomes constant for all larger g, and its value."""
-    if coeff == 0.0:
-        return 0.0, min(max(offset, lo), hi)
-    edge = lo if coeff < 0 else hi
-    return math.exp((edge - offset) / coeff), edge
-
-
-def drift_parameters(spec: ChipSpec) -> np.ndarray:
-    """The drift spec as the float64 vector the kernels index (``_kernels.D_*``)."""
-    d = spec.drift
-    g_mu, mu_flat = _flat_from(d.mu_log_coeff, d.mu_offset, d.mu_min, d.mu_max)
-    g_s, s_flat = _flat_from(d.sigma_log_coeff, d.sigma_offset, d.sigma_min, d.sigma_max)
-    return np.array(
-        [d.t0_s, d.mu_log_coeff, d.mu_offset, d.mu_min, d.mu_max,
-         d.sigma_log_coeff, d.sigma_offset, d.sigma_min, d.sigma_max,
-         max(g_mu, g_s), mu_flat, s_flat],
-        dtype=np.float64,
-    )
-
-
-def nu_step(spec: ChipSpec) -> float:
-    """Drift exponent per uint16 step: the largest exponent the laws can give (the clip
-    bounds plus 3.5 sigma, beyond the normal draws' 3.46 sigma tails) over 65535."""
-    d = spec.drift
-    return (d.mu_max + 3.5 * d.sigma_max) / 65535.0 if d.enabled else 0.0
-
-
-def programming_parameters(spec: ChipSpec) -> np.ndarray:
-    """The programming spec as the float64 vector the kernels index (``_pulses.PP_*``)."""
-    p, c = spec.programming, spec.conductance
-    span_us = c.g_max_us - c.g_min_us
-    pp = np.zeros(P.PP_LEN, dtype=np.float64)
-    pp[[P.PP_STEP, P.PP_STEP_DTOD, P.PP_UD, P.PP_UD_DTOD, P.PP_GMAX_DTOD, P.PP_PULSE_STD, P.PP_REFRESH_AT,
-        P.PP_RESET_LEVEL, P.PP_RESET_STD, P.PP_NU_STEP, P.PP_NU_REDRAW, P.PP_VERIFY_READS, P.PP_VE_N]] = [
-        p.step, p.step_dtod, p.up_down, p.up_down_dtod, c.g_max_dtod, p.pulse_std, p.refresh_at,
-        p.reset_level, p.reset_std, nu_step(spec), float(spec.drift.nu_redraw), p.verify_reads,
-        len(p.verify_error_us)]
-    pp[P.PP_VE0:P.PP_VE0 + len(p.verify_error_us)] = np.asarray(p.verify_error_us) / span_us
-    return pp
-
-
-def read_noise_parameters(spec: ChipSpec) -> np.ndarray:
-    """The per-device read-noise law as the float64 vector the kernels index (``_pulses.RP_*``)."""
-    r, c = spec.read_noise, spec.conductance
-    return np.array([1.0 if r.device_law == "pcm_1f" else 0.0, r.q_s, r.q_exponent, r.q_floor, r.q_max,
-                     r.t_read_s, c.g_min_us / c.g_max_us, (c.g_max_us - c.g_min_us) / c.g_max_us],
-                    dtype=np.float64)
 
 
 class Crossbar:
@@ -157,7 +80,7 @@ class Crossbar:
         fail_at = np.empty(self.g.shape, np.float64)
         fail_on = np.empty(self.g.shape, np.int8)
         median = -1.0 if f.failure_median_s is None else float(f.failure_median_s)
-        first = P.failure_times(np.uint64(self.fail_key), self.life, median, float(f.failure_dtod),
+        first = S.failure_times(np.uint64(self.fail_key), self.life, median, float(f.failure_dtod),
                                 float(f.failure_stuck_on_share), fail_at, fail_on)
         return fail_at, fail_on, float(first)
 
@@ -201,7 +124,7 @@ class Crossbar:
         """Every device's saturation level and up and down step (float32 (2, rows, cols) each)."""
         shape = self.g.shape
         out = tuple(np.empty(shape, np.float32) for _ in range(3))
-        P.device_constants(np.uint64(self.fab_key), self.pp, *out)
+        S.device_constants(np.uint64(self.fab_key), self.pp, *out)
         return out
 
     def _fabricate_devices(self, fab: np.random.Generator, w0: np.ndarray) -> None:
@@ -227,10 +150,10 @@ class Crossbar:
         g[stuck_off] = 0.0
         self.g[:] = g
         if f.endurance_pulses is None:
-            self.life[:] = P.UNLIMITED
+            self.life[:] = S.UNLIMITED
         else:
             life = f.endurance_pulses * np.exp(f.endurance_dtod * fab.standard_normal(shape))
-            self.life[:] = np.clip(np.rint(life), 1, int(P.UNLIMITED) - 1).astype(np.uint32)
+            self.life[:] = np.clip(np.rint(life), 1, int(S.UNLIMITED) - 1).astype(np.uint32)
         stuck = stuck_on | stuck_off
         self.life[stuck] = 0
         self.t_rel = np.zeros(shape, dtype=np.float32)
@@ -249,7 +172,7 @@ class Crossbar:
     def _fixed_xi(self) -> np.ndarray:
         """The drift draw each device keeps for life when exponents are not redrawn."""
         out = np.empty(self.g.shape, np.float64)
-        P.fixed_xi(np.uint64(self.fab_key), out)
+        S.fixed_xi(np.uint64(self.fab_key), out)
         return out
 
     def _exponents(self, g: np.ndarray, xi: np.ndarray) -> np.ndarray:

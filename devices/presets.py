@@ -61,7 +61,7 @@ PCM = ChipSpec(
         "StandardHWATrainingPreset (Rasch et al., Nat. Commun. 2023)."
     ),
     # g_max 25 uS per device, g_min 0, one device per sign (aihwkit SinglePairConductanceConverter).
-    conductance=ConductanceSpec(g_min_us=0.0, g_max_us=25.0, g_max_dtod=0.1),
+    conductance=ConductanceSpec(g_min_us=0.0, g_max_us=25.0, g_max_dtod=0.1, mapping="one_per_sign"),
     programming=ProgrammingSpec(
         mode="pulsed",
         # PCMPresetDevice: dw_min 0.01 on a 0..2 range = 0.5 % of range; dtod 0.2 (log-normal);
@@ -71,6 +71,20 @@ PCM = ChipSpec(
         up_down=0.0,
         up_down_dtod=0.05,
         pulse_std=0.6,
+        # PCM grows only by partial SET; lowering takes a RESET.  Used as a one-sided pair with
+        # refresh, as aihwkit's OneSidedUnitCell does with PCMPresetDevice (refresh_upper_thres
+        # 0.75).  The RESET state is the IBM model's programming error at g_T = 0: 0.26348 uS,
+        # clipped at 0 (aihwkit inference/noise/pcm.py) = 0.0105 of the range.
+        direction="set_only",
+        refresh_at=0.75,
+        reset_level=0.0,
+        reset_std=0.26348 / 25.0,
+        # Error after iterative program-and-verify, sigma_prog(g) = 0.26348 + 1.9650 g - 1.1731 g^2
+        # uS with g = G / 25 uS (PCMLikeNoiseModel.prog_coeff; Nandakumar et al., ICECS 2019).
+        verify_error_us=(0.26348, 1.9650, -1.1731),
+        # Iterations of one program-and-verify: 10 to 100 are typical [unconfirmed; reference
+        # device-parameters.md sec. 8.2]; the lower end.
+        verify_reads=10,
     ),
     drift=DriftSpec(
         enabled=True,
@@ -86,9 +100,12 @@ PCM = ChipSpec(
         sigma_min=0.008,
         sigma_max=0.045,
     ),
-    # StandardHWATrainingPreset: w_noise 0.0175 (PCM_READ), out_noise 0.04 on an out_bound of 10
-    # (0.4 % of full scale).
-    read_noise=ReadNoiseSpec(output_std=0.004, weight_std=0.0175),
+    # Per-device 1/f read noise of PCMLikeNoiseModel: Q_s = min(0.0088 / max(g^0.65, 1e-3), 0.2),
+    # sigma = G(t) Q_s sqrt(ln((t + t_read) / (2 t_read))), t_read = 250 ns (aihwkit
+    # inference/noise/pcm.py); output noise of StandardHWATrainingPreset: out_noise 0.04 on an
+    # out_bound of 10 (0.4 % of full scale).
+    read_noise=ReadNoiseSpec(output_std=0.004, device_law="pcm_1f", q_s=0.0088, q_exponent=0.65, q_floor=1e-3,
+                             q_max=0.2, t_read_s=250e-9),
     # StandardIOParameters: 8-bit DAC and 8-bit ADC.
     dac=DACSpec(bits=8, range=1.0),
     adc=ADCSpec(bits=8, range=2.0, columns_per_adc=8),
@@ -151,6 +168,10 @@ RRAM = ChipSpec(
         up_down=0.1,
         up_down_dtod=0.01,
         pulse_std=0.22,
+        # Programming error of NeuRRAM after write-verify, 1 s after programming: the 4th-order
+        # fit of aihwkit's ReRamWan2022NoiseModel (g = G / 40 uS), lowest order first.
+        verify_error_us=(0.348, 16.030, -43.853, 45.393, -16.815),
+        verify_reads=10,
     ),
     drift=DriftSpec(
         enabled=True,
@@ -164,7 +185,7 @@ RRAM = ChipSpec(
         sigma_min=0.0,
         sigma_max=0.01,
     ),
-    # aihwkit advises w_noise ~ 0.01 for NeuRRAM short-term read noise.
+    # aihwkit advises w_noise ~ 0.01 for NeuRRAM short-term read noise (additive, per weight).
     read_noise=ReadNoiseSpec(output_std=0.004, weight_std=0.01),
     dac=DACSpec(bits=8, range=1.0),
     adc=ADCSpec(bits=8, range=2.0, columns_per_adc=8),

@@ -101,7 +101,7 @@ class ProgrammingSpec(SpecModel):
     only grows by partial-SET pulses; a positive request raises ``g+``, a negative one
     ``g-``.  When the device to raise has reached ``refresh_at`` of its saturation level,
     the chip refreshes the pair first: it reads the weight, RESETs both devices to near 0
-    (``reset_level`` +- ``reset_std``) and writes the weight back onto one device by
+    (``reset_level`` +- ``reset_std``, clipped at 0) and writes the weight back onto one device by
     program-and-verify.
 
     Program-and-verify (``AnalogChip.program_verify``, refresh) is emulated by its outcome:
@@ -130,7 +130,7 @@ class ProgrammingSpec(SpecModel):
     reset_level: float = Field(0.0, ge=0.0, le=0.2)
     """``set_only``: mean conductance after a RESET, fraction of the range."""
     reset_std: float = Field(0.0, ge=0.0, le=0.2)
-    """``set_only``: spread of the conductance after a RESET (folded at 0)."""
+    """``set_only``: spread of the conductance after a RESET (normal, clipped at 0)."""
     verify_error_us: tuple[float, ...] = Field((0.0,), min_length=1, max_length=5)
     """Residual error left by program-and-verify, microsiemens: the standard deviation
     ``c0 + c1 g + c2 g^2 + ...`` with ``g = G / g_max`` (floored at 0)."""
@@ -342,6 +342,10 @@ class ChipSpec(SpecModel):
         for name, conv in (("dac", self.dac), ("adc", self.adc)):
             if conv.bits is not None and conv.range == float("inf"):
                 raise ValueError(f"{name}.bits needs a finite {name}.range (the levels span it)")
+        if self.programming.mode == "exact" and (self.read_noise.device_law != "none"
+                                                 or self.programming.direction != "both"):
+            raise ValueError("read_noise.device_law and programming.direction describe devices; exact "
+                             "programming has none (use mode='pulsed')")
         if self.read_noise.output_std > 0 and self.adc.range == float("inf"):
             raise ValueError("read_noise.output_std is a fraction of the ADC full scale; it needs a finite adc.range")
         return self

@@ -1,0 +1,240 @@
+"""Numba functions of the compact device state, shared by the kernels of :mod:`devices._pulses`.
+
+The compact device state (per device, shape ``(2, rows, cols)``, index 0 the positive
+device) is four arrays: ``g`` (float32, conductance as programmed, normalized to the
+range), ``t_rel`` (float32, programming time minus the layer's ``t_base``), ``nu``
+(uint16, the drift exponent in steps of ``pp[PP_NU_STEP]``) and ``life`` (uint32, pulses
+left before the device wears out and sticks; 0 = stuck, ``UNLIMITED`` = never wears).
+Everything a device keeps from fabrication (saturation level, step sizes, a fixed drift
+draw, failure time) is a function of the layer's fabrication key and the device's index,
+recomputed where it is needed (:func:`fab_normal`): it costs no memory and no bandwidth.
+Normal deviates are Irwin-Hall sums (see :mod:`devices._kernels`): exact mean and
+variance, tails cut at 3.46 sigma.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._kernels import JIT, drift_exponent, drift_factor, normal_from_bits, splitmix64, xorshift_next
+
+#: ``life`` of a device that never wears out.
+UNLIMITED = np.uint32(0xFFFFFFFF)
+# Fields of the hash-derived fabrication constants.
+F_GSAT, F_STEP, F_UPDOWN, F_XI, F_FAIL, F_FAIL_ON = range(6)
+# Indices into the programming-parameter vector (see devices.crossbar.programming_parameters).
+(PP_STEP, PP_STEP_DTOD, PP_UD, PP_UD_DTOD, PP_GMAX_DTOD, PP_PULSE_STD, PP_REFRESH_AT, PP_RESET_LEVEL,
+ PP_RESET_STD, PP_NU_STEP, PP_NU_REDRAW, PP_VERIFY_READS, PP_VE_N, PP_VE0) = range(14)
+#: Length of the programming-parameter vector (up to five verify-error coefficients).
+PP_LEN = PP_VE0 + 5
+# Indices into the read-noise parameter vector.
+RP_LAW, RP_QS, RP_QEXP, RP_QFLOOR, RP_QMAX, RP_TREAD, RP_GMIN, RP_SPAN = range(8)
+
+_KEY_MIX = np.uint64(0xD6E8FEB86659FD93)
+
+
+
+
+@JIT
+def fab_bits(key, field, idx):
+    """64 well-mixed bits for fabrication constant ``field`` of device ``idx`` of a layer."""
+    return splitmix64(splitmix64(np.uint64(key) ^ (np.uint64(field + 1) * _KEY_MIX)) ^ np.uint64(idx))
+
+
+@JIT
+def fab_normal(key, field, idx):
+    """Unit normal (Irwin-Hall, tails cut at 3.46 sigma) for a device's fabrication constant."""
+    return normal_from_bits(fab_bits(key, field, idx))
+
+
+@JIT
+def fab_uniform(key, field, idx):
+    """Uniform in [0, 1) for a device's fabrication constant."""
+    return float(fab_bits(key, field, idx) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@JIT
+def exp_bounded(x):
+    """exp(x) for |x| <= 8 without a libm call: Taylor to x^7 of x / 16, then squared four times
+    (relative error below 1e-8 on that range)."""
+    y = x * 0.0625
+    e = 1.0 + y * (1.0 + y * (0.5 + y * (1.0 / 6.0 + y * (1.0 / 24.0 + y * (1.0 / 120.0 + y * (
+        1.0 / 720.0 + y * (1.0 / 5040.0)))))))
+    e *= e
+    e *= e
+    e *= e
+    return e * e
+
+
+@JIT
+def device_gsat(key, idx, pp):
+    """A device's own saturation level (normalized), clipped to [0.5, 1.5]."""
+    return min(max(1.0 + pp[PP_GMAX_DTOD] * fab_normal(key, F_GSAT, idx), 0.5), 1.5)
+
+
+@JIT
+def device_step(key, idx, pp, up):
+    """A device's own step at g = 0 for an up (``up``) or down pulse, fraction of the range."""
+    s = pp[PP_STEP_DTOD]
+    base = pp[PP_STEP] * exp_bounded(s * fab_normal(key, F_STEP, idx) - 0.5 * s * s)
+    ud = min(max(pp[PP_UD] + pp[PP_UD_DTOD] * fab_normal(key, F_UPDOWN, idx), -0.9), 0.9)
+    return base * (1.0 + ud) if up else base * (1.0 - ud)
+
+
+@JIT
+def quantize_nu(nu, step):
+    """A drift exponent as uint16 steps of ``step`` (saturating)."""
+    if step <= 0.0:
+        return np.uint16(0)
+    return np.uint16(min(math.floor(nu / step + 0.5), 65535.0))
+
+
+@JIT
+def verify_sigma(g, pp, gmin_rel, span_rel):
+    """Residual std (normalized units) left by program-and-verify at normalized conductance ``g``.
+
+    ``gmin_rel`` and ``span_rel`` are g_min / g_max and (g_max - g_min) / g_max; the
+    coefficients in ``pp`` are already divided by the span in microsiemens.
+    """
+    x = gmin_rel + g * span_rel
+    n = int(pp[PP_VE_N])
+    s = 0.0
+    for m in range(n - 1, -1, -1):
+        s = s * x + pp[PP_VE0 + m]
+    return max(s, 0.0)
+
+
+@JIT
+def device_sigma(g_prog, g_now, age, rp, t0):
+    """1/f read-noise std (normalized units) of a device programmed to ``g_prog``, now at
+    ``g_now``, ``age`` seconds after its programming (IBM's PCM law, ``ReadNoiseSpec``)."""
+    if rp[RP_LAW] == 0.0 or g_now <= 0.0:
+        return 0.0
+    rel = max(rp[RP_GMIN] + g_prog * rp[RP_SPAN], 0.0)
+    q = rp[RP_QS] / max(rel ** rp[RP_QEXP], rp[RP_QFLOOR])
+    q = min(q, rp[RP_QMAX])
+    tr = rp[RP_TREAD]
+    tf = math.sqrt(max(math.log((age + t0 + tr) / (2.0 * tr)), 0.0))
+    g_phys = rp[RP_GMIN] / rp[RP_SPAN] + g_now  # conductance in units of the span
+    return g_phys * q * tf
+
+
+@JIT
+def soft_pulses(gk, gsat, step, n, up, ps, xi):
+    """A device at ``gk`` after ``n`` soft-bounded pulses of size ``step`` (closed form).
+
+    The mean path is exact; the cycle-to-cycle noise (relative ``ps`` per pulse) is one
+    normal ``xi`` scaled by the summed variance along that path.
+    """
+    a = min(step / gsat, 0.999)
+    base = 1.0 - a
+    pw = 1.0
+    m = n
+    while m > 0:  # base ** n by squaring, no libm call
+        if m & 1:
+            pw *= base
+        base *= base
+        m >>= 1
+    spread = math.sqrt((1.0 - pw * pw) / (a * (2.0 - a)))
+    if up:
+        mean = gsat - (gsat - gk) * pw
+        sd = ps * step * (1.0 - gk / gsat) * spread
+    else:
+        mean = gk * pw
+        sd = ps * step * (gk / gsat) * spread
+    return min(max(mean + sd * xi, 0.0), gsat)
+
+
+@JIT
+def pulses_to(g_from, g_to, gsat, step, max_n):
+    """Pulses a soft-bounded device needs to move from ``g_from`` up to ``g_to`` (at least 1)."""
+    a = min(step / gsat, 0.999)
+    top = min(g_to, 0.999 * gsat)
+    if top <= g_from:
+        return 1
+    n = math.log((gsat - top) / (gsat - g_from)) / math.log(1.0 - a)
+    return int(min(max(math.ceil(n), 1.0), max_n))
+
+
+@JIT
+def program_device(g, t_rel, nu, life, key, idx, k, i, j, value, t_now_rel, drift_on, pp, dp, st):
+    """Write ``value`` into device (k, i, j) as just programmed: time, fresh drift exponent."""
+    g[k, i, j] = np.float32(value)
+    t_rel[k, i, j] = np.float32(t_now_rel)
+    if life[k, i, j] == 0:
+        nu[k, i, j] = 0
+    elif drift_on:
+        if pp[PP_NU_REDRAW] != 0.0:
+            st, r = xorshift_next(st)
+            xi = normal_from_bits(r)
+        else:
+            xi = fab_normal(key, F_XI, idx)
+        nu[k, i, j] = quantize_nu(drift_exponent(float(g[k, i, j]), xi, dp), pp[PP_NU_STEP])
+    return st
+
+
+@JIT
+def wear(life, k, i, j, n):
+    """Wear device (k, i, j) by ``n`` pulses; returns the pulses it took (fewer if it wore out)."""
+    left = life[k, i, j]
+    if left == UNLIMITED:
+        return n
+    take = min(n, int(left))
+    life[k, i, j] = np.uint32(int(left) - take)
+    return take
+
+
+@JIT
+def drifted(g, t_rel, nu, k, i, j, t_base, now, nstep, t0):
+    """Device (k, i, j)'s conductance at ``now`` and its age."""
+    age = now - (t_base + float(t_rel[k, i, j]))
+    return float(g[k, i, j]) * drift_factor(age, float(nu[k, i, j]) * nstep, t0), age
+
+
+@JIT
+def failure_times(key, life, median, dtod, share, fail_at, fail_on):
+    """Each device's failure time (log-normal around ``median`` s) and whether it sticks high.
+
+    fail_at : float64 (2, rows, cols) filled (inf if ``median`` <= 0); fail_on : int8 likewise.
+    Returns the earliest failure time of a device that is not stuck yet.
+    """
+    two, rows, cols = life.shape
+    first = math.inf
+    for k in range(two):
+        for i in range(rows):
+            for j in range(cols):
+                idx = (k * rows + i) * cols + j
+                if median <= 0.0:
+                    t = math.inf
+                else:
+                    t = median * math.exp(dtod * fab_normal(key, F_FAIL, idx))
+                fail_at[k, i, j] = t
+                fail_on[k, i, j] = 1 if fab_uniform(key, F_FAIL_ON, idx) < share else 0
+                if life[k, i, j] != 0 and t < first:
+                    first = t
+    return first
+
+
+@JIT
+def device_constants(key, pp, out_gsat, out_up, out_down):
+    """Every device's saturation level and up and down step (float32 (2, rows, cols) each)."""
+    two, rows, cols = out_gsat.shape
+    for k in range(two):
+        for i in range(rows):
+            for j in range(cols):
+                idx = (k * rows + i) * cols + j
+                out_gsat[k, i, j] = device_gsat(key, idx, pp)
+                out_up[k, i, j] = device_step(key, idx, pp, True)
+                out_down[k, i, j] = device_step(key, idx, pp, False)
+
+
+@JIT
+def fixed_xi(key, out):
+    """Each device's lifelong drift draw (float64 (2, rows, cols)), when exponents are not redrawn."""
+    two, rows, cols = out.shape
+    for k in range(two):
+        for i in range(rows):
+            for j in range(cols):
+                out[k, i, j] = fab_normal(key, F_XI, (k * rows + i) * cols + j)
