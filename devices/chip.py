@@ -20,7 +20,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import archive
-from .crossbar import Crossbar, state_bytes
+from .crossbar import Crossbar
+from .parameters import state_bytes
 from .energy import Ledger, read_cost
 from .presets import get_preset
 from .spec import ChipSpec
