@@ -21,11 +21,12 @@ from .spec import (
     NeuronSpec,
     ProgrammingSpec,
     ReadNoiseSpec,
+    WireSpec,
 )
 
 __all__ = [
     "AnalogChip", "ChipInfo", "ChipState", "LayerState", "Ledger", "PRESETS",
     "check_memory", "get_preset", "inspect", "load_chip", "make_chip", "variant",
     "ADCSpec", "ChipSpec", "ConductanceSpec", "DACSpec", "DriftSpec", "EnergySpec",
-    "FaultSpec", "NeuronSpec", "ProgrammingSpec", "ReadNoiseSpec",
+    "FaultSpec", "NeuronSpec", "ProgrammingSpec", "ReadNoiseSpec", "WireSpec",
 ]

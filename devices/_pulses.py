@@ -19,14 +19,16 @@ from ._devstate import (
 from ._kernels import D_T0, JIT, drift_factor, normal_from_bits, row_seed, xorshift_next
 
 @JIT
-def refresh_kernel(g, t_rel, nu, nu_step, t_base, now, dp, rp, w_max, w_eff, row_gsum, row_var, col_var):
+def refresh_kernel(g, t_rel, nu, nu_step, t_base, now, dp, rp, w_max, w_eff, row_gsum, row_var, col_var, g_now):
     """Effective weights, row conductance sums and read-noise sums at time ``now``.
 
     w_eff : float32 (rows, cols) = (g+ f+ - g- f-) w_max, f the drift factor of each device.
     row_gsum : float64 (rows,), sum of the drifted conductances of both devices.
     row_var, col_var : float64 (rows,), (cols,): sums of the per-weight read-noise variance
     ``w_max^2 (sigma+^2 + sigma-^2)`` over each row and each column (zeros without a law).
+    g_now : float32 (2, rows, cols) receives the drifted conductances, or has size 0 (not wanted).
     """
+    keep = g_now.size > 0
     rows, cols = w_eff.shape
     t0 = dp[D_T0]
     for j in range(cols):
@@ -41,6 +43,8 @@ def refresh_kernel(g, t_rel, nu, nu_step, t_base, now, dp, rp, w_max, w_eff, row
                 age = now - (t_base + float(t_rel[k, i, j]))
                 gp = float(g[k, i, j])
                 gd = gp * drift_factor(age, float(nu[k, i, j]) * nu_step, t0)
+                if keep:
+                    g_now[k, i, j] = np.float32(gd)
                 w += gd if k == 0 else -gd
                 acc += gd
                 if rp[RP_LAW] != 0.0:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import _kernels as K
+from . import irdrop
 from . import _pulses as P
 from . import _devstate as S
 from .parameters import drift_parameters, nu_step, programming_parameters, read_noise_parameters, state_layout
@@ -187,12 +188,24 @@ class Crossbar:
         """Recompute the effective weights and read-noise sums at time ``now`` (pulsed mode only)."""
         if self.exact:
             return
-        P.refresh_kernel(self.g, self.t_rel, self.nu, float(self.nu_step), float(self.t_base), float(now),
-                         self.dp, self.rp, float(self.w_max), self.w_eff, self.row_gsum, self.row_var,
-                         self.col_var)
+        self._weights_at(now, self.w_eff, self.row_gsum, self.row_var, self.col_var)
         self.t_eval = float(now)
         self.pulses_since = 0.0
         self._noise_summary()
+
+    def _weights_at(self, now: float, w_eff: np.ndarray, row_gsum: np.ndarray, row_var: np.ndarray,
+                    col_var: np.ndarray) -> None:
+        """Fill the effective weights (drift, then the wires' IR drop) and the row and column sums at ``now``."""
+        wires = self.spec.wires
+        g_now = np.empty(self.g.shape if wires.segment_ohm > 0 else (0, 0, 0), np.float32)
+        P.refresh_kernel(self.g, self.t_rel, self.nu, float(self.nu_step), float(self.t_base), float(now),
+                         self.dp, self.rp, float(self.w_max), w_eff, row_gsum, row_var, col_var, g_now)
+        if wires.segment_ohm > 0:
+            c = self.spec.conductance
+            span = (c.g_max_us - c.g_min_us) * 1e-6
+            pair = [irdrop.ir_drop_weights(c.g_min_us * 1e-6 + g_now[k].astype(np.float64) * span, wires.segment_ohm,
+                                           wires.tile_rows, wires.tile_cols) for k in range(2)]
+            w_eff[:] = ((pair[0] - pair[1]) * (self.w_max / span)).astype(np.float32)
 
     def _noise_summary(self) -> None:
         total = float(self.row_var.sum())
@@ -330,9 +343,8 @@ class Crossbar:
             return self.w_eff.copy()
         out = np.empty_like(self.w_eff)
         rows = self.n_in + 1
-        P.refresh_kernel(self.g, self.t_rel, self.nu, float(self.nu_step), float(self.t_base), float(now),
-                         self.dp, self.rp, float(self.w_max), out, np.empty(rows, np.float64),
-                         np.empty(rows, np.float64), np.empty(self.n_out, np.float64))
+        self._weights_at(now, out, np.empty(rows, np.float64), np.empty(rows, np.float64),
+                         np.empty(self.n_out, np.float64))
         return out
 
     def state(self) -> dict[str, Any]:

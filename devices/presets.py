@@ -21,6 +21,7 @@ from .spec import (
     NeuronSpec,
     ProgrammingSpec,
     ReadNoiseSpec,
+    WireSpec,
 )
 
 __all__ = ["PRESETS", "get_preset", "variant"]
@@ -106,6 +107,10 @@ PCM = ChipSpec(
     # out_bound of 10 (0.4 % of full scale).
     read_noise=ReadNoiseSpec(output_std=0.004, device_law="pcm_1f", q_s=0.0088, q_exponent=0.65, q_floor=1e-3,
                              q_max=0.2, t_read_s=250e-9),
+    # Wires: 0.35 ohm per cell segment (aihwkit IOParameters.ir_drop_g_ratio = 1 / (0.35 ohm x 5 uS));
+    # arrays of 256 x 256 cells, the core size of IBM's HERMES PCM chip (Le Gallo et al.,
+    # Nat. Electron. 2023).
+    wires=WireSpec(segment_ohm=0.35, tile_rows=256, tile_cols=256),
     # StandardIOParameters: 8-bit DAC and 8-bit ADC.
     dac=DACSpec(bits=8, range=1.0),
     adc=ADCSpec(bits=8, range=2.0, columns_per_adc=8),
@@ -187,6 +192,8 @@ RRAM = ChipSpec(
     ),
     # aihwkit advises w_noise ~ 0.01 for NeuRRAM short-term read noise (additive, per weight).
     read_noise=ReadNoiseSpec(output_std=0.004, weight_std=0.01),
+    # Wires: aihwkit's 0.35 ohm per cell segment; NeuRRAM's cores are 256 x 256 (Wan et al., Nature 2022).
+    wires=WireSpec(segment_ohm=0.35, tile_rows=256, tile_cols=256),
     dac=DACSpec(bits=8, range=1.0),
     adc=ADCSpec(bits=8, range=2.0, columns_per_adc=8),
     neuron=NeuronSpec(family="soft", gain_dtod=0.08, offset_dtod=0.01, saturation_mean=2.0, saturation_dtod=0.1),
@@ -229,6 +236,7 @@ WILD = ChipSpec(
     programming=PCM.programming,
     drift=PCM.drift,
     read_noise=PCM.read_noise,
+    wires=PCM.wires,
     dac=PCM.dac,
     adc=PCM.adc,
     neuron=NeuronSpec(

@@ -27,6 +27,7 @@ __all__ = [
     "ProgrammingSpec",
     "DriftSpec",
     "ReadNoiseSpec",
+    "WireSpec",
     "DACSpec",
     "ADCSpec",
     "NeuronSpec",
@@ -206,6 +207,22 @@ class ReadNoiseSpec(SpecModel):
     t_read_s: float = Field(250e-9, gt=0.0)
 
 
+class WireSpec(SpecModel):
+    """Resistance of the row and column wires (IR drop), and the size of one physical array.
+
+    Rows are driven from one end and columns sensed at the other (``devices.irdrop`` gives
+    the geometry).  A layer larger than ``tile_rows x tile_cols`` cells is cut into tiles,
+    each with its own drivers and sense amplifiers, whose column currents add.  The chip folds
+    the wires' first-order effect into its effective weights at each drift refresh
+    (``devices.irdrop.ir_drop_weights``, each device of a pair on its own array).
+    """
+
+    segment_ohm: float = Field(0.0, ge=0.0, le=100.0)
+    """Wire resistance between neighbouring cells, ohms; 0: ideal wires."""
+    tile_rows: int = Field(256, ge=1)
+    tile_cols: int = Field(256, ge=1)
+
+
 class DACSpec(SpecModel):
     """Input converter: inputs are clipped to [-range, range] and quantized."""
 
@@ -325,6 +342,7 @@ class ChipSpec(SpecModel):
     programming: ProgrammingSpec = ProgrammingSpec()
     drift: DriftSpec = DriftSpec()
     read_noise: ReadNoiseSpec = ReadNoiseSpec()
+    wires: WireSpec = WireSpec()
     dac: DACSpec = DACSpec()
     adc: ADCSpec = ADCSpec()
     neuron: NeuronSpec = NeuronSpec()
@@ -343,9 +361,10 @@ class ChipSpec(SpecModel):
             if conv.bits is not None and conv.range == float("inf"):
                 raise ValueError(f"{name}.bits needs a finite {name}.range (the levels span it)")
         if self.programming.mode == "exact" and (self.read_noise.device_law != "none"
-                                                 or self.programming.direction != "both"):
-            raise ValueError("read_noise.device_law and programming.direction describe devices; exact "
-                             "programming has none (use mode='pulsed')")
+                                                 or self.programming.direction != "both"
+                                                 or self.wires.segment_ohm > 0):
+            raise ValueError("read_noise.device_law, programming.direction and wires.segment_ohm describe "
+                             "devices; exact programming has none (use mode='pulsed')")
         if self.read_noise.output_std > 0 and self.adc.range == float("inf"):
             raise ValueError("read_noise.output_std is a fraction of the ADC full scale; it needs a finite adc.range")
         return self
