@@ -10,7 +10,7 @@ A weight ``w = f w_max`` (``f = G / 25 uS``) sits on its pair as ``G`` on the po
 RESET device on the negative one, so the pair's reference is built from the file's per-device
 statistics at ``G`` and at 0 uS: mean ``m_G - m_0``, spread and read noise ``sqrt(s_G^2 +
 s_0^2)``.  The periphery is made transparent for the measurement (no converters, ReLU
-neurons, no output noise, no faults); the devices are the spec's.
+neurons, no output noise, ideal wires, no faults); the devices are the spec's.
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ TIMES_S = {"1h": 3600.0, "1day": 86400.0, "1year": 31536000.0}
 
 def transparent(spec: ChipSpec | str) -> ChipSpec:
     """``spec`` with a periphery that adds nothing (no converters, ReLU neurons, no output
-    noise, no faults), for measuring its devices."""
+    noise, ideal wires, no faults), for measuring its devices."""
     return variant(spec, dac={"bits": None, "range": math.inf}, adc={"bits": None, "range": math.inf},
                    neuron={"family": "relu", "gain_dtod": 0.0, "offset_dtod": 0.0, "curvature_mean": 0.0,
                            "curvature_dtod": 0.0, "saturation_mean": 1.0, "saturation_dtod": 0.0},
-                   read_noise={"output_std": 0.0},
+                   read_noise={"output_std": 0.0}, wires={"segment_ohm": 0.0},
                    faults={"stuck_on_prob": 0.0, "stuck_off_prob": 0.0, "endurance_pulses": None,
                            "failure_median_s": None})
 
