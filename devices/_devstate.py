@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from ._kernels import JIT, drift_exponent, drift_factor, normal_from_bits, splitmix64, xorshift_next
+from ._kernels import JIT, JIT_INLINE, drift_exponent, drift_factor, exp_bounded, ln_fast, normal_from_bits, splitmix64, xorshift_next
 
 #: ``life`` of a device that never wears out.
 UNLIMITED = np.uint32(0xFFFFFFFF)
@@ -37,13 +37,13 @@ _KEY_MIX = np.uint64(0xD6E8FEB86659FD93)
 
 
 
-@JIT
+@JIT_INLINE
 def fab_bits(key, field, idx):
     """64 well-mixed bits for fabrication constant ``field`` of device ``idx`` of a layer."""
     return splitmix64(splitmix64(np.uint64(key) ^ (np.uint64(field + 1) * _KEY_MIX)) ^ np.uint64(idx))
 
 
-@JIT
+@JIT_INLINE
 def fab_normal(key, field, idx):
     """Unit normal (Irwin-Hall, tails cut at 3.46 sigma) for a device's fabrication constant."""
     return normal_from_bits(fab_bits(key, field, idx))
@@ -55,26 +55,13 @@ def fab_uniform(key, field, idx):
     return float(fab_bits(key, field, idx) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
-@JIT
-def exp_bounded(x):
-    """exp(x) for |x| <= 8 without a libm call: Taylor to x^7 of x / 16, then squared four times
-    (relative error below 1e-8 on that range)."""
-    y = x * 0.0625
-    e = 1.0 + y * (1.0 + y * (0.5 + y * (1.0 / 6.0 + y * (1.0 / 24.0 + y * (1.0 / 120.0 + y * (
-        1.0 / 720.0 + y * (1.0 / 5040.0)))))))
-    e *= e
-    e *= e
-    e *= e
-    return e * e
-
-
-@JIT
+@JIT_INLINE
 def device_gsat(key, idx, pp):
     """A device's own saturation level (normalized), clipped to [0.5, 1.5]."""
     return min(max(1.0 + pp[PP_GMAX_DTOD] * fab_normal(key, F_GSAT, idx), 0.5), 1.5)
 
 
-@JIT
+@JIT_INLINE
 def device_step(key, idx, pp, up):
     """A device's own step at g = 0 for an up (``up``) or down pulse, fraction of the range."""
     s = pp[PP_STEP_DTOD]
@@ -83,7 +70,7 @@ def device_step(key, idx, pp, up):
     return base * (1.0 + ud) if up else base * (1.0 - ud)
 
 
-@JIT
+@JIT_INLINE
 def quantize_nu(nu, step):
     """A drift exponent as uint16 steps of ``step`` (saturating)."""
     if step <= 0.0:
@@ -91,7 +78,7 @@ def quantize_nu(nu, step):
     return np.uint16(min(math.floor(nu / step + 0.5), 65535.0))
 
 
-@JIT
+@JIT_INLINE
 def verify_sigma(g, pp, gmin_rel, span_rel):
     """Residual std (normalized units) left by program-and-verify at normalized conductance ``g``.
 
@@ -106,22 +93,26 @@ def verify_sigma(g, pp, gmin_rel, span_rel):
     return max(s, 0.0)
 
 
-@JIT
+@JIT_INLINE
 def device_sigma(g_prog, g_now, age, rp, t0):
     """1/f read-noise std (normalized units) of a device programmed to ``g_prog``, now at
     ``g_now``, ``age`` seconds after its programming (IBM's PCM law, ``ReadNoiseSpec``)."""
     if rp[RP_LAW] == 0.0 or g_now <= 0.0:
         return 0.0
-    rel = max(rp[RP_GMIN] + g_prog * rp[RP_SPAN], 0.0)
-    q = rp[RP_QS] / max(rel ** rp[RP_QEXP], rp[RP_QFLOOR])
-    q = min(q, rp[RP_QMAX])
+    rel = rp[RP_GMIN] + g_prog * rp[RP_SPAN]
+    if rel > 0.0:
+        p = rp[RP_QEXP] * ln_fast(rel)  # rel ** q_exponent
+        power = exp_bounded(p) if abs(p) <= 8.0 else math.exp(p)
+    else:
+        power = 0.0
+    q = min(rp[RP_QS] / max(power, rp[RP_QFLOOR]), rp[RP_QMAX])
     tr = rp[RP_TREAD]
-    tf = math.sqrt(max(math.log((age + t0 + tr) / (2.0 * tr)), 0.0))
+    tf = math.sqrt(max(ln_fast((age + t0 + tr) / (2.0 * tr)), 0.0))
     g_phys = rp[RP_GMIN] / rp[RP_SPAN] + g_now  # conductance in units of the span
     return g_phys * q * tf
 
 
-@JIT
+@JIT_INLINE
 def soft_pulses(gk, gsat, step, n, up, ps, xi):
     """A device at ``gk`` after ``n`` soft-bounded pulses of size ``step`` (closed form).
 
@@ -147,7 +138,7 @@ def soft_pulses(gk, gsat, step, n, up, ps, xi):
     return min(max(mean + sd * xi, 0.0), gsat)
 
 
-@JIT
+@JIT_INLINE
 def pulses_to(g_from, g_to, gsat, step, max_n):
     """Pulses a soft-bounded device needs to move from ``g_from`` up to ``g_to`` (at least 1)."""
     a = min(step / gsat, 0.999)
@@ -158,7 +149,7 @@ def pulses_to(g_from, g_to, gsat, step, max_n):
     return int(min(max(math.ceil(n), 1.0), max_n))
 
 
-@JIT
+@JIT_INLINE
 def program_device(g, t_rel, nu, life, key, idx, k, i, j, value, t_now_rel, drift_on, pp, dp, st):
     """Write ``value`` into device (k, i, j) as just programmed: time, fresh drift exponent."""
     g[k, i, j] = np.float32(value)
@@ -175,7 +166,7 @@ def program_device(g, t_rel, nu, life, key, idx, k, i, j, value, t_now_rel, drif
     return st
 
 
-@JIT
+@JIT_INLINE
 def wear(life, k, i, j, n):
     """Wear device (k, i, j) by ``n`` pulses; returns the pulses it took (fewer if it wore out)."""
     left = life[k, i, j]
@@ -186,7 +177,7 @@ def wear(life, k, i, j, n):
     return take
 
 
-@JIT
+@JIT_INLINE
 def drifted(g, t_rel, nu, k, i, j, t_base, now, nstep, t0):
     """Device (k, i, j)'s conductance at ``now`` and its age."""
     age = now - (t_base + float(t_rel[k, i, j]))

@@ -115,7 +115,7 @@ def _refresh_pair(g, t_rel, nu, life, key, i, j, t_base, now, drift_on, pp, dp, 
 
 
 @JIT
-def program_kernel(delta, g, t_rel, nu, life, w_eff, key, t_base, now, dp, pp, rp, set_only, drift_on,
+def program_kernel(delta, g, t_rel, nu, life, w_eff, row_gsum, key, t_base, now, dp, pp, rp, set_only, drift_on,
                    pulse_step_w, w_max, max_pulses, seed, row_pulses, row_max, row_verify):
     """Turn a requested weight change into pulses and apply them, sparsely.
 
@@ -124,8 +124,8 @@ def program_kernel(delta, g, t_rel, nu, life, w_eff, key, t_base, now, dp, pp, r
     pulses.  ``set_only``: they raise g+ (delta > 0) or g- (delta < 0), after a refresh of
     the pair if that device has reached ``refresh_at`` of its saturation level.  Otherwise
     they go to the device with more room in the needed direction (its partner if it is
-    stuck).  ``w_eff`` changes by the device's move from its drifted value now; the rest of
-    the cache keeps the state of the last refresh.  Per row: ``row_pulses`` receives the
+    stuck).  ``w_eff`` and ``row_gsum`` change by the device's move from its drifted value
+    now; the rest of the cache keeps the state of the last refresh.  Per row: ``row_pulses`` receives the
     pulses applied (RESETs included), ``row_max`` the most on one device, ``row_verify``
     the verify reads of refreshes.
     """
@@ -151,6 +151,9 @@ def program_kernel(delta, g, t_rel, nu, life, w_eff, key, t_base, now, dp, pp, r
             if set_only:
                 k = 0 if d > 0.0 else 1
                 up = True
+                if life[k, i, j] == 0:
+                    continue
+                gk, _age = drifted(g, t_rel, nu, k, i, j, t_base, now, nstep, t0)
             else:
                 g0, _a0 = drifted(g, t_rel, nu, 0, i, j, t_base, now, nstep, t0)
                 g1, _a1 = drifted(g, t_rel, nu, 1, i, j, t_base, now, nstep, t0)
@@ -164,11 +167,11 @@ def program_kernel(delta, g, t_rel, nu, life, w_eff, key, t_base, now, dp, pp, r
                 elif (not up) and life[kd, i, j] == 0:
                     up = True
                 k = ku if up else kd
-            if life[k, i, j] == 0:
-                continue
+                if life[k, i, j] == 0:
+                    continue
+                gk = g0 if k == 0 else g1
             idx = (k * rows + i) * cols + j
             gsat = device_gsat(key, idx, pp)
-            gk, _age = drifted(g, t_rel, nu, k, i, j, t_base, now, nstep, t0)
             spent = 0
             if set_only and gk >= pp[PP_REFRESH_AT] * gsat:
                 st, spent = _refresh_pair(g, t_rel, nu, life, key, i, j, t_base, now, drift_on, pp, dp, rp, st)
@@ -185,6 +188,7 @@ def program_kernel(delta, g, t_rel, nu, life, w_eff, key, t_base, now, dp, pp, r
                 st = program_device(g, t_rel, nu, life, key, idx, k, i, j, new, t_now_rel, drift_on, pp, dp, st)
                 moved = float(g[k, i, j]) - gk
                 w_eff[i, j] = np.float32(float(w_eff[i, j]) + (moved if k == 0 else -moved) * w_max)
+                row_gsum[i] += moved
                 spent += taken
             total += spent
             if spent > most:

@@ -320,19 +320,19 @@ class Crossbar:
         p, c = self.spec.programming, self.spec.conductance
         set_only = p.direction == "set_only"
         drift_on = bool(self.spec.drift.enabled)
-        common = (self.g, self.t_rel, self.nu, self.life, self.w_eff, np.uint64(self.fab_key), float(self.t_base),
-                  float(now), self.dp, self.pp, self.rp, set_only, drift_on)
+        state = (self.g, self.t_rel, self.nu, self.life, self.w_eff)
+        rest = (np.uint64(self.fab_key), float(self.t_base), float(now), self.dp, self.pp, self.rp, set_only, drift_on)
         if verify:
-            P.verify_kernel(values, *common, c.mapping == "one_per_sign", float(c.init_common_mode),
+            P.verify_kernel(values, *state, *rest, c.mapping == "one_per_sign", float(c.init_common_mode),
                             float(self.w_max), np.uint64(seed), row_pulses, row_max, row_verify)
         else:
-            P.program_kernel(values, *common, float(self.pulse_step_w), float(self.w_max), int(p.max_pulses),
-                             np.uint64(seed), row_pulses, row_max, row_verify)
+            P.program_kernel(values, *state, self.row_gsum, *rest, float(self.pulse_step_w), float(self.w_max),
+                             int(p.max_pulses), np.uint64(seed), row_pulses, row_max, row_verify)
         total = int(row_pulses.sum())
         if total:
             self.t_prog_max = float(now)
             self.pulses_since += total
-            if verify or not drift_on:
+            if verify:  # every weight was rewritten: the cache starts afresh
                 self.refresh(now)
         return total, int(np.count_nonzero(row_pulses)), int(row_max.sum()), int(row_verify.sum())
 

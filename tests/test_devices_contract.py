@@ -18,7 +18,9 @@ import devices
 from mortal import chip as proto
 
 SIZES = (12, 10, 6)  # the sizes of the conftest ``chip`` fixture (SMALL_SIZES)
-FABRICATION_FIELDS = ("g", "nu", "t_prog", "wear", "stuck", "endurance", "g_sat", "step_up", "step_down",
+#: What fabrication decides (pulses_left is each device's endurance until it is programmed;
+#: failure_time comes from the ageing stream).
+FABRICATION_FIELDS = ("g", "nu", "t_prog", "stuck", "pulses_left", "failure_time", "g_sat", "step_up", "step_down",
                       "gain", "offset", "curvature", "saturation")
 
 
@@ -323,7 +325,7 @@ def test_extra_reads_do_not_change_programming():
     a.program(0, delta)
     b.program(0, delta)
     La, Lb = devices.inspect(a).layers[0], devices.inspect(b).layers[0]
-    for name in ("g", "wear", "stuck", "weights"):
+    for name in ("g", "pulses_left", "stuck", "weights"):
         np.testing.assert_array_equal(getattr(La, name), getattr(Lb, name), err_msg=name)
     assert a.ledger.counts["pulses"] == b.ledger.counts["pulses"] > 0
 

@@ -1,4 +1,9 @@
-"""Saving and loading chips: bit-identical resumption, atomic writes, clear errors."""
+"""Saving and loading chips: bit-identical resumption, atomic writes, clear errors.
+
+Saved chips are format ``mortal-chip/3`` (the compact device state of ``devices.parameters.
+state_layout`` and the scalars t_eval, t_prog_max, t_base, fab_key, fail_key, pulses_since);
+archives of formats 1 and 2 are refused by name.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,16 @@ import numpy as np
 import pytest
 
 import devices
+from devices import _devstate, archive
+from devices.parameters import programming_parameters
 
 SIZES = (12, 10, 6)
+#: The formats written by earlier versions, whose device state this version no longer holds.
+OLD_FORMATS = ("mortal-chip/1", "mortal-chip/2")
 
 
 def _ops(chip, rng: np.random.Generator, waits: tuple[float, ...]) -> list[np.ndarray]:
-    """Reads, programs and waits driven by ``rng``; returns every read."""
+    """Reads, programs, program-and-verify writes and waits driven by ``rng``; returns every read."""
     outs = []
     for seconds in waits:
         r = chip.info.input_range[0]
@@ -26,6 +35,10 @@ def _ops(chip, rng: np.random.Generator, waits: tuple[float, ...]) -> list[np.nd
             step = chip.info.pulse_step[layer] or 0.01
             shape = chip.info.weight_shapes[layer]
             chip.program(layer, (rng.integers(-4, 5, shape) * step).astype(np.float32))
+        w_max = chip.info.weight_range[1]
+        w_max = w_max if math.isfinite(w_max) else 1.0
+        chip.program_verify(1, rng.uniform(-0.9 * w_max, 0.9 * w_max, chip.info.weight_shapes[1]).astype(np.float32))
+        outs.append(chip.read(1, outs[-2]))
         chip.wait(seconds)
     return outs
 
@@ -49,6 +62,54 @@ def test_round_trip_mid_use_is_bit_identical(preset_name, tmp_path, snapshot, as
             np.testing.assert_array_equal(a, b, strict=True)
     assert_same_state(snapshot(loaded), snapshot(twin))
     assert_same_state(snapshot(saved), snapshot(twin))
+    assert loaded.state_digest() == saved.state_digest() == twin.state_digest()
+
+
+def _pcm_past_refreshes(seed: int):
+    """A pcm chip whose layer 0 was programmed with large deltas of a fixed sign per weight until
+    most of its devices passed the refresh threshold, across a rebase of its programming times."""
+    chip = devices.make_chip("pcm", SIZES, seed=seed)
+    sign = np.where(np.random.default_rng(seed).random(chip.info.weight_shapes[0]) < 0.5, -1.0, 1.0)
+    big = (sign * chip.spec.programming.max_pulses * chip.info.pulse_step[0]).astype(np.float32)
+    for k in range(12):
+        chip.program(0, big)
+        chip.wait(5e4 if k in (3, 7) else 1.0)  # programs after 1e5 s move t_base (REBASE_S) once
+    return chip, big
+
+
+def test_a_pcm_chip_past_pair_refreshes_resumes_bit_identically(tmp_path, snapshot, assert_same_state):
+    saved, big = _pcm_past_refreshes(seed=31)
+    twin, _ = _pcm_past_refreshes(seed=31)
+    # Pairs were refreshed: program() charges verify reads only for the refresh of a pair.
+    assert saved.ledger.counts["verify_reads"] > 0
+    t_base = saved._layers[0].t_base
+    assert t_base > 0  # saved with rebased programming times
+    loaded = devices.load_chip(saved.save(tmp_path / "chip.npz"))
+    assert_same_state(snapshot(loaded), snapshot(twin))
+    x = np.random.default_rng(4).uniform(-1, 1, (7, SIZES[0])).astype(np.float32)
+    target = np.random.default_rng(5).uniform(-0.5, 0.5, twin.info.weight_shapes[0]).astype(np.float32)
+    verify_reads, runs = [], []
+    for chip in (loaded, saved, twin):
+        before = chip.ledger.counts["verify_reads"]
+        outs = []
+        for k in range(6):  # programming, refreshes, reads, waits, a rebase of t_base (at k = 5)
+            chip.program(0, big)
+            outs.append(chip.read(0, x))
+            chip.wait(1.0 if k < 3 else 6e4)
+        verify_reads.append(chip.ledger.counts["verify_reads"] - before)  # of refreshes after the load
+        chip.program_verify(0, target)
+        outs.append(chip.read(0, x))
+        chip.program(0, -big)
+        chip.wait(5.0)
+        outs.append(chip.read(0, x))
+        runs.append(outs)
+    assert verify_reads[0] > 0 and len(set(verify_reads)) == 1
+    assert loaded._layers[0].t_base > t_base  # the programming times were rebased again after loading
+    for chip, outs in zip((loaded, saved), runs):
+        for a, b in zip(outs, runs[2], strict=True):
+            np.testing.assert_array_equal(a, b, strict=True)
+        assert_same_state(snapshot(chip), snapshot(twin))
+        assert chip.state_digest() == twin.state_digest()
 
 
 def test_save_creates_missing_folders(tmp_path):
@@ -156,17 +217,35 @@ def _write_unsealed(path, arrays, meta):
     return path
 
 
-def test_load_refuses_arrays_of_the_wrong_shape_or_dtype(tmp_path):
-    chip = devices.make_chip("pcm", (6, 4), seed=0)
+def _listing(folder):
+    """Every file under ``folder`` with its bytes: what a refused load must leave as it was."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("key,bad", [
+    ("L0_g", lambda a: a[:, :-1]),                       # one column short
+    ("L0_g", lambda a: a[0]),                            # one device of each pair
+    ("L0_life", lambda a: a.astype(np.float32)),         # the old endurance's dtype
+    ("L0_nu", lambda a: a.astype(np.float32)),           # the old drift exponent's dtype
+    ("L1_nu", lambda a: a.astype(np.uint32)),
+    ("L0_t_rel", lambda a: a.astype(np.float64)),        # the old t_prog's dtype
+    ("L1_w_eff", lambda a: a.T),
+    ("L0_row_var", lambda a: a[:-1]),
+    ("L1_col_var", lambda a: a.astype(np.float32)),
+])
+def test_load_refuses_arrays_of_the_wrong_shape_or_dtype(tmp_path, key, bad):
+    chip = devices.make_chip("pcm", (6, 4, 3), seed=0)
     path = chip.save(tmp_path / "chip.npz")
     arrays, meta = _entries(path)
-    for key, bad in (("L0_g", arrays["L0_g"][:, :-1]), ("L0_wear", arrays["L0_wear"].astype(np.float32))):
-        broken = dict(arrays, **{key: bad})
-        # re-saved with numpy: refused for the missing seal; sealed by save's own writer: for its values
-        for write in (_write_unsealed, _write_sealed):
-            write(tmp_path / "broken.npz", broken, meta)
-            with pytest.raises(ValueError, match="not a valid saved chip"):
-                devices.load_chip(tmp_path / "broken.npz")
+    broken = dict(arrays, **{key: np.ascontiguousarray(bad(arrays[key]))})
+    # re-saved with numpy: refused for the missing seal; sealed by save's own writer: for its values
+    for write, phrase in ((_write_unsealed, "lacks the seal"), (_write_sealed, f"saved array '{key[3:]}' is")):
+        edited = write(tmp_path / "broken.npz", broken, meta)
+        before = _listing(tmp_path)
+        with pytest.raises(ValueError, match=phrase) as err:
+            devices.load_chip(edited)
+        assert str(edited) in str(err.value) and "not a valid saved chip" in str(err.value)
+        assert _listing(tmp_path) == before
 
 
 # -- saved files are sealed and checked (issue 15, items 6, 11, 12) -----------------------------------
@@ -177,11 +256,15 @@ def _used_chip(preset="pcm", seed=8):
     return chip
 
 
-def _set(meta, dotted, value):
-    *path, last = dotted.split(".")
+def _node(meta, path):
     for key in path:
         meta = meta[int(key)] if isinstance(meta, list) else meta[key]
-    meta[last] = value
+    return meta
+
+
+def _set(meta, dotted, value):
+    *path, last = dotted.split(".")
+    _node(meta, path)[last] = value
 
 
 def _edit_array(name, index, value):
@@ -197,6 +280,13 @@ def _edit_meta(dotted, value):
     return edit
 
 
+def _drop_meta(dotted):
+    def edit(arrays, meta):
+        *path, last = dotted.split(".")
+        del _node(meta, path)[last]
+    return edit
+
+
 def _drop_array(name):
     def edit(arrays, meta):
         del arrays[name]
@@ -209,32 +299,89 @@ def _add_array(name):
     return edit
 
 
+def _add_layer_array(layer, name, value):
+    """An array the layer's metadata lists as its own (``value(arrays)``)."""
+    def edit(arrays, meta):
+        arrays[f"L{layer}_{name}"] = value(arrays)
+        meta["layers"][layer]["arrays"] = sorted(meta["layers"][layer]["arrays"] + [name])
+    return edit
+
+
+def _stick_a_drifting_device(layer):
+    """Mark a working device stuck (life 0) but leave its drift exponent: no chip holds that."""
+    def edit(arrays, meta):
+        life, nu = arrays[f"L{layer}_life"].copy(), arrays[f"L{layer}_nu"]
+        life[tuple(np.argwhere((life != 0) & (nu != 0))[0])] = 0
+        arrays[f"L{layer}_life"] = life
+    return edit
+
+
+def _g_sat(arrays, meta, layer):
+    """Each device's own saturation level, from the saved fabrication key (as the chip derives it)."""
+    pp = programming_parameters(devices.ChipSpec.model_validate(meta["spec"]))
+    out = [np.empty(arrays[f"L{layer}_g"].shape, np.float32) for _ in range(3)]
+    _devstate.device_constants(np.uint64(meta["layers"][layer]["scalars"]["fab_key"]), pp, *out)
+    return out[0]
+
+
+def _above_own_saturation(layer):
+    """Set a device just above its own saturation level, which lies below the largest any
+    device can have (1.5): only a per-device check refuses it."""
+    def edit(arrays, meta):
+        g_sat = _g_sat(arrays, meta, layer)
+        g = arrays[f"L{layer}_g"].copy()
+        idx = tuple(np.argwhere(g_sat < 1.2)[0])
+        g[idx] = g_sat[idx] * np.float32(1.001)
+        arrays[f"L{layer}_g"] = g
+    return edit
+
+
 # Each edit makes a file no chip could have written; the phrase is what load_chip says about it.
 INVALID_EDITS = {
     "layer_sizes disagree with the arrays": (_edit_meta("layer_sizes", [12, 10, 7]), "disagree with layer_sizes"),
     "a layer's n_in disagrees": (_edit_meta("layers.0.n_in", 11), "disagree with layer_sizes"),
-    "stuck = 7": (_edit_array("L0_stuck", (0, 0, 0), 7), "'stuck'"),
-    "fail_on = 2": (_edit_array("L1_fail_on", (1, 0, 0), 2), "'fail_on'"),
+    "a stuck device that drifts": (_stick_a_drifting_device(0), "'nu'"),
     "NaN conductance": (_edit_array("L0_g", (0, 1, 2), np.nan), "'g'"),
+    "negative conductance": (_edit_array("L1_g", (1, 0, 1), -0.01), "'g'"),
     "conductance above saturation": (_edit_array("L1_g", (0, 0, 0), 2.0), "'g'"),
-    "negative endurance": (_edit_array("L0_endurance", (1, 1, 1), -5.0), "'endurance'"),
-    "programmed after the clock": (_edit_array("L0_t_prog", (0, 0, 0), 1e9), "'t_prog'"),
+    "conductance above the device's own saturation": (_above_own_saturation(0), "'g'"),
+    "programmed after the clock": (_edit_array("L0_t_rel", (0, 0, 0), 1e9), "'t_rel'"),
+    "programmed before fabrication": (_edit_array("L1_t_rel", (1, 2, 3), -10.0), "'t_rel'"),
+    "NaN programming time": (_edit_array("L0_t_rel", (1, 1, 1), np.nan), "'t_rel'"),
+    "infinite effective weight": (_edit_array("L0_w_eff", (2, 3), np.inf), "'w_eff'"),
+    "negative row conductance sum": (_edit_array("L1_row_gsum", 0, -1.0), "'row_gsum'"),
+    "NaN row read-noise sum": (_edit_array("L0_row_var", 1, np.nan), "'row_var'"),
+    "negative column read-noise sum": (_edit_array("L1_col_var", 2, -1.0), "'col_var'"),
     "NaN neuron gain": (_edit_array("L1_gain", 0, np.nan), "'gain'"),
+    "neuron curvature out of range": (_edit_array("L0_curv", 0, 3.0), "'curv'"),
     "negative ledger energy": (_edit_meta("ledger.energy_j.dac", -1.0), "ledger"),
     "NaN ledger time": (_edit_meta("ledger.time_s.idle", math.nan), "ledger"),
     "negative count": (_edit_meta("ledger.counts.pulses", -3), "ledger counts"),
     "another digital-op cost": (_edit_meta("ledger.digital_op_j", 1.0), "digital operation costs"),
     "t_eval after the clock": (_edit_meta("layers.1.scalars.t_eval", 1e12), "after the chip's clock"),
     "t_prog_max NaN": (_edit_meta("layers.0.scalars.t_prog_max", math.nan), "t_prog_max"),
+    "t_base after the clock": (_edit_meta("layers.0.scalars.t_base", 1e12), "t_base"),
+    "negative t_base": (_edit_meta("layers.1.scalars.t_base", -1.0), "t_base"),
+    "fab_key beyond 2**63": (_edit_meta("layers.0.scalars.fab_key", 2**63), "fab_key"),
+    "fab_key not an integer": (_edit_meta("layers.1.scalars.fab_key", 1.5), "fab_key"),
+    "negative fail_key": (_edit_meta("layers.0.scalars.fail_key", -1), "fail_key"),
+    "fail_key a string": (_edit_meta("layers.1.scalars.fail_key", "7"), "fail_key"),
+    "fail_key true": (_edit_meta("layers.0.scalars.fail_key", True), "fail_key"),
+    "pulses_since NaN": (_edit_meta("layers.1.scalars.pulses_since", math.nan), "pulses_since"),
+    "the failure key dropped": (_drop_meta("layers.1.scalars.fail_key"), "saved scalars"),
+    "a scalar of the old layout": (_edit_meta("layers.0.scalars.wear", 0), "saved scalars"),
+    "an array of the old layout": (_add_layer_array(0, "wear", lambda a: np.zeros(a["L0_life"].shape, np.uint32)),
+                                   "saved layer holds arrays"),
     "trainable flags short": (_edit_meta("trainable", [True]), "trainable"),
     "negative seed": (_edit_meta("seed.entropy", -1), "seed"),
     "read stream garbage": (_edit_meta("read_rng", {"bit_generator": "PCG64", "state": 3}), "read_rng"),
     "write stream of another generator": (_edit_meta("write_rng.bit_generator", "MT19937"), "write_rng"),
     "spec out of range": (_edit_meta("spec.adc.bits", -2), "spec"),
+    "spec of an unknown device law": (_edit_meta("spec.read_noise.device_law", "pcm_2f"), "spec"),
     "an unknown metadata field": (_edit_meta("extra", 1), "metadata fields"),
     "a missing array": (_drop_array("L1_nu"), "lacks"),
     "an extra array": (_add_array("L9_x"), "unexpected entries"),
-    "failure times dropped": (_drop_array("L0_fail_at"), "fail_at"),
+    "the wear counters dropped": (_drop_array("L0_life"), "lacks"),
 }
 
 
@@ -245,17 +392,24 @@ def test_load_checks_every_field_of_a_sealed_file(tmp_path, name):
     arrays, meta = _entries(_used_chip().save(tmp_path / "chip.npz"))
     edit(arrays, meta)
     path = _write_sealed(tmp_path / "edited.npz", arrays, meta)
-    with pytest.raises(ValueError, match=phrase) as err:
-        devices.load_chip(path)
-    assert str(path) in str(err.value)
+    before = _listing(tmp_path)
+    for legacy in (False, True):  # legacy=True changes nothing
+        with pytest.raises(ValueError, match=phrase) as err:
+            devices.load_chip(path, legacy=legacy)
+        assert str(path) in str(err.value) and "not a valid saved chip" in str(err.value)
+    assert _listing(tmp_path) == before  # a refused load writes nothing and changes no file
 
 
-@pytest.mark.parametrize("name", sorted(INVALID_EDITS) + ["other ADC bits", "another seed", "no change"])
+@pytest.mark.parametrize("name", sorted(INVALID_EDITS) + ["other ADC bits", "another seed", "another fabrication key",
+                                                          "another failure key", "a wear counter changed", "no change"])
 def test_any_edit_resaved_with_numpy_is_refused(tmp_path, name):
     # Item 6: the seal.  An archive re-saved by other means is refused whatever it holds, even
     # an edit its values cannot betray (the ADC's bits changed reads by up to 0.086 in the issue).
     edits = dict(INVALID_EDITS, **{"other ADC bits": (_edit_meta("spec.adc.bits", 6), None),
                                    "another seed": (_edit_meta("seed.entropy", 12345), None),
+                                   "another fabrication key": (_edit_meta("layers.0.scalars.fab_key", 12345), None),
+                                   "another failure key": (_edit_meta("layers.1.scalars.fail_key", 12345), None),
+                                   "a wear counter changed": (_edit_array("L0_life", (0, 1, 1), 5), None),
                                    "no change": (lambda arrays, meta: None, None)})
     arrays, meta = _entries(_used_chip().save(tmp_path / "chip.npz"))
     edits[name][0](arrays, meta)

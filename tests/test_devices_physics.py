@@ -16,21 +16,44 @@ import devices
 import reference as ref
 from devices.crossbar import drift_parameters
 
-#: No device-to-device spread, no faults: pcm's pulse response and drift alone.
+#: No device-to-device spread, no faults, ideal wires: pcm's pulse response and drift alone.
+#: pcm maps one device per sign (``one_per_sign``): one device of each fresh pair sits at
+#: g = 0, so tests can pick the pulsed device by sign.  Its devices are SET-only.
 QUIET = dict(
     programming={"step_dtod": 0.0, "up_down_dtod": 0.0},
-    # One device of each fresh pair at g = 0, so tests can pick the pulsed device by sign.
-    conductance={"g_max_dtod": 0.0, "init_common_mode": 0.0},
+    conductance={"g_max_dtod": 0.0},
     faults={"stuck_on_prob": 0.0, "stuck_off_prob": 0.0, "endurance_pulses": None},
+    # IR drop couples every weight to the conductances of its whole array; tests of one
+    # device's response turn it off (tests/test_devices_pcm_behaviour.py tests it).
+    wires={"segment_ohm": 0.0},
 )
+#: SET-only devices are refreshed once the device to raise reaches refresh_at of its
+#: saturation level; at 1.0 a device below g_sat (every fabricated device: |w0| <= 0.9 w_max
+#: and g_sat = 1 without spread) is never refreshed by one request, so the pulses of a single
+#: call are exactly the requested ones.
+NO_REFRESH = {"refresh_at": 1.0}
+#: pcm devices made bidirectional (the old pcm model): a request goes to the device of the
+#: pair with more room in the needed direction, so devices can be lowered gradually.  With
+#: the common mode at 0 a fresh pair still has one device at g = 0.
+BIDIRECTIONAL = dict(programming={"direction": "both"},
+                     conductance={"mapping": "common_mode", "init_common_mode": 0.0})
+#: The read fluctuation of each weight the old pcm preset had (aihwkit's w_noise 0.0175 of
+#: StandardHWATrainingPreset); pcm now uses the per-device 1/f law instead.
+WEIGHT_NOISE = {"weight_std": 0.0175, "device_law": "none"}
+
+
+def merged(*group_sets: dict) -> dict:
+    """Spec group changes merged group by group (later sets win)."""
+    groups: dict = {}
+    for changes in group_sets:
+        for key, value in changes.items():
+            groups[key] = {**groups.get(key, {}), **value}
+    return groups
 
 
 def quiet_pcm(**changes):
-    """pcm without spreads or faults, with further group changes merged in."""
-    groups = {k: dict(v) for k, v in QUIET.items()}
-    for key, value in changes.items():
-        groups[key] = {**groups.get(key, {}), **value}
-    return devices.variant("pcm", **groups)
+    """pcm without spreads, faults or wire resistance, with further group changes merged in."""
+    return devices.variant("pcm", **merged(QUIET, changes))
 
 
 def pick(a: np.ndarray, k: np.ndarray) -> np.ndarray:
@@ -40,12 +63,13 @@ def pick(a: np.ndarray, k: np.ndarray) -> np.ndarray:
 
 # -- (a) programming noise -------------------------------------------------------------------------
 def test_pulse_noise_matches_pulse_std():
-    spec = quiet_pcm(drift={"enabled": False}, conductance={"init_weight_std_fan_in": 2.0})
+    spec = quiet_pcm(drift={"enabled": False}, conductance={"init_weight_std_fan_in": 2.0},
+                     programming=NO_REFRESH)
     chip = devices.make_chip(spec, (255, 64), seed=1)
     before = devices.inspect(chip).layers[0]
     w = before.weights
     # One pulse on every pair, in the direction of its sign: the non-zero device of
-    # each pair (the other is at g = 0 from fabrication) takes one up pulse.
+    # each pair (the other is at g = 0 from fabrication) takes one up (SET) pulse.
     chip.program(0, (np.sign(w) * chip.info.pulse_step[0]).astype(np.float32))
     after = devices.inspect(chip).layers[0]
     assert chip.ledger.counts["pulses"] == np.count_nonzero(w)
@@ -140,7 +164,7 @@ def test_weights_shrink_with_time_on_pcm_and_not_on_ideal():
 def test_reads_follow_drifted_weights():
     # The cached weights a read uses are refreshed once drift could exceed
     # refresh_rel: after a long wait a read matches the inspected weights.
-    spec = quiet_pcm(read_noise={"output_std": 0.0, "weight_std": 0.0},
+    spec = quiet_pcm(read_noise={"output_std": 0.0, "weight_std": 0.0, "device_law": "none"},
                      neuron={"family": "relu", "gain_dtod": 0.0, "offset_dtod": 0.0,
                              "saturation_mean": 1.0, "saturation_dtod": 0.0},
                      adc={"bits": None, "range": 1e6}, dac={"bits": None})
@@ -160,7 +184,9 @@ def test_reads_follow_drifted_weights():
 # -- (c) read noise -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("x_level", [8 / 127, 64 / 127])
 def test_read_noise_std_matches_the_spec(x_level):
-    spec = quiet_pcm(drift={"enabled": False},
+    # The output floor and a constant fluctuation per weight (the per-device 1/f law is
+    # measured against IBM's statistics in test_pcm_fidelity.py).
+    spec = quiet_pcm(drift={"enabled": False}, read_noise=WEIGHT_NOISE,
                      neuron={"family": "relu", "gain_dtod": 0.0, "offset_dtod": 0.0,
                              "saturation_mean": 1.0, "saturation_dtod": 0.0},
                      adc={"bits": None})
@@ -172,7 +198,9 @@ def test_read_noise_std_matches_the_spec(x_level):
     mean = xq.astype(np.float64) @ W[:-1] + W[-1]
     R = spec.adc.range
     w_max = chip.info.weight_range[0]
-    sd = math.sqrt((spec.read_noise.output_std * R) ** 2 + (spec.read_noise.weight_std * w_max) ** 2 * sq[0])
+    # Every weight fluctuates, the bias row's (driven at bias_level) too.
+    sd = math.sqrt((spec.read_noise.output_std * R) ** 2
+                   + (spec.read_noise.weight_std * w_max) ** 2 * (sq[0] + spec.bias_level**2))
     # Columns whose output stays > 5 sd away from the ReLU and the ADC clip.
     cols = (mean[0] > 5 * sd) & (mean[0] < R - 5 * sd)
     assert cols.sum() >= 8
@@ -204,13 +232,18 @@ def test_stuck_fraction_at_fabrication(preset):
         assert abs(observed - p) < 5 * math.sqrt(p * (1 - p) / n)
     assert devices.inspect(chip).stuck_fraction == pytest.approx(stuck.mean())
     assert (L.nu[stuck] == 0).all()  # stuck devices do not drift
-    # Stuck devices ignore programming.
-    g_before = L.g.copy()
+    # Stuck devices ignore programming (pcm: SET pulses and the refreshes they trigger).
     chip.program(0, np.full(chip.info.weight_shapes[0], 5 * chip.info.pulse_step[0], np.float32))
     chip.program(0, np.full(chip.info.weight_shapes[0], -5 * chip.info.pulse_step[0], np.float32))
     after = devices.inspect(chip).layers[0]
-    np.testing.assert_array_equal(after.g[stuck], g_before[stuck])
-    assert (after.wear[stuck] == 0).all()
+    for name in ("g", "t_prog", "nu"):
+        np.testing.assert_array_equal(getattr(after, name)[stuck], getattr(L, name)[stuck], err_msg=name)
+    assert after.stuck[stuck].all()
+    # ... and are charged no pulse: every pulse counted wore a working device by one.
+    assert np.isfinite(L.pulses_left).all()  # both presets have a finite endurance
+    spent = L.pulses_left - after.pulses_left
+    assert (spent >= 0).all()
+    assert spent.sum() == chip.ledger.counts["pulses"] > 0
 
 
 # -- (e) endurance ------------------------------------------------------------------------------------
@@ -220,14 +253,25 @@ def test_devices_stick_after_their_endurance(pulses_per_call):
     chip = devices.make_chip(spec, (8, 6), seed=7)
     shape = chip.info.weight_shapes[0]
     step = chip.info.pulse_step[0]
+    prev = devices.inspect(chip).layers[0]
+    assert (prev.pulses_left == 5).all()
+    # SET-only pcm: positive requests raise g+, negative ones g- (a pair whose device has
+    # reached refresh_at of g_sat is refreshed first: two RESETs and a verified SET, all worn).
     for i in range(12):
         sign = 1.0 if i % 4 < 2 else -1.0
         chip.program(0, np.full(shape, sign * pulses_per_call * step, np.float32))
         L = devices.inspect(chip).layers[0]
-        assert (L.wear <= 5).all()
-        # A device is flagged stuck exactly when its wear reaches its endurance.
-        np.testing.assert_array_equal(L.stuck.astype(bool), L.wear >= 5)
-    assert L.stuck.all()
+        # Pulses left count down by whole pulses from the endurance and stop at 0 ...
+        assert (L.pulses_left == np.round(L.pulses_left)).all()
+        assert ((L.pulses_left >= 0) & (L.pulses_left <= prev.pulses_left)).all()
+        # ... by exactly the pulses the ledger counted (2 devices x 5 pulses per pair at most).
+        assert chip.ledger.counts["pulses"] == (5 - L.pulses_left).sum()
+        # A device that had worn out stays where it was.
+        was = prev.stuck.astype(bool)
+        np.testing.assert_array_equal(L.g[was], prev.g[was])
+        assert L.stuck[was].all()
+        prev = L
+    assert (L.pulses_left == 0).all() and L.stuck.all()
     # Every device took exactly its endurance: 2 devices x 5 pulses per pair.
     assert chip.ledger.counts["pulses"] == 2 * 5 * np.prod(shape)
     # Dead devices stay where they are: neither programming nor time moves them.
@@ -244,8 +288,11 @@ def test_devices_stick_after_their_endurance(pulses_per_call):
 
 # -- (f) soft bounds ------------------------------------------------------------------------------------
 def test_repeated_requests_saturate_at_g_sat():
-    spec = quiet_pcm(drift={"enabled": False}, programming={"max_pulses": 1024},
-                     conductance={"g_max_dtod": 0.2})
+    # Bidirectional devices: a pair is driven to (g_sat, 0) by raising one device and
+    # lowering the other.  (SET-only pcm refreshes a pair instead of letting it saturate:
+    # test_devices_pcm_behaviour.py.)
+    spec = quiet_pcm(**merged(BIDIRECTIONAL, dict(drift={"enabled": False}, programming={"max_pulses": 1024},
+                                                  conductance={"g_max_dtod": 0.2})))
     chip = devices.make_chip(spec, (16, 8), seed=8)
     shape = chip.info.weight_shapes[0]
     w_max = chip.info.weight_range[0]
@@ -276,12 +323,15 @@ def test_requests_below_half_a_pulse_do_nothing(snapshot):
     after = snapshot(chip)
     assert after["ledger"]["counts"]["pulses"] == before["ledger"]["counts"]["pulses"]
     assert after["ledger"]["energy_j"] == before["ledger"]["energy_j"]
-    for name in ("g", "wear", "t_prog", "nu", "weights"):
+    for name in ("g", "pulses_left", "stuck", "t_prog", "nu", "weights"):
         np.testing.assert_array_equal(after["layers"][0][name], before["layers"][0][name], err_msg=name)
 
 
 def test_pulse_count_is_rounded_request_capped_at_max_pulses():
-    spec = quiet_pcm(programming={"max_pulses": 16})
+    # A finite endurance without spread makes the pulses each device took visible as
+    # pulses_left; no refresh, so that a request's pulses are all the pulses spent.
+    spec = quiet_pcm(programming={"max_pulses": 16, **NO_REFRESH},
+                     faults={"endurance_pulses": 1e9, "endurance_dtod": 0.0})
     chip = devices.make_chip(spec, (40, 12), seed=10)
     shape = chip.info.weight_shapes[0]
     rng = np.random.default_rng(10)
@@ -292,7 +342,10 @@ def test_pulse_count_is_rounded_request_capped_at_max_pulses():
     chip.program(0, delta)
     after = devices.inspect(chip).layers[0]
     want = np.minimum(k, 16)
-    np.testing.assert_array_equal((after.wear - before.wear).sum(axis=0), want)
+    # SET-only: all of a request's pulses go to one device of the pair.
+    spent = before.pulses_left - after.pulses_left
+    np.testing.assert_array_equal(spent.sum(axis=0), want)
+    np.testing.assert_array_equal(spent.min(axis=0), 0)
     assert chip.ledger.counts["pulses"] == want.sum()
     e = spec.energy
     assert chip.ledger.energy_j["program"] == pytest.approx(want.sum() * e.pulse_j, rel=1e-12)
@@ -301,7 +354,7 @@ def test_pulse_count_is_rounded_request_capped_at_max_pulses():
 
 
 def test_pulse_step_is_the_weight_change_of_one_pulse_at_mid_range():
-    spec = quiet_pcm(drift={"enabled": False}, programming={"pulse_std": 0.0},
+    spec = quiet_pcm(drift={"enabled": False}, programming={"pulse_std": 0.0, **NO_REFRESH},
                      conductance={"init_weight_std_fan_in": 2.0})
     chip = devices.make_chip(spec, (255, 16), seed=11)
     w0 = devices.inspect(chip).layers[0].weights
@@ -327,8 +380,9 @@ def test_read_energy_follows_the_programmed_conductances(drift):
     # cached weights: without drift right after programming; with drift once the
     # refresh policy acts (after refresh_rel of the youngest device's age, here a
     # wait of 2 s > 0.05 * 20 s).
-    # Pairs start with one device at 0, so that programming can raise the conductances a lot.
-    spec = devices.variant("pcm", drift={"enabled": drift}, conductance={"init_common_mode": 0.0})
+    # pcm pairs start with one device at 0 (one device per sign), so that programming can
+    # raise the conductances a lot.
+    spec = devices.variant("pcm", drift={"enabled": drift})
     chip = devices.make_chip(spec, (64, 32), seed=12)
     x = np.full((10, 64), 64 / 127, np.float32)  # on the DAC grid
     e, c = spec.energy, spec.conductance
