@@ -55,6 +55,43 @@ def fab_uniform(key, field, idx):
     return float(fab_bits(key, field, idx) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
+@JIT
+def ln_rows(x, out, xbits, mbits):
+    """``out[j] = ln(x[j])`` for finite ``x[j] > 0`` (float64 arrays of one length), vectorized.
+
+    ``xbits`` and ``mbits`` are int64 views of float64 scratch arrays of that length (``x``
+    itself is read through ``xbits``, which must view it).  ``x = m 2^e`` with m in [1, 2),
+    moved into [sqrt(1/2), sqrt(2)); ``ln m = 2 atanh(f)``, ``f = (m - 1) / (m + 1)``, summed
+    to f^11 (error below 2e-11).
+    """
+    n = x.shape[0]
+    mant = mbits.view(np.float64)
+    for j in range(n):
+        b = xbits[j]
+        mbits[j] = (b & np.int64(0x000FFFFFFFFFFFFF)) | np.int64(0x3FF0000000000000)
+        out[j] = float(((b >> np.int64(52)) & np.int64(0x7FF)) - np.int64(1023))
+    for j in range(n):
+        m = mant[j]
+        big = m > 1.4142135623730951
+        m = m * 0.5 if big else m
+        e = out[j] + 1.0 if big else out[j]
+        f = (m - 1.0) / (m + 1.0)
+        f2 = f * f
+        s = f * (2.0 + f2 * (2.0 / 3.0 + f2 * (0.4 + f2 * (2.0 / 7.0 + f2 * (2.0 / 9.0 + f2 * (2.0 / 11.0))))))
+        out[j] = s + e * 0.6931471805599453
+
+
+@JIT_INLINE
+def exp_neg(x):
+    """exp(-x) for x >= 0 without a libm call, vectorizable: :func:`exp_bounded` of -x / 8,
+    raised to the 8th power (relative error below 1e-7); x beyond 64 counts as 64 (a factor
+    below 2e-28)."""
+    e = exp_bounded(-min(x, 64.0) * 0.125)
+    e *= e
+    e *= e
+    return e * e
+
+
 @JIT_INLINE
 def device_gsat(key, idx, pp):
     """A device's own saturation level (normalized), clipped to [0.5, 1.5]."""
@@ -107,7 +144,7 @@ def device_sigma(g_prog, g_now, age, rp, t0):
         power = 0.0
     q = min(rp[RP_QS] / max(power, rp[RP_QFLOOR]), rp[RP_QMAX])
     tr = rp[RP_TREAD]
-    tf = math.sqrt(max(ln_fast((age + t0 + tr) / (2.0 * tr)), 0.0))
+    tf = math.sqrt(max(ln_fast((min(age, 1e280) + t0 + tr) / (2.0 * tr)), 0.0))
     g_phys = rp[RP_GMIN] / rp[RP_SPAN] + g_now  # conductance in units of the span
     return g_phys * q * tf
 
@@ -188,6 +225,10 @@ def drifted(g, t_rel, nu, k, i, j, t_base, now, nstep, t0):
 def failure_times(key, life, median, dtod, share, fail_at, fail_on):
     """Each device's failure time (log-normal around ``median`` s) and whether it sticks high.
 
+    The normal deviate is exact (Box-Muller), not the Irwin-Hall sum of the other fabrication
+    constants: the share of devices failed by a given age follows ``FaultSpec.failed_fraction``
+    into the tails.
+
     fail_at : float64 (2, rows, cols) filled (inf if ``median`` <= 0); fail_on : int8 likewise.
     Returns the earliest failure time of a device that is not stuck yet.
     """
@@ -199,8 +240,11 @@ def failure_times(key, life, median, dtod, share, fail_at, fail_on):
                 idx = (k * rows + i) * cols + j
                 if median <= 0.0:
                     t = math.inf
-                else:
-                    t = median * math.exp(dtod * fab_normal(key, F_FAIL, idx))
+                else:  # an exact normal (Box-Muller from two hashed uniforms): the tails matter here
+                    u1 = 1.0 - fab_uniform(key, F_FAIL, idx)
+                    u2 = fab_uniform(key, F_FAIL + 16, idx)
+                    z = math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+                    t = median * math.exp(dtod * z)
                 fail_at[k, i, j] = t
                 fail_on[k, i, j] = 1 if fab_uniform(key, F_FAIL_ON, idx) < share else 0
                 if life[k, i, j] != 0 and t < first:

@@ -1,4 +1,4 @@
-"""Numba kernels that change the device state: drift refresh, pulses, refresh of pairs, verify.
+"""Numba kernels that change the device state: drift refresh, refresh of pairs, program-and-verify.
 
 Private: :class:`devices.crossbar.Crossbar` validates every input first.  The state and the
 functions they share are in :mod:`devices._devstate`; plain-numpy references live in
@@ -12,11 +12,11 @@ import math
 import numpy as np
 
 from ._devstate import (
-    PP_NU_STEP, PP_PULSE_STD, PP_REFRESH_AT, PP_RESET_LEVEL, PP_RESET_STD, PP_VERIFY_READS, RP_GMIN, RP_LAW,
-    RP_SPAN, device_gsat, device_sigma, device_step, drifted, program_device, pulses_to, soft_pulses,
-    verify_sigma, wear,
+    PP_NU_STEP, PP_RESET_LEVEL, PP_RESET_STD, PP_VERIFY_READS, RP_GMIN, RP_LAW,
+    RP_QEXP, RP_QFLOOR, RP_QMAX, RP_QS, RP_SPAN, RP_TREAD, device_gsat, device_sigma, device_step, drifted, exp_neg,
+    ln_rows, program_device, pulses_to, verify_sigma, wear,
 )
-from ._kernels import D_T0, JIT, drift_factor, normal_from_bits, row_seed, xorshift_next
+from ._kernels import D_T0, JIT, exp_bounded, normal_from_bits, row_seed, xorshift_next
 
 @JIT
 def refresh_kernel(g, t_rel, nu, nu_step, t_base, now, dp, rp, w_max, w_eff, row_gsum, row_var, col_var, g_now):
@@ -25,34 +25,70 @@ def refresh_kernel(g, t_rel, nu, nu_step, t_base, now, dp, rp, w_max, w_eff, row
     w_eff : float32 (rows, cols) = (g+ f+ - g- f-) w_max, f the drift factor of each device.
     row_gsum : float64 (rows,), sum of the drifted conductances of both devices.
     row_var, col_var : float64 (rows,), (cols,): sums of the per-weight read-noise variance
-    ``w_max^2 (sigma+^2 + sigma-^2)`` over each row and each column (zeros without a law).
+    ``w_max^2 (sigma+^2 + sigma-^2)`` over each row and each column (zeros without a law;
+    :func:`devices._devstate.device_sigma` per device).
     g_now : float32 (2, rows, cols) receives the drifted conductances, or has size 0 (not wanted).
+
+    Row by row in vectorized stages (``ln`` from bit operations, ``exp`` from a short series).
     """
     keep = g_now.size > 0
     rows, cols = w_eff.shape
     t0 = dp[D_T0]
+    law = rp[RP_LAW] != 0.0
+    qs, qexp, qfloor, qmax, tread = rp[RP_QS], rp[RP_QEXP], rp[RP_QFLOOR], rp[RP_QMAX], rp[RP_TREAD]
+    gmin_rel, span_rel = rp[RP_GMIN], rp[RP_SPAN]
+    lift = gmin_rel / span_rel
+    xin = np.empty(cols, np.float64)
+    lnv = np.empty(cols, np.float64)
+    mscr = np.empty(cols, np.float64)
+    xbits = xin.view(np.int64)
+    mbits = mscr.view(np.int64)
+    gd = np.empty((2, cols), np.float64)
+    var = np.zeros(cols, np.float64)
+    qv = np.empty(cols, np.float64)
     for j in range(cols):
         col_var[j] = 0.0
     for i in range(rows):
+        for j in range(cols):
+            var[j] = 0.0
+        for k in range(2):
+            gr = g[k, i]
+            tr = t_rel[k, i]
+            nr = nu[k, i]
+            for j in range(cols):
+                xin[j] = 1.0 + min(max(now - (t_base + float(tr[j])), 0.0), 1e280) / t0
+            ln_rows(xin, lnv, xbits, mbits)
+            for j in range(cols):
+                gd[k, j] = float(gr[j]) * exp_neg(float(nr[j]) * nu_step * lnv[j])
+            if keep:
+                gk = g_now[k, i]
+                for j in range(cols):
+                    gk[j] = np.float32(gd[k, j])
+            if law:
+                # Q_s = min(q_s / max(rel^q_exponent, q_floor), q_max) at the programmed conductance
+                for j in range(cols):
+                    xin[j] = max(gmin_rel + float(gr[j]) * span_rel, 1e-300)
+                ln_rows(xin, lnv, xbits, mbits)
+                for j in range(cols):
+                    p = qexp * lnv[j]
+                    power = exp_neg(-p) if p <= 0.0 else exp_bounded(min(p, 8.0))
+                    qv[j] = min(qs / max(power, qfloor), qmax)
+                # time factor sqrt(ln((t + t_read) / (2 t_read))), t = age + t0
+                for j in range(cols):
+                    xin[j] = (min(max(now - (t_base + float(tr[j])), 0.0), 1e280) + t0 + tread) / (2.0 * tread)
+                ln_rows(xin, lnv, xbits, mbits)
+                for j in range(cols):
+                    s = (lift + gd[k, j]) * qv[j] * np.sqrt(max(lnv[j], 0.0)) * w_max
+                    var[j] += s * s if gd[k, j] > 0.0 else 0.0
         acc = 0.0
         vacc = 0.0
+        wr = w_eff[i]
         for j in range(cols):
-            w = 0.0
-            v = 0.0
-            for k in range(2):
-                age = now - (t_base + float(t_rel[k, i, j]))
-                gp = float(g[k, i, j])
-                gd = gp * drift_factor(age, float(nu[k, i, j]) * nu_step, t0)
-                if keep:
-                    g_now[k, i, j] = np.float32(gd)
-                w += gd if k == 0 else -gd
-                acc += gd
-                if rp[RP_LAW] != 0.0:
-                    s = device_sigma(gp, gd, age, rp, t0) * w_max
-                    v += s * s
-            w_eff[i, j] = np.float32(w * w_max)
-            vacc += v
-            col_var[j] += v
+            wr[j] = np.float32((gd[0, j] - gd[1, j]) * w_max)
+        for j in range(cols):
+            acc += gd[0, j] + gd[1, j]
+            vacc += var[j]
+            col_var[j] += var[j]
         row_gsum[i] = acc
         row_var[i] = vacc
 
@@ -90,7 +126,7 @@ def _reset(g, t_rel, nu, life, key, kk, i, j, t_now_rel, drift_on, pp, dp, st):
 
 
 @JIT
-def _refresh_pair(g, t_rel, nu, life, key, i, j, t_base, now, drift_on, pp, dp, rp, st):
+def refresh_pair(g, t_rel, nu, life, key, i, j, t_base, now, drift_on, pp, dp, rp, st):
     """Refresh a one-directional pair: read its weight (with read noise), RESET both devices,
     program-and-verify the weight back onto the device of its sign.  Returns (state, pulses)."""
     t0 = dp[D_T0]
@@ -112,90 +148,6 @@ def _refresh_pair(g, t_rel, nu, life, key, i, j, t_base, now, drift_on, pp, dp, 
                                pp, dp, rp, st)
         spent += n
     return st, spent
-
-
-@JIT
-def program_kernel(delta, g, t_rel, nu, life, w_eff, row_gsum, key, t_base, now, dp, pp, rp, set_only, drift_on,
-                   pulse_step_w, w_max, max_pulses, seed, row_pulses, row_max, row_verify):
-    """Turn a requested weight change into pulses and apply them, sparsely.
-
-    delta : float32 (rows, cols) in nominal weight units; zero entries cost nothing.
-    Each nonzero entry asks for ``n = min(round(|delta| / pulse_step_w), max_pulses)``
-    pulses.  ``set_only``: they raise g+ (delta > 0) or g- (delta < 0), after a refresh of
-    the pair if that device has reached ``refresh_at`` of its saturation level.  Otherwise
-    they go to the device with more room in the needed direction (its partner if it is
-    stuck).  ``w_eff`` and ``row_gsum`` change by the device's move from its drifted value
-    now; the rest of the cache keeps the state of the last refresh.  Per row: ``row_pulses`` receives the
-    pulses applied (RESETs included), ``row_max`` the most on one device, ``row_verify``
-    the verify reads of refreshes.
-    """
-    rows, cols = delta.shape
-    t0 = dp[D_T0]
-    nstep = pp[PP_NU_STEP]
-    ps = pp[PP_PULSE_STD]
-    t_now_rel = now - t_base
-    reads_per_verify = int(pp[PP_VERIFY_READS])
-    for i in range(rows):
-        st = row_seed(seed, i)
-        total = 0
-        most = 0
-        verify = 0
-        for j in range(cols):
-            d = float(delta[i, j])
-            if d == 0.0:
-                continue
-            n = int(math.floor(abs(d) / pulse_step_w + 0.5))
-            if n == 0:
-                continue
-            n = min(n, max_pulses)
-            if set_only:
-                k = 0 if d > 0.0 else 1
-                up = True
-                if life[k, i, j] == 0:
-                    continue
-                gk, _age = drifted(g, t_rel, nu, k, i, j, t_base, now, nstep, t0)
-            else:
-                g0, _a0 = drifted(g, t_rel, nu, 0, i, j, t_base, now, nstep, t0)
-                g1, _a1 = drifted(g, t_rel, nu, 1, i, j, t_base, now, nstep, t0)
-                ku = 0 if d > 0.0 else 1
-                kd = 1 - ku
-                room_up = device_gsat(key, (ku * rows + i) * cols + j, pp) - (g0 if ku == 0 else g1)
-                room_down = g0 if kd == 0 else g1
-                up = room_up >= room_down
-                if up and life[ku, i, j] == 0:
-                    up = False
-                elif (not up) and life[kd, i, j] == 0:
-                    up = True
-                k = ku if up else kd
-                if life[k, i, j] == 0:
-                    continue
-                gk = g0 if k == 0 else g1
-            idx = (k * rows + i) * cols + j
-            gsat = device_gsat(key, idx, pp)
-            spent = 0
-            if set_only and gk >= pp[PP_REFRESH_AT] * gsat:
-                st, spent = _refresh_pair(g, t_rel, nu, life, key, i, j, t_base, now, drift_on, pp, dp, rp, st)
-                verify += 1 + reads_per_verify
-                w_eff[i, j] = np.float32((float(g[0, i, j]) - float(g[1, i, j])) * w_max)
-                gk = float(g[k, i, j])
-            taken = wear(life, k, i, j, n) if life[k, i, j] != 0 else 0
-            if taken > 0:
-                xi = 0.0
-                if ps > 0.0:
-                    st, r = xorshift_next(st)
-                    xi = normal_from_bits(r)
-                new = soft_pulses(gk, gsat, device_step(key, idx, pp, up), taken, up, ps, xi)
-                st = program_device(g, t_rel, nu, life, key, idx, k, i, j, new, t_now_rel, drift_on, pp, dp, st)
-                moved = float(g[k, i, j]) - gk
-                w_eff[i, j] = np.float32(float(w_eff[i, j]) + (moved if k == 0 else -moved) * w_max)
-                row_gsum[i] += moved
-                spent += taken
-            total += spent
-            if spent > most:
-                most = spent
-        row_pulses[i] = total
-        row_max[i] = most
-        row_verify[i] = verify
 
 
 @JIT

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from . import _kernels as K
-from . import irdrop
+from . import _wires
+from . import _program
 from . import _pulses as P
 from . import _devstate as S
 from .parameters import drift_parameters, nu_step, programming_parameters, read_noise_parameters, state_layout
@@ -202,10 +203,14 @@ class Crossbar:
                          self.dp, self.rp, float(self.w_max), w_eff, row_gsum, row_var, col_var, g_now)
         if wires.segment_ohm > 0:
             c = self.spec.conductance
-            span = (c.g_max_us - c.g_min_us) * 1e-6
-            pair = [irdrop.ir_drop_weights(c.g_min_us * 1e-6 + g_now[k].astype(np.float64) * span, wires.segment_ohm,
-                                           wires.tile_rows, wires.tile_cols) for k in range(2)]
-            w_eff[:] = ((pair[0] - pair[1]) * (self.w_max / span)).astype(np.float32)
+            span = c.g_max_us - c.g_min_us
+            lift, r = c.g_min_us / span, wires.segment_ohm * span * 1e-6
+            shape = g_now.shape[1:]
+            pair = [np.empty(shape, np.float64) for _ in range(2)]
+            a, cc = np.empty(shape, np.float64), np.empty(shape, np.float64)
+            for k in range(2):
+                _wires.ir_first_order(g_now[k], lift, r, wires.tile_rows, wires.tile_cols, pair[k], a, cc)
+            w_eff[:] = ((pair[0] - pair[1]) * self.w_max).astype(np.float32)
 
     def _noise_summary(self) -> None:
         total = float(self.row_var.sum())
@@ -215,7 +220,10 @@ class Crossbar:
         """Move ``t_base`` up to ``now`` once it lags by ``REBASE_S`` (keeps float32 ages precise)."""
         if now - self.t_base > REBASE_S:
             shift = now - self.t_base
-            self.t_rel -= np.float32(shift)
+            # Offsets below -1e38 (devices programmed that long before) stay there: their age is
+            # then only known to exceed 1e38 s, where drift and noise no longer change.
+            moved = self.t_rel.astype(np.float64) - shift
+            self.t_rel[:] = np.maximum(moved, -1e38).astype(np.float32)
             self.t_base = float(now)
 
     def ensure_current(self, now: float) -> None:
@@ -326,7 +334,7 @@ class Crossbar:
             P.verify_kernel(values, *state, *rest, c.mapping == "one_per_sign", float(c.init_common_mode),
                             float(self.w_max), np.uint64(seed), row_pulses, row_max, row_verify)
         else:
-            P.program_kernel(values, *state, self.row_gsum, *rest, float(self.pulse_step_w), float(self.w_max),
+            _program.program_kernel(values, *state, self.row_gsum, *rest, float(self.pulse_step_w), float(self.w_max),
                              int(p.max_pulses), np.uint64(seed), row_pulses, row_max, row_verify)
         total = int(row_pulses.sum())
         if total:

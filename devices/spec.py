@@ -99,7 +99,8 @@ class ProgrammingSpec(SpecModel):
 
     ``direction="both"``: a device moves either way; a request goes to the device of the
     pair with more room in the needed direction.  ``direction="set_only"`` (PCM): a device
-    only grows by partial-SET pulses; a positive request raises ``g+``, a negative one
+    only grows by partial-SET pulses (a request whose noise would lower it leaves it where it
+    was); a positive request raises ``g+``, a negative one
     ``g-``.  When the device to raise has reached ``refresh_at`` of its saturation level,
     the chip refreshes the pair first: it reads the weight, RESETs both devices to near 0
     (``reset_level`` +- ``reset_std``, clipped at 0) and writes the weight back onto one device by

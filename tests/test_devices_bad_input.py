@@ -1,8 +1,9 @@
 """Bad input is rejected with a message saying what was wrong, and changes nothing.
 
-Every rejected ``read``, ``program`` or ``wait`` must leave the chip exactly as
-it was: same ledger, same hidden state, and the same random streams (checked
-by comparing the next operations with a twin that never saw the bad calls).
+Every rejected ``read``, ``program``, ``program_verify`` or ``wait`` must leave the chip
+exactly as it was: same ledger, same hidden state, the same random streams (its
+``state_digest`` covers all three) and the same behaviour (checked by comparing the next
+operations with a twin that never saw the bad calls).
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ def _good_delta():
     return np.full((SIZES[0] + 1, SIZES[1]), 0.01, np.float32)
 
 
+def _good_weights():
+    """Weights within a pcm chip's range for layer 0 (w_max = 4 / sqrt(7) = 1.5)."""
+    return np.linspace(-1.0, 1.0, (SIZES[0] + 1) * SIZES[1], dtype=np.float32).reshape(SIZES[0] + 1, SIZES[1])
+
+
 def _bad_arrays(good: np.ndarray):
     """(array, key phrase of the message) pairs, each wrong in one way."""
     nan = good.copy()
@@ -53,15 +59,18 @@ def _bad_arrays(good: np.ndarray):
 
 def _rejected(chip, twin, snapshot, assert_same_state, call, exc=ValueError, match=None):
     """Run ``call(chip)`` expecting ``exc``; assert the chip is unchanged (also vs. ``twin``)."""
-    before = snapshot(chip)
+    before, digest = snapshot(chip), chip.state_digest()
     with pytest.raises(exc, match=match):
         call(chip)
     assert_same_state(snapshot(chip), before)
+    assert chip.state_digest() == digest  # the scalars and random streams too
     # The random streams were not advanced either: the next operations match the twin's.
     for c in (chip, twin):
         c.program(0, _good_delta())
+        c.program_verify(0, _good_weights())
     np.testing.assert_array_equal(chip.read(0, _good_x()), twin.read(0, _good_x()))
     assert_same_state(snapshot(chip), snapshot(twin))
+    assert chip.state_digest() == twin.state_digest()
 
 
 # -- read -------------------------------------------------------------------------------------------
@@ -92,12 +101,15 @@ def test_layer_index_must_be_an_integer_in_range(layer, phrase, snapshot, assert
     _rejected(chip, twin, snapshot, assert_same_state, lambda c: c.read(layer, _good_x()), match=phrase)
     _rejected(chip, twin, snapshot, assert_same_state, lambda c: c.program(layer, _good_delta()),
               match=phrase)
+    _rejected(chip, twin, snapshot, assert_same_state, lambda c: c.program_verify(layer, _good_weights()),
+              match=phrase)
 
 
 def test_numpy_integer_layer_indices_are_accepted():
     chip = _chip()
     assert chip.read(np.int64(1), np.ones((2, SIZES[1]), np.float32)).shape == (2, SIZES[2])
     chip.program(np.int32(0), _good_delta())
+    chip.program_verify(np.int16(0), _good_weights())
 
 
 # -- program ----------------------------------------------------------------------------------------
@@ -113,12 +125,30 @@ def test_program_needs_the_bias_row(snapshot, assert_same_state):
               match=r"shape \(6, 5\), expected \(7, 5\)")
 
 
-@pytest.mark.parametrize("preset", ["ideal", "pcm"])
+@pytest.mark.parametrize("preset", ["ideal", "pcm", "rram"])
 def test_program_on_a_fixed_layer_is_rejected(preset, snapshot, assert_same_state):
     chip, twin = _chip(preset, trainable=(True, False)), _chip(preset, trainable=(True, False))
     delta = np.zeros(chip.info.weight_shapes[1], np.float32)
     _rejected(chip, twin, snapshot, assert_same_state, lambda c: c.program(1, delta), match="not trainable")
+    _rejected(chip, twin, snapshot, assert_same_state, lambda c: c.program_verify(1, delta), match="not trainable")
     chip.read(1, np.ones((1, SIZES[1]), np.float32))  # reading it is fine
+
+
+# -- program_verify ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("preset", ["pcm", "ideal"])
+@pytest.mark.parametrize("case", range(len(_bad_arrays(_good_weights()))))
+def test_program_verify_rejects_bad_weights(preset, case, snapshot, assert_same_state):
+    weights, phrase = _bad_arrays(_good_weights())[case]
+    _rejected(_chip(preset), _chip(preset), snapshot, assert_same_state, lambda c: c.program_verify(0, weights),
+              match=phrase)
+
+
+def test_program_verify_needs_the_bias_row_and_names_its_argument(snapshot, assert_same_state):
+    _rejected(_chip(), _chip(), snapshot, assert_same_state,
+              lambda c: c.program_verify(0, np.zeros((SIZES[0], SIZES[1]), np.float32)),
+              match=r"weights.*shape \(6, 5\), expected \(7, 5\)")
+    _rejected(_chip(), _chip(), snapshot, assert_same_state,
+              lambda c: c.program_verify(1, _good_weights()), match=r"expected \(6, 4\)")
 
 
 # -- wait -------------------------------------------------------------------------------------------
@@ -203,6 +233,33 @@ def test_unknown_spec_fields_are_validation_errors():
     (lambda: devices.variant("pcm", adc={"range": math.inf}), "finite ADC range"),
     (lambda: devices.variant("pcm", read_noise={"weight_std": -0.1}), "greater than or equal"),
     (lambda: devices.variant("pcm", programming={"step": "big"}), "valid number"),
+    # device physics on a chip without devices (exact weights)
+    (lambda: devices.variant("ideal", read_noise={"device_law": "pcm_1f"}), "describe devices"),
+    (lambda: devices.variant("ideal", programming={"direction": "set_only"}), "describe devices"),
+    (lambda: devices.variant("ideal", wires={"segment_ohm": 0.35}), "describe devices"),
+    (lambda: devices.variant("pcm", programming={"mode": "exact"}), "exact programming has none"),
+    # one-directional devices: refresh threshold, RESET level and spread
+    (lambda: devices.ProgrammingSpec(refresh_at=0.0), r"refresh_at\n.*greater than 0"),
+    (lambda: devices.ProgrammingSpec(refresh_at=1.5), r"refresh_at\n.*less than or equal to 1"),
+    (lambda: devices.ProgrammingSpec(reset_level=0.3), r"reset_level\n.*less than or equal to 0.2"),
+    (lambda: devices.ProgrammingSpec(reset_level=-0.01), r"reset_level\n.*greater than or equal to 0"),
+    (lambda: devices.ProgrammingSpec(reset_std=0.5), r"reset_std\n.*less than or equal to 0.2"),
+    (lambda: devices.ProgrammingSpec(direction="reset_only"), "'both' or 'set_only'"),
+    # program-and-verify: at most five coefficients of the residual's polynomial, finite, >= 1 read
+    (lambda: devices.ProgrammingSpec(verify_error_us=(0.1,) * 6), "at most 5 items"),
+    (lambda: devices.variant("pcm", programming={"verify_error_us": [0.2, 1.0, -1.0, 0.5, 0.1, 0.0]}),
+     r"programming.verify_error_us\n.*at most 5 items"),
+    (lambda: devices.ProgrammingSpec(verify_error_us=()), "at least 1 item"),
+    (lambda: devices.ProgrammingSpec(verify_error_us=(0.1, math.nan)), "finite number"),
+    (lambda: devices.ProgrammingSpec(verify_reads=0), r"verify_reads\n.*greater than or equal to 1"),
+    # mapping, read-noise law, wires, drift redraw
+    (lambda: devices.ConductanceSpec(mapping="two_per_sign"), "'common_mode' or 'one_per_sign'"),
+    (lambda: devices.ConductanceSpec(init_common_mode=1.2), "less than or equal to 1"),
+    (lambda: devices.ReadNoiseSpec(device_law="pcm_2f"), "'none' or 'pcm_1f'"),
+    (lambda: devices.WireSpec(segment_ohm=-1.0), "greater than or equal to 0"),
+    (lambda: devices.WireSpec(segment_ohm=101.0), "less than or equal to 100"),
+    (lambda: devices.WireSpec(tile_rows=0), "greater than or equal to 1"),
+    (lambda: devices.DriftSpec(nu_redraw="sometimes"), "valid boolean"),
 ])
 def test_inconsistent_specs_are_rejected(build, phrase):
     with pytest.raises(pydantic.ValidationError, match=phrase):
@@ -258,11 +315,13 @@ def test_exact_program_refuses_overflow_and_changes_nothing(snapshot, assert_sam
 
 # -- issue 15, item 22: a wait that would make the clock non-finite --------------------------------
 @pytest.mark.parametrize("preset", ["ideal", "pcm"])
-def test_wait_refuses_to_push_the_clock_beyond_the_float_range(preset, snapshot, assert_same_state):
+def test_wait_refuses_to_push_the_clock_beyond_the_float_range(preset, snapshot, assert_same_state, tmp_path):
     chip, twin = _chip(preset), _chip(preset)
     for c in (chip, twin):
-        c.wait(1e308)  # finite: accepted
+        c.wait(1e308)  # finite: accepted, and the chip still works: reads are finite, it saves and loads
+        assert np.isfinite(c.read(0, _good_x())).all()
     assert math.isfinite(chip.clock_s)
+    assert devices.load_chip(chip.save(tmp_path / "old.npz")).state_digest() == chip.state_digest()
     # twice would make the clock infinite; an integer beyond the float range raised OverflowError
     for seconds in (1e308, 10**400, np.float64(1.7e308)):
         _rejected(chip, twin, snapshot, assert_same_state, lambda c: c.wait(seconds), match="finite|float range")
@@ -284,17 +343,43 @@ def test_a_chip_too_large_for_memory_is_refused_up_front(preset, sizes):
 
 
 def test_the_memory_limit_is_the_state_of_the_chip(monkeypatch):
-    from devices.crossbar import state_bytes
+    from devices.parameters import state_bytes, state_layout
 
     sizes = (30, 20, 10)
     for preset, exact in (("pcm", False), ("ideal", True)):
         need = sum(state_bytes(exact, sizes[i], sizes[i + 1]) for i in range(2))
         monkeypatch.setattr(devices.chip, "memory_limit_bytes", lambda: need)
         chip = devices.make_chip(preset, sizes, 0)  # exactly fits
-        arrays = [a for L in chip._layers for a in L.state()["arrays"].values()]
-        assert sum(a.nbytes for a in arrays) == need  # the estimate is the state's true size
+        states = [L.state()["arrays"] for L in chip._layers]
+        assert sum(a.nbytes for st in states for a in st.values()) == need  # the estimate is the state's true size
+        for i, st in enumerate(states):  # and the state is the layout, array by array
+            layout = state_layout(exact, sizes[i], sizes[i + 1])
+            assert {k: (a.shape, a.dtype) for k, a in st.items()} == \
+                {k: (shape, np.dtype(dtype)) for k, (shape, dtype) in layout.items()}
         monkeypatch.setattr(devices.chip, "memory_limit_bytes", lambda: need - 1)
         with pytest.raises(ValueError, match="memory"):
             devices.make_chip(preset, sizes, 0)
     monkeypatch.undo()
     assert devices.chip.memory_limit_bytes() > 2**20
+
+
+@pytest.mark.parametrize("n_in,n_out", [(1, 1), (6, 5), (784, 1000), (10**6, 10**6)])
+def test_a_pulsed_layer_holds_32_bytes_per_weight_plus_its_row_and_column_sums(n_in, n_out):
+    from devices.parameters import state_bytes
+
+    rows, cols = n_in + 1, n_out
+    # per weight: w_eff float32 (4) and, for each of the two devices, g float32 (4), t_rel float32 (4),
+    # nu uint16 (2) and life uint32 (4); per row: row_gsum and row_var float64; per column: col_var
+    # float64 and the neuron's gain, offset, curvature and saturation float32
+    assert 4 + 2 * (4 + 4 + 2 + 4) == 32
+    assert state_bytes(False, n_in, n_out) == 32 * rows * cols + 2 * 8 * rows + (8 + 4 * 4) * cols
+    # exact layers: the weights, row_gsum and the neurons
+    assert state_bytes(True, n_in, n_out) == 4 * rows * cols + 8 * rows + 4 * 4 * cols
+
+
+def test_a_refused_chip_reports_its_bytes_per_weight(monkeypatch):
+    monkeypatch.setattr(devices.chip, "memory_limit_bytes", lambda: 2**20)
+    with pytest.raises(ValueError, match=r"about 32 bytes each in pulsed mode"):
+        devices.make_chip("pcm", (784, 1000), 0)
+    with pytest.raises(ValueError, match=r"about 4 bytes each in exact mode"):
+        devices.make_chip("ideal", (784, 10**5), 0)

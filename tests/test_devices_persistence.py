@@ -52,6 +52,7 @@ def test_round_trip_mid_use_is_bit_identical(preset_name, tmp_path, snapshot, as
     assert path == tmp_path / "chip.npz" and path.is_file()
     loaded = devices.load_chip(path)
     assert_same_state(snapshot(loaded), snapshot(twin))
+    assert loaded.state_digest() == saved.state_digest() == twin.state_digest()
     assert loaded.info == twin.info
     assert loaded.spec == twin.spec
     # From here on the three behave identically: the loaded chip, the chip that was
@@ -66,14 +67,14 @@ def test_round_trip_mid_use_is_bit_identical(preset_name, tmp_path, snapshot, as
 
 
 def _pcm_past_refreshes(seed: int):
-    """A pcm chip whose layer 0 was programmed with large deltas of a fixed sign per weight until
-    most of its devices passed the refresh threshold, across a rebase of its programming times."""
+    """A pcm chip whose layer 0 was programmed with large deltas of a fixed sign per weight, so
+    often that its devices reach the refresh threshold, across a rebase of its programming times."""
     chip = devices.make_chip("pcm", SIZES, seed=seed)
     sign = np.where(np.random.default_rng(seed).random(chip.info.weight_shapes[0]) < 0.5, -1.0, 1.0)
     big = (sign * chip.spec.programming.max_pulses * chip.info.pulse_step[0]).astype(np.float32)
     for k in range(12):
+        chip.wait(5e4 if k in (4, 8) else 1.0)  # programs after 1e5 s move t_base (REBASE_S) once
         chip.program(0, big)
-        chip.wait(5e4 if k in (3, 7) else 1.0)  # programs after 1e5 s move t_base (REBASE_S) once
     return chip, big
 
 
@@ -86,16 +87,17 @@ def test_a_pcm_chip_past_pair_refreshes_resumes_bit_identically(tmp_path, snapsh
     assert t_base > 0  # saved with rebased programming times
     loaded = devices.load_chip(saved.save(tmp_path / "chip.npz"))
     assert_same_state(snapshot(loaded), snapshot(twin))
+    assert loaded.state_digest() == saved.state_digest()  # the scalars too (t_base, keys, pulses_since)
     x = np.random.default_rng(4).uniform(-1, 1, (7, SIZES[0])).astype(np.float32)
     target = np.random.default_rng(5).uniform(-0.5, 0.5, twin.info.weight_shapes[0]).astype(np.float32)
     verify_reads, runs = [], []
     for chip in (loaded, saved, twin):
         before = chip.ledger.counts["verify_reads"]
-        outs = []
-        for k in range(6):  # programming, refreshes, reads, waits, a rebase of t_base (at k = 5)
+        outs = [chip.read(0, x)]  # first from the cache as saved, right after a program call
+        for k in range(6):  # programming, refreshes, reads, waits and a rebase of t_base
+            chip.wait(1.0 if k < 3 else 6e4)
             chip.program(0, big)
             outs.append(chip.read(0, x))
-            chip.wait(1.0 if k < 3 else 6e4)
         verify_reads.append(chip.ledger.counts["verify_reads"] - before)  # of refreshes after the load
         chip.program_verify(0, target)
         outs.append(chip.read(0, x))
@@ -110,6 +112,26 @@ def test_a_pcm_chip_past_pair_refreshes_resumes_bit_identically(tmp_path, snapsh
             np.testing.assert_array_equal(a, b, strict=True)
         assert_same_state(snapshot(chip), snapshot(twin))
         assert chip.state_digest() == twin.state_digest()
+
+
+@pytest.mark.parametrize("preset", ["pcm", "rram"])
+def test_a_chip_saved_right_after_program_verify_reads_like_the_original(preset, tmp_path):
+    # program_verify refreshes the layer's cache (weights, read-noise sums); the next reads use
+    # it as it is, so what a load derives from the saved sums must be what the chip had.
+    twin = devices.make_chip(preset, SIZES, seed=12)
+    saved = devices.make_chip(preset, SIZES, seed=12)
+    target = np.random.default_rng(6).uniform(-0.6, 0.6, twin.info.weight_shapes[0]).astype(np.float32)
+    target *= twin.info.weight_range[0]
+    for chip in (saved, twin):
+        chip.program_verify(0, target)
+    loaded = devices.load_chip(saved.save(tmp_path / "chip.npz"))
+    x = np.random.default_rng(7).uniform(-1, 1, (64, SIZES[0])).astype(np.float32)
+    reads = [[c.read(0, x) for _ in range(3)] for c in (loaded, saved, twin)]
+    for run in reads[:2]:
+        for a, b in zip(run, reads[2], strict=True):
+            np.testing.assert_array_equal(a, b, strict=True)
+    assert not np.array_equal(reads[2][0], reads[2][1])  # the reads are noisy: the noise is compared too
+    assert loaded.state_digest() == twin.state_digest()
 
 
 def test_save_creates_missing_folders(tmp_path):
@@ -479,15 +501,15 @@ def _member_data(path, name):
     return info.header_offset + 30 + name_len + extra_len, info.compress_size
 
 
-@pytest.mark.parametrize("member", ["meta.npy", "L0_g.npy"])
+@pytest.mark.parametrize("member", ["meta.npy", "L0_g.npy", "L1_life.npy"])
 def test_a_corrupt_compressed_stream_is_a_value_error(tmp_path, member):
-    # Item 12: a compressed archive whose deflate stream is damaged gave zlib.error.
+    # Item 12: a compressed archive whose deflate stream is damaged gave zlib.error.  Sealed after
+    # the damage, so that load_chip reads every member (it reads only the metadata of an unsealed file).
     import zipfile
     import zlib
 
     chip = _used_chip()
     arrays, meta = chip.payload()
-    meta["format"] = "mortal-chip/1"  # the unsealed format, as np.savez_compressed would write it
     path = tmp_path / "compressed.npz"
     np.savez_compressed(path, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
     start, length = _member_data(path, member)
@@ -496,55 +518,97 @@ def test_a_corrupt_compressed_stream_is_a_value_error(tmp_path, member):
     path.write_bytes(bytes(data))
     with zipfile.ZipFile(path) as z, pytest.raises(zlib.error):  # the damage this test is about
         z.read(member)
+    with open(path, "r+b") as fh:
+        archive.seal(fh)
+    with open(path, "rb") as fh:
+        assert archive.seal_status(fh) == "sealed"
     for legacy in (False, True):
-        with pytest.raises(ValueError) as err:
+        with pytest.raises(ValueError, match="not a saved chip") as err:
             devices.load_chip(path, legacy=legacy)
         assert str(path) in str(err.value)
 
 
-# -- archives saved before the seal (format 1) ---------------------------------------------------------
-def _write_format_1(path, chip, without_failures=False):
-    """The archive ``save`` wrote before the seal: format 1, plain ``np.savez``."""
+# -- archives of earlier formats (1: before the seal; 2: sealed, the per-device layout before format 3) -------
+def _old_layout(chip):
+    """``chip``'s payload in the layout formats 1 and 2 held: per device a float64 programming
+    time, a float32 drift exponent, a block of response parameters, endurance, wear counter,
+    stuck flag and failure time and side; only t_eval and t_prog_max as scalars."""
     arrays, meta = chip.payload()
-    meta["format"] = "mortal-chip/1"
-    if without_failures:  # the layout written before failures with time existed
-        for i, lm in enumerate(meta["layers"]):
-            lm["arrays"] = [a for a in lm["arrays"] if a not in ("fail_at", "fail_on")]
-            arrays.pop(f"L{i}_fail_at", None)
-            arrays.pop(f"L{i}_fail_on", None)
-    return _write_unsealed(path, arrays, meta)
+    state = devices.inspect(chip)
+    old = {}
+    for i, lm in enumerate(meta["layers"]):
+        layer = {k: arrays[f"L{i}_{k}"] for k in lm["arrays"]}
+        L = state.layers[i]
+        if L.g is not None:
+            layer = {k: layer[k] for k in ("w_eff", "row_gsum", "gain", "offset", "curv", "sat", "g")}
+            layer.update(t_prog=L.t_prog, nu=L.nu, params=np.stack([L.g_sat, L.step_up, L.step_down, L.g_sat]),
+                         endurance=np.minimum(L.pulses_left, 1e30).astype(np.float32),
+                         wear=np.zeros(L.g.shape, np.uint32), stuck=L.stuck, fail_at=L.failure_time,
+                         fail_on=np.zeros(L.g.shape, np.int8))
+        lm["arrays"] = sorted(layer)
+        lm["scalars"] = {k: lm["scalars"][k] for k in ("t_eval", "t_prog_max")}
+        old.update({f"L{i}_{k}": v for k, v in layer.items()})
+    return old, meta
 
 
-@pytest.mark.parametrize("without_failures", [False, True])
-def test_archives_saved_before_the_seal_load_only_when_asked(tmp_path, without_failures, snapshot,
-                                                              assert_same_state):
+def _relabelled(chip):
+    """``chip``'s payload as it is, only the format changed later: the format alone is refused."""
+    return chip.payload()
+
+
+@pytest.mark.parametrize("fmt", OLD_FORMATS)
+@pytest.mark.parametrize("layout", [_old_layout, _relabelled])
+@pytest.mark.parametrize("write", [_write_sealed, _write_unsealed])
+def test_archives_of_earlier_formats_are_refused_naming_their_format(tmp_path, fmt, layout, write):
+    # Format 1 was unsealed, format 2 sealed; either way the device state they hold is not this
+    # version's, and legacy=True (kept for callers of earlier versions) changes nothing.
+    arrays, meta = layout(_used_chip())
+    meta["format"] = fmt
+    path = write(tmp_path / "old.npz", arrays, meta)
+    before = _listing(tmp_path)
+    messages = set()
+    for legacy in (False, True):
+        with pytest.raises(ValueError) as err:
+            devices.load_chip(path, legacy=legacy)
+        text = str(err.value)
+        assert text.startswith(f"{path} was saved by an earlier version of mortal (format {fmt!r})"), text
+        assert repr(archive.FORMAT) in text and "fabricate the chip again from its spec and seed" in text
+        messages.add(text)
+    assert len(messages) == 1
+    assert _listing(tmp_path) == before
+
+
+def test_an_earlier_format_with_a_broken_seal_is_refused_for_the_seal(tmp_path):
+    arrays, meta = _old_layout(_used_chip())
+    meta["format"] = "mortal-chip/2"
+    path = _write_sealed(tmp_path / "old.npz", arrays, meta)
+    _flip(path, path.stat().st_size // 2)
+    for legacy in (False, True):
+        with pytest.raises(ValueError, match="do not match the seal"):
+            devices.load_chip(path, legacy=legacy)
+
+
+def test_legacy_true_changes_nothing(tmp_path, snapshot, assert_same_state):
     chip = _used_chip()
-    path = _write_format_1(tmp_path / "old.npz", chip, without_failures)
-    with pytest.raises(ValueError, match=r"before saved chips were sealed.*legacy=True") as err:
-        devices.load_chip(path)
-    assert str(path) in str(err.value)
-    old = devices.load_chip(path, legacy=True)
-    assert_same_state(snapshot(old), snapshot(chip))
-    assert old.state_digest() == chip.state_digest()
-    old.save(path)  # saving seals it: from now on it loads like any other
-    assert_same_state(snapshot(devices.load_chip(path)), snapshot(chip))
-
-
-def test_legacy_loading_still_checks_every_field(tmp_path):
-    chip = _used_chip()
-    arrays, meta = chip.payload()
-    meta["format"] = "mortal-chip/1"
-    for name in ("stuck = 7", "NaN conductance", "negative ledger energy", "layer_sizes disagree with the arrays"):
-        a, m = {k: v.copy() for k, v in arrays.items()}, json.loads(json.dumps(meta))
-        INVALID_EDITS[name][0](a, m)
-        path = _write_unsealed(tmp_path / "old.npz", a, m)
-        with pytest.raises(ValueError, match=INVALID_EDITS[name][1]):
-            devices.load_chip(path, legacy=True)
-    # legacy=True reads only the old format: an unsealed file of the sealed format stays refused
-    arrays, meta = _entries(chip.save(tmp_path / "chip.npz"))
-    path = _write_unsealed(tmp_path / "resaved.npz", arrays, meta)
-    with pytest.raises(ValueError, match="lacks the seal"):
-        devices.load_chip(path, legacy=True)
+    path = chip.save(tmp_path / "chip.npz")
+    a, b = devices.load_chip(path), devices.load_chip(path, legacy=True)
+    assert_same_state(snapshot(a), snapshot(b))
+    assert a.state_digest() == b.state_digest() == chip.state_digest()
+    # an unsealed copy of the current format, or a sealed file no chip could hold, is refused
+    # with the same words either way
+    arrays, meta = _entries(path)
+    cases = [_write_unsealed(tmp_path / "resaved.npz", arrays, meta)]
+    for name in ("a stuck device that drifts", "fab_key beyond 2**63", "an array of the old layout"):
+        edited = ({k: v.copy() for k, v in arrays.items()}, json.loads(json.dumps(meta)))
+        INVALID_EDITS[name][0](*edited)
+        cases.append(_write_sealed(tmp_path / f"{len(cases)}.npz", *edited))
+    for case, phrase in zip(cases, ["lacks the seal", "'nu'", "fab_key", "saved layer holds arrays"], strict=True):
+        texts = []
+        for legacy in (False, True):
+            with pytest.raises(ValueError, match=phrase) as err:
+                devices.load_chip(case, legacy=legacy)
+            texts.append(str(err.value))
+        assert texts[0] == texts[1]
 
 
 # -- the chip's state digest (issue 15, item 5) --------------------------------------------------------
@@ -560,7 +624,8 @@ def test_state_digest_identifies_the_chip_state(tmp_path):
     assert devices.load_chip(path).state_digest() == digest
     x = np.full((2, SIZES[0]), 0.5, np.float32)
     for op in (lambda c: c.read(0, x), lambda c: c.wait(1.0),
-               lambda c: c.program(0, np.full(c.info.weight_shapes[0], c.info.pulse_step[0], np.float32))):
+               lambda c: c.program(0, np.full(c.info.weight_shapes[0], c.info.pulse_step[0], np.float32)),
+               lambda c: c.program_verify(1, np.zeros(c.info.weight_shapes[1], np.float32))):
         twin = devices.load_chip(path)
         op(twin)
         assert twin.state_digest() != digest
