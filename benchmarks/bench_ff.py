@@ -17,7 +17,9 @@ head refit at weight cost 0); the options below override either table.
 
 Speed comparison of presets in one process (same data, same seed):
 
-    python benchmarks/bench_ff.py --speed --presets ideal,pcm --train-size 10000 --epochs 1
+    python benchmarks/bench_ff.py --speed --presets ideal,pcm --train-size 10000 --epochs 1 [--repeats 3]
+
+(``--repeats``: the presets run that many times, alternating, each one's median reported.)
 
 Throughput is the learner's GEMM work (three forward passes and one
 weight-gradient product per batch and layer, plus the head) divided by the
@@ -93,6 +95,8 @@ def main() -> None:
     ap.add_argument("--preset", default="ideal")
     ap.add_argument("--presets", default="ideal,pcm", help="with --speed: presets to compare")
     ap.add_argument("--speed", action="store_true", help="compare seconds per epoch of --presets")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="with --speed: run the presets this many times, alternating, and take each one's median")
     ap.add_argument("--layers", type=parse_layers, default=(1000, 1000, 1000))
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--train-size", type=int, default=60000)
@@ -147,13 +151,16 @@ def main() -> None:
         os.makedirs(args.out, exist_ok=True)
 
     if args.speed:
-        times = {}
-        for preset in args.presets.split(","):
-            learner, _ = run(preset, sizes, cfg, split, n_trained, None, eval_test=False)
-            times[preset] = _median_train_s(learner.history)
-            flops = training_flops(sizes, n_trained, cfg.batch_size, learner.state.head_layers)
-            gf = flops / times[preset] / 1e9
-            print(f"| {preset} | {times[preset]:.2f} s/epoch | {gf:.1f} GFLOP/s | {gf / peak:.1%} of peak |")
+        runs: dict[str, list[float]] = {p: [] for p in args.presets.split(",")}
+        for rep in range(max(1, args.repeats)):
+            for preset in runs:
+                learner, _ = run(preset, sizes, cfg, split, n_trained, None, eval_test=False)
+                runs[preset].append(_median_train_s(learner.history))
+                flops = training_flops(sizes, n_trained, cfg.batch_size, learner.state.head_layers)
+                gf = flops / runs[preset][-1] / 1e9
+                print(f"| {preset} (run {rep + 1}) | {runs[preset][-1]:.2f} s/epoch | {gf:.1f} GFLOP/s | "
+                      f"{gf / peak:.1%} of peak |", flush=True)
+        times = {p: float(np.median(t)) for p, t in runs.items()}
         base = next(iter(times.values()))
         for preset, t in times.items():
             print(f"{preset}: {t / base:.2f}x the first preset's seconds per epoch")

@@ -84,8 +84,8 @@ def ln_rows(x, out, xbits, mbits):
 @JIT_INLINE
 def exp_neg(x):
     """exp(-x) for x >= 0 without a libm call, vectorizable: :func:`exp_bounded` of -x / 8,
-    raised to the 8th power (relative error below 1e-7); x beyond 64 counts as 64 (a factor
-    below 2e-28)."""
+    raised to the 8th power (relative error below 1e-7 for x <= 34, 2e-5 at 64); x beyond 64
+    counts as 64 (a factor below 2e-28)."""
     e = exp_bounded(-min(x, 64.0) * 0.125)
     e *= e
     e *= e
@@ -144,7 +144,7 @@ def device_sigma(g_prog, g_now, age, rp, t0):
         power = 0.0
     q = min(rp[RP_QS] / max(power, rp[RP_QFLOOR]), rp[RP_QMAX])
     tr = rp[RP_TREAD]
-    tf = math.sqrt(max(ln_fast((min(age, 1e280) + t0 + tr) / (2.0 * tr)), 0.0))
+    tf = math.sqrt(max(ln_fast((min(max(age, 0.0), 1e280) + t0 + tr) / (2.0 * tr)), 0.0))
     g_phys = rp[RP_GMIN] / rp[RP_SPAN] + g_now  # conductance in units of the span
     return g_phys * q * tf
 
@@ -153,25 +153,38 @@ def device_sigma(g_prog, g_now, age, rp, t0):
 def soft_pulses(gk, gsat, step, n, up, ps, xi):
     """A device at ``gk`` after ``n`` soft-bounded pulses of size ``step`` (closed form).
 
-    The mean path is exact; the cycle-to-cycle noise (relative ``ps`` per pulse) is one
-    normal ``xi`` scaled by the summed variance along that path.
+    Each pulse multiplies the distance ``d`` to the bound it moves away from (``g_sat - g``
+    up, ``g`` down) by ``1 - a (1 + ps xi_m)``, ``a = step / g_sat``.  After ``n`` pulses
+    the mean is ``d (1 - a)^n`` and the variance ``d^2 (1 - a)^(2n) ((1 + c)^n - 1)`` with
+    ``c = (a ps / (1 - a))^2``, both exact (the form keeps the variance exactly 0 without
+    noise; for steps so large that the mean underflows, ``d^2 (((1 - a)^2 + a^2 ps^2)^n -
+    (1 - a)^(2n))``); the result is that mean plus one normal ``xi`` of that spread, clipped to
+    [0, g_sat].
     """
     a = min(step / gsat, 0.999)
     base = 1.0 - a
+    grow = 1.0 + (a * ps / base) ** 2
+    second = base * base + (a * ps) ** 2
     pw = 1.0
+    q = 1.0
+    s2 = 1.0
     m = n
-    while m > 0:  # base ** n by squaring, no libm call
+    while m > 0:  # powers by squaring, no libm call
         if m & 1:
             pw *= base
+            q *= grow
+            s2 *= second
         base *= base
+        grow *= grow
+        second *= second
         m >>= 1
-    spread = math.sqrt((1.0 - pw * pw) / (a * (2.0 - a)))
-    if up:
-        mean = gsat - (gsat - gk) * pw
-        sd = ps * step * (1.0 - gk / gsat) * spread
-    else:
-        mean = gk * pw
-        sd = ps * step * (gk / gsat) * spread
+    d = gsat - gk if up else gk
+    mean_d = d * pw
+    if q < 1e300 and pw > 1e-150:
+        sd = mean_d * math.sqrt(q - 1.0)
+    else:  # extreme steps: the mean underflows; the second moment alone sets the spread
+        sd = d * math.sqrt(max(s2 - pw * pw, 0.0))
+    mean = gsat - mean_d if up else mean_d
     return min(max(mean + sd * xi, 0.0), gsat)
 
 

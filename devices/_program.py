@@ -6,7 +6,7 @@ reference is ``tests/reference.py``.
 Each row runs in stages over all its columns, every stage a branch-free loop that the
 compiler vectorizes: the request and the device it goes to, the devices' fabrication
 constants (hashes), their drifted conductance (``ln`` and ``exp`` from bit operations and
-short series, no libm call), the closed-form pulses, a fresh drift exponent, and the
+short series, no libm call), the closed-form pulses (exact mean and variance), a fresh drift exponent, and the
 write-back.  Pairs of one-directional devices that must be refreshed first are set aside by
 the vectorized stages and handled one by one afterwards (:func:`devices._pulses.refresh_pair`).
 
@@ -23,7 +23,7 @@ import numpy as np
 
 from ._devstate import (
     F_GSAT, F_STEP, F_UPDOWN, F_XI, PP_GMAX_DTOD, PP_NU_REDRAW, PP_NU_STEP, PP_PULSE_STD, PP_REFRESH_AT,
-    PP_STEP, PP_STEP_DTOD, PP_UD, PP_UD_DTOD, PP_VERIFY_READS, UNLIMITED, exp_neg, fab_normal, ln_rows,
+    PP_STEP, PP_STEP_DTOD, PP_UD, PP_UD_DTOD, PP_VERIFY_READS, UNLIMITED, exp_neg, fab_normal, ln_rows, soft_pulses,
 )
 from ._kernels import (
     D_G_FLAT, D_MU_A, D_MU_B, D_MU_FLAT, D_MU_HI, D_MU_LO, D_S_A, D_S_B, D_S_FLAT, D_S_HI, D_S_LO, D_T0, JIT,
@@ -103,6 +103,10 @@ def program_kernel(delta, g, t_rel, nu, life, w_eff, row_gsum, key, t_base, now,
     gsat = np.empty(width, f64)
     step = np.empty(width, f64)
     powv = np.empty(width, f64)
+    powv2 = np.empty(width, f64)
+    powv3 = np.empty(width, f64)
+    base3 = np.empty(width, f64)
+    base2 = np.empty(width, f64)
     base = np.empty(width, f64)
     newg = np.empty(width, f64)
     xin = np.empty(width, f64)
@@ -183,23 +187,39 @@ def program_kernel(delta, g, t_rel, nu, life, w_eff, row_gsum, key, t_base, now,
             a = min(step[j] / gsat[j], 0.999)
             base[j] = 1.0 - a
             powv[j] = 1.0
+        for j in range(cols):
+            a = min(step[j] / gsat[j], 0.999)
+            base2[j] = 1.0 + (a * ps / (1.0 - a)) ** 2
+            powv2[j] = 1.0
+        for j in range(cols):
+            a = min(step[j] / gsat[j], 0.999)
+            base3[j] = (1.0 - a) * (1.0 - a) + (a * ps) ** 2
+            powv3[j] = 1.0
         for bit in range(nbits):
             for j in range(cols):
                 on = (int(npulse[j]) >> bit) & 1
                 powv[j] *= base[j] if on else 1.0
                 base[j] *= base[j]
-        # 4. The closed-form pulses: exact mean path, noise of the summed variance.
+            for j in range(cols):
+                on = (int(npulse[j]) >> bit) & 1
+                powv2[j] *= base2[j] if on else 1.0
+                base2[j] *= base2[j]
+            for j in range(cols):
+                on = (int(npulse[j]) >> bit) & 1
+                powv3[j] *= base3[j] if on else 1.0
+                base3[j] *= base3[j]
+        # 4. The closed-form pulses (devices._devstate.soft_pulses): exact mean and variance.
         for j in range(cols):
             gk = gd[1, j] if kdev[j] == 1 else gd[0, j]
             sat = gsat[j]
-            a = min(step[j] / sat, 0.999)
             pw = powv[j]
-            spread = np.sqrt((1.0 - pw * pw) / (a * (2.0 - a)))
             u = up[j]
-            frac = gk / sat
-            mean = (sat - (sat - gk) * pw) if u else gk * pw
-            room = (1.0 - frac) if u else frac
-            moved = min(max(mean + ps * step[j] * room * spread * float(noise[j]), 0.0), sat)
+            d0 = (sat - gk) if u else gk
+            dist = d0 * pw
+            ok = powv2[j] < 1e300 and pw > 1e-150
+            sdv = dist * np.sqrt(max(powv2[j] - 1.0, 0.0)) if ok else d0 * np.sqrt(max(powv3[j] - pw * pw, 0.0))
+            mean = (sat - dist) if u else dist
+            moved = min(max(mean + sdv * float(noise[j]), 0.0), sat)
             # A SET pulse never lowers a one-directional device, however its noise falls.
             newg[j] = max(moved, gk) if set_only else moved
         # 5. A fresh drift exponent at the programmed conductance: |mu(g) + sigma(g) xi|.
@@ -282,12 +302,7 @@ def program_kernel(delta, g, t_rel, nu, life, w_eff, row_gsum, key, t_base, now,
                 left = life[k, i, j]
                 taken = 0 if left == 0 else (n if left == UNLIMITED else min(n, int(left)))
                 if taken > 0:
-                    sat = gsat[j]
-                    a = min(step[j] / sat, 0.999)
-                    pw = (1.0 - a) ** taken
-                    spread = np.sqrt((1.0 - pw * pw) / (a * (2.0 - a)))
-                    new = sat - (sat - gk) * pw + ps * step[j] * (1.0 - gk / sat) * spread * float(noise[j])
-                    new = max(min(max(new, 0.0), sat), gk)
+                    new = max(soft_pulses(gk, gsat[j], step[j], taken, True, ps, float(noise[j])), gk)
                     if left != UNLIMITED:
                         life[k, i, j] = np.uint32(left - np.uint32(taken))
                     g[k, i, j] = np.float32(new)
@@ -302,8 +317,9 @@ def program_kernel(delta, g, t_rel, nu, life, w_eff, row_gsum, key, t_base, now,
                         xi = float(draw[j]) if redraw else fab_normal(key, F_XI, (k * rows + i) * cols + j)
                         nu[k, i, j] = np.uint16(min(np.floor(abs(mu + sg * xi) / nstep + 0.5), 65535.0))
                     spent += taken
-                w_eff[i, j] = np.float32((float(g[0, i, j]) - float(g[1, i, j])) * w_max)
-                row_gsum[i] += float(g[0, i, j]) + float(g[1, i, j]) - before
+                g0, g1 = np.float64(g[0, i, j]), np.float64(g[1, i, j])
+                w_eff[i, j] = np.float32((g0 - g1) * w_max)
+                row_gsum[i] += g0 + g1 - before
                 total += spent
                 most = max(most, spent)
         row_pulses[i] = total

@@ -199,7 +199,7 @@ def verify_kernel(target, g, t_rel, nu, life, w_eff, key, t_base, now, dp, pp, r
                                       pp, dp, rp, st)
                 spent_pair += spent + n
                 verify += reads_per_verify
-            w_eff[i, j] = np.float32((float(g[0, i, j]) - float(g[1, i, j])) * w_max)
+            w_eff[i, j] = np.float32((np.float64(g[0, i, j]) - np.float64(g[1, i, j])) * w_max)
             total += spent_pair
             if spent_pair > most:
                 most = spent_pair

@@ -48,8 +48,7 @@ def load_chip(path: str | os.PathLike, *, legacy: bool = False) -> AnalogChip:
         if seal == "broken":
             raise ValueError(f"{path} is not a valid saved chip: its bytes do not match the seal saved with them "
                              "(the file was edited, truncated or damaged)")
-        # An unsealed file is refused unless it is a legacy archive and legacy=True: read only its
-        # metadata to say which, and nothing else of it before that.
+        # Read only the metadata of an unsealed file (to name its format in the refusal).
         entries = read_npz(fh, path, only=None if seal == "sealed" else "meta")
         if "meta" not in entries:
             raise ValueError(f"{path} is not a saved chip (no 'meta' entry)")

@@ -93,9 +93,8 @@ class ProgrammingSpec(SpecModel):
 
     with ``step_up = step (1 + up_down)``, ``step_down = step (1 - up_down)``,
     each with its own device-to-device spread.  The ``n`` pulses of one request are
-    applied in closed form: the mean path of ``n`` soft-bounded steps exactly, and their
-    cycle-to-cycle noise as one normal draw of the summed variance (first order in the
-    step size).
+    applied in closed form: one normal draw with the exact mean and variance of ``n``
+    such pulses.
 
     ``direction="both"``: a device moves either way; a request goes to the device of the
     pair with more room in the needed direction.  ``direction="set_only"`` (PCM): a device

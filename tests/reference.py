@@ -1,12 +1,13 @@
 """Plain-numpy references of the device kernels (``devices._kernels``, ``devices._devstate``,
-``devices._pulses``).
+``devices._pulses``, ``devices._program``).
 
 Each function is written from the kernel's docstring (and the spec's), as slow, obvious
 numpy or Python code, without numba; ``tests/test_kernels.py`` compares the kernels with
 them.  Integer arithmetic on uint64 is done on *arrays* (numpy wraps array arithmetic
-modulo 2**64 silently, while scalar overflow warns).  Where the kernels use a short
-series or a Taylor form for speed (``drift_factor`` for young devices, ``exp_bounded``),
-the references use the exact function and the tests allow the documented error.
+modulo 2**64 silently, while scalar overflow warns).  Where the kernels use short series
+for speed (``drift_factor`` for young devices, ``ln_fast`` / ``ln_rows``, ``exp_bounded`` /
+``exp_neg``), the references use the exact functions, and ``*_error`` functions here give
+the bounds the tests allow, derived from the series.
 """
 
 from __future__ import annotations
@@ -227,13 +228,22 @@ def drift_factor(age, nu, t0):
     return np.where(age <= 0.0, 1.0, f)
 
 
-def drift_factor_error(age, nu, t0):
-    """Bound on the relative error of ``_kernels.drift_factor``.
+def exp_neg_error(x):
+    """Bound on the relative error of ``exp_neg(x)`` = ``exp_bounded(-x / 8) ** 8`` (x >= 0):
+    8 times exp_bounded's at -x / 8; x beyond 64 counts as 64 (not bounded relatively)."""
+    return 8.0 * exp_bounded_error(np.minimum(np.asarray(x, dtype=np.float64), 64.0) / 8.0)
 
-    For a = age / t0 < 0.05 it sums ``log1p(a)`` to a^5 and ``exp(-x)`` to x^4 (x = nu log1p(a)
-    <= nu a); both series alternate, so each truncation error is below its first omitted
-    term: ``nu a^6 / 6`` in x, and ``x^5 / 120`` in exp(-x), ``x^5 e^x / 120`` relative.  Older devices: x = nu ln_fast(1 + a),
-    off by ``nu LN_FAST_ERR``, then ``exp_bounded(-x)`` (x <= 8) or ``exp``.  Plus 16 roundings.
+
+def drift_factor_error(age, nu, t0):
+    """Bound on the relative error of the kernels' drift factors ``((age + t0) / t0) ** -nu``.
+
+    ``_kernels.drift_factor``: for a = age / t0 < 0.05 it sums ``log1p(a)`` to a^5 and
+    ``exp(-x)`` to x^4 (x = nu log1p(a) <= nu a); both series alternate, so each truncation
+    error is below its first omitted term: ``nu a^6 / 6`` in x, and ``x^5 / 120`` in exp(-x),
+    ``x^5 e^x / 120`` relative.  Older devices: x = nu ln_fast(1 + a), off by ``nu
+    LN_FAST_ERR``, then ``exp_bounded(-x)`` (x <= 8) or ``exp``.  The row-staged kernels
+    (refresh, programming): ``exp_neg(nu ln_rows(1 + a))`` at every age.  The larger of the
+    bounds, plus 16 roundings.
     """
     age = np.asarray(age, dtype=np.float64)
     nu = np.asarray(nu, dtype=np.float64)
@@ -242,7 +252,8 @@ def drift_factor_error(age, nu, t0):
     young = nu * a**6 / 6 + an**5 / 120 * np.exp(an)
     x = nu * np.log1p(a)
     old = nu * LN_FAST_ERR + np.where(x <= 8.0, exp_bounded_error(np.minimum(x, 8.0)), 0.0)
-    return np.where(a < 0.05, young, old) + 16 * np.finfo(np.float64).eps
+    staged = nu * LN_FAST_ERR + exp_neg_error(x)
+    return np.maximum(np.where(a < 0.05, young, old), staged) + 16 * np.finfo(np.float64).eps
 
 
 def drift_exponent(g, xi, dp):
@@ -300,21 +311,22 @@ def rp_get(rp, name: str) -> float:
 
 
 # -- fabrication constants -----------------------------------------------------------------------
-def fab_bits(key: int, field: str, idx) -> np.ndarray:
+def fab_bits(key: int, field, idx) -> np.ndarray:
     """64 bits for constant ``field`` of devices ``idx``:
-    ``splitmix64(splitmix64(key ^ (field_number + 1) * KEY_MIX) ^ idx)`` (uint64, idx's shape)."""
-    f = FAB_FIELDS.index(field)
+    ``splitmix64(splitmix64(key ^ (field_number + 1) * KEY_MIX) ^ idx)`` (uint64, idx's shape).
+    ``field`` is a name of :data:`FAB_FIELDS` or a field number."""
+    f = FAB_FIELDS.index(field) if isinstance(field, str) else int(field)
     k = splitmix64(_u64(key) ^ (_u64(f + 1) * KEY_MIX))
     idx = np.asarray(idx, dtype=np.uint64)
     return splitmix64(k ^ idx.reshape(-1)).reshape(idx.shape)
 
 
-def fab_normal(key: int, field: str, idx) -> np.ndarray:
+def fab_normal(key: int, field, idx) -> np.ndarray:
     """Unit normals (Irwin-Hall, :func:`irwin_hall`) of a device constant, float64."""
     return irwin_hall(fab_bits(key, field, idx))
 
 
-def fab_uniform(key: int, field: str, idx) -> np.ndarray:
+def fab_uniform(key: int, field, idx) -> np.ndarray:
     """Uniforms in [0, 1): the top 53 bits over 2**53, float64."""
     return (fab_bits(key, field, idx) >> np.uint64(11)).astype(np.float64) / 2.0**53
 
@@ -344,15 +356,18 @@ def fixed_xi(key: int, shape) -> np.ndarray:
 
 
 def failure_times(key: int, life, median: float, dtod: float, share: float):
-    """Each device's failure time ``median * exp(dtod N)`` (inf if ``median <= 0``), whether it
-    sticks high (``uniform < share``, int8), and the earliest failure time of a device whose
-    ``life`` is not 0 (inf if none)."""
+    """Each device's failure time ``median * exp(dtod z)`` (inf if ``median <= 0``) with an exact
+    normal z (Box-Muller: ``sqrt(-2 ln(1 - u1)) cos(2 pi u2)`` from the uniforms of field
+    ``fail`` and of field number ``fail + 16``), whether it sticks high (``uniform < share``,
+    int8), and the earliest failure time of a device whose ``life`` is not 0 (inf if none)."""
     life = np.asarray(life)
     idx = np.arange(life.size).reshape(life.shape)
     if median <= 0.0:
         t = np.full(life.shape, np.inf)
     else:
-        t = median * np.exp(dtod * fab_normal(key, "fail", idx))
+        u1 = 1.0 - fab_uniform(key, "fail", idx)
+        u2 = fab_uniform(key, FAB_FIELDS.index("fail") + 16, idx)
+        t = median * np.exp(dtod * np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2))
     on = (fab_uniform(key, "fail_on", idx) < share).astype(np.int8)
     alive = t[life != 0]
     return t, on, float(alive.min()) if alive.size else math.inf
@@ -381,11 +396,13 @@ def device_sigma(g_prog, g_now, age, rp, t0: float):
         sigma = G(t) Q_s sqrt(max(ln((age + t0 + t_read) / (2 t_read)), 0))
         Q_s   = min(q_s / max((G_prog / g_max) ** q_exponent, q_floor), q_max)
 
-    with G(t) = g_min / span + g_now; 0 without the law or where ``g_now <= 0``.
+    with G(t) = g_min / span + g_now; 0 without the law or where ``g_now <= 0``.  A negative
+    age (programming time after ``now``, from float32 rounding) counts as 0, as in the
+    refresh kernel.
     """
     g_prog = np.asarray(g_prog, dtype=np.float64)
     g_now = np.asarray(g_now, dtype=np.float64)
-    age = np.asarray(age, dtype=np.float64)
+    age = np.maximum(np.asarray(age, dtype=np.float64), 0.0)
     if rp_get(rp, "law") == 0.0:
         return np.zeros(np.broadcast(g_prog, g_now, age).shape)
     gmin, span = rp_get(rp, "gmin_rel"), rp_get(rp, "span_rel")
@@ -398,33 +415,42 @@ def device_sigma(g_prog, g_now, age, rp, t0: float):
 
 
 def device_sigma_error(g_prog, age, rp, t0: float):
-    """Bound on the relative error of ``_devstate.device_sigma``: ``(G_prog / g_max) ** q_exponent``
-    is ``exp_bounded(q_exponent ln_fast(.))`` (exact ``exp`` beyond |.| > 8), and the time factor
-    ``sqrt(ln_fast(L))`` is off by ``LN_FAST_ERR / (2 ln L)``; plus 32 roundings."""
+    """Bound on the relative error of the kernels' read-noise std (``_devstate.device_sigma``
+    and the row-staged ``refresh_kernel``): ``(G_prog / g_max) ** q_exponent`` is
+    ``exp(q_exponent ln_fast(.))`` with the exponential from ``exp_bounded`` (|p| <= 8) or
+    ``exp_neg`` (p < 0); the time factor ``sqrt(ln_fast(L))`` is off by ``LN_FAST_ERR / (2 ln
+    L)``; plus 32 roundings."""
     g_prog = np.asarray(g_prog, dtype=np.float64)
     q_exp = rp_get(rp, "q_exponent")
     rel = np.maximum(rp_get(rp, "gmin_rel") + g_prog * rp_get(rp, "span_rel"), 1e-300)
     p = q_exp * np.log(rel)
+    e_pow = np.maximum(np.where(np.abs(p) <= 8.0, exp_bounded_error(np.clip(p, -8.0, 8.0)), 0.0),
+                       np.where(p < 0.0, exp_neg_error(-p), 0.0))
     tr = rp_get(rp, "t_read")
     ln_l = np.log((np.asarray(age, dtype=np.float64) + t0 + tr) / (2.0 * tr))
-    return (np.where(np.abs(p) <= 8.0, exp_bounded_error(np.clip(p, -8.0, 8.0)), 0.0) + q_exp * LN_FAST_ERR
-            + LN_FAST_ERR / (2.0 * np.maximum(ln_l, 1e-3)) + 32 * np.finfo(np.float64).eps)
+    return (e_pow + q_exp * LN_FAST_ERR + LN_FAST_ERR / (2.0 * np.maximum(ln_l, 1e-3))
+            + 32 * np.finfo(np.float64).eps)
 
 
 def soft_pulses(g: float, gsat: float, step: float, n: int, up: bool, ps: float, xi: float) -> float:
-    """A device at ``g`` after ``n`` soft-bounded pulses, applied one by one on the mean path
-    (``up: g += step (1 - g / gsat)``, ``down: g -= step g / gsat``, the relative step
-    ``a = step / gsat`` capped at 0.999), plus ``xi`` times the square root of the summed
-    per-pulse variances along that path, ``sum_m (ps step (1 - g_m / gsat))^2`` (up) or
-    ``sum_m (ps step g_m / gsat)^2`` (down); clipped to [0, gsat]."""
+    """A device at ``g`` after ``n`` soft-bounded pulses (relative step ``a = step / gsat``,
+    capped at 0.999), each multiplying the distance ``d`` to the bound it moves from
+    (``gsat - g`` up, ``g`` down) by ``1 - a (1 + ps xi_m)``: the mean of ``d`` and its second
+    moment over the mean squared are carried pulse by pulse, and the result is the mean plus ``xi`` times the
+    standard deviation, clipped to [0, gsat]."""
     a = min(step / gsat, 0.999)
-    x = float(g)
-    var = 0.0
+    d = (gsat - float(g)) if up else float(g)
+    mean, ratio, second = d, 1.0, d * d  # ratio: second moment over mean squared
     for _ in range(n):
-        dist = (1.0 - x / gsat) if up else x / gsat
-        var += (ps * step * dist) ** 2
-        x = x + a * (gsat - x) if up else x - a * x
-    return min(max(x + math.sqrt(var) * xi, 0.0), gsat)
+        mean *= 1.0 - a
+        ratio *= 1.0 + (a * ps / (1.0 - a)) ** 2
+        second *= (1.0 - a) ** 2 + (a * ps) ** 2
+    if math.isfinite(ratio) and ratio < 1e300 and mean > 1e-150 * d:
+        sd = mean * math.sqrt(ratio - 1.0)
+    else:  # the mean underflowed: the second moment alone
+        sd = math.sqrt(max(second - mean * mean, 0.0))
+    x = (gsat - mean) if up else mean
+    return min(max(x + sd * xi, 0.0), gsat)
 
 
 def pulses_to(g_from: float, g_to: float, gsat: float, step: float, max_n: int) -> int:

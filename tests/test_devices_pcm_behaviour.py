@@ -203,8 +203,6 @@ def test_pcm_devices_only_grow_between_refreshes(drift):
     assert refreshed_total >= 100 and plain_total >= 10_000  # both paths are exercised
 
 
-@pytest.mark.xfail(strict=True, reason="devices/_devstate.py soft_pulses: the cycle-to-cycle noise of a SET "
-                   "pulse (pulse_std 0.6, normal, unclipped) lowers a SET-only device 4.7 % of the time")
 def test_set_pulse_noise_never_lowers_a_set_only_device():
     # ProgrammingSpec: a set_only device "only grows by partial-SET pulses".  With pcm's pulse
     # noise a one-pulse step is step (1 - g / g_sat) (1 + 0.6 xi), negative for xi < -1.67.

@@ -1,14 +1,16 @@
-"""Each numba kernel of ``devices._kernels``, ``devices._devstate`` and ``devices._pulses``
-against its numpy reference in ``tests/reference.py``.
+"""Each numba kernel of ``devices._kernels``, ``devices._devstate``, ``devices._pulses`` and
+``devices._program`` against its numpy reference in ``tests/reference.py``.
 
 Tolerances follow the dtype: the read path (DAC, periphery) and the normal generator are
 float32 computations done in the same order as the reference, so they agree exactly (at
-most 1 ulp is allowed); float64 sums of float32 terms get ``n * eps32``; the drift and
-device kernels are float64 with float32 results, where the kernels' documented series
-(``drift_factor`` for young devices, ``exp_bounded``) set the allowed error.  Device
-states are stored in float32 / uint16, so a float64 difference far below a float32 ulp
-may still round to the neighbouring value: those comparisons allow one float32 ulp of a
-conductance and one quantization step of a drift exponent where the conductance differs.
+most 1 ulp is allowed); float64 sums of float32 terms get ``n * eps32``.  The device
+kernels are float64 with float32 / uint16 results; where they use short series for speed
+(``drift_factor`` for young devices, ``ln_fast`` / ``ln_rows``, ``exp_bounded`` /
+``exp_neg``) the references use the exact functions and the tests allow the error bounds
+derived in ``reference.py``.  Device states are stored in float32 / uint16, so a float64
+difference far below a float32 ulp may still round to the neighbouring value: those
+comparisons allow one float32 ulp of a conductance and one quantization step of a drift
+exponent.
 """
 
 from __future__ import annotations
@@ -293,6 +295,20 @@ def test_ln_fast_and_exp_bounded_match_the_exact_functions():
     got = np.array([K.ln_fast(v) for v in x])
     assert (np.abs(got - ref.ln_fast(x)) <= ref.LN_FAST_ERR).all()
     assert K.ln_fast(1.0) == 0.0
+    # ln_rows, the row-wise form (x read through its int64 view), to the same bound on normal
+    # numbers (it reads the exponent field: subnormals, which no caller passes, are not covered).
+    x = x[x >= np.finfo(np.float64).smallest_normal]
+    out, scratch = np.full(x.size, np.nan), np.empty(x.size)
+    S.ln_rows(x, out, x.view(np.int64), scratch.view(np.int64))
+    assert (np.abs(out - ref.ln_fast(x)) <= ref.LN_FAST_ERR).all()
+    # exp_neg(x) = exp_bounded(-x / 8) ** 8 for x >= 0, x capped at 64.
+    x = np.concatenate([np.linspace(0.0, 64.0, 2001), [1e-12]])
+    got = np.array([S.exp_neg(v) for v in x])
+    assert (np.abs(got / ref.exp_bounded(-x) - 1.0) <= ref.exp_neg_error(x)).all()
+    assert S.exp_neg(1e3) == pytest.approx(math.exp(-64.0), rel=1e-4)  # the cap: below 2e-28
+    # Its docstring promises 1e-7; the bound says so up to x = 34 (it reaches 2e-5 at 64),
+    # beyond what the drift (x = nu ln(1 + age / t0) < 5) and read-noise laws ask of it.
+    assert (np.abs(got / ref.exp_bounded(-x) - 1.0)[x <= 34.0] < 1e-7).all()
     # exp_bounded: within its truncation bound on the documented range |x| <= 8.
     x = np.concatenate([np.linspace(-8.0, 8.0, 1601), [0.0, 1e-12, -1e-12]])
     got = np.array([K.exp_bounded(v) for v in x])
@@ -416,9 +432,13 @@ def test_failure_times_match_reference(median, dtod, share):
     fail_on = np.full(shape, -1, np.int8)
     first = S.failure_times(np.uint64(key), life, median, dtod, share, fail_at, fail_on)
     t, on, first_ref = ref.failure_times(key, life, median, dtod, share)
-    np.testing.assert_allclose(fail_at, t, rtol=8 * EPS64)  # exp of the same normal (libm vs numpy)
+    # The same Box-Muller normal from the same uniforms, |z| <= sqrt(2 ln 2^53) = 8.6, with
+    # log, sqrt, cos and exp from libm against numpy (a few ulps each): |dz| < 16 |z| eps64,
+    # and exp(dtod z) turns that into a relative error of dtod |dz|.
+    rtol = (dtod * 16 * 8.6 + 4) * EPS64
+    np.testing.assert_allclose(fail_at, t, rtol=rtol)
     np.testing.assert_array_equal(fail_on, on)
-    assert first == pytest.approx(first_ref, rel=8 * EPS64)
+    assert first == pytest.approx(first_ref, rel=rtol)
     assert first_ref == (t[life != 0].min() if median > 0 else math.inf)
     # Every device stuck: no failure to come.
     assert S.failure_times(np.uint64(key), np.zeros(shape, np.uint32), median, dtod, share, fail_at,
@@ -506,7 +526,7 @@ def test_soft_pulses_matches_reference():
                         for ps, xi in ((0.0, 0.0), (0.6, -3.4), (0.6, 1.3), (3.0, 2.0)):
                             got = S.soft_pulses(g, gsat, step, n, up, ps, xi)
                             want = ref.soft_pulses(g, gsat, step, n, up, ps, xi)
-                            assert abs(got - want) <= 16 * (n + 2) * EPS64 * gsat, (g, gsat, step, n, up, ps, xi)
+                            assert abs(got - want) <= 64 * (n + 2) * EPS64 * gsat, (g, gsat, step, n, up, ps, xi)
                             assert 0.0 <= got <= gsat
 
 
@@ -514,10 +534,11 @@ def test_soft_pulses_matches_reference():
 T_BASE, NOW = 1.0e3, 6.0e3
 
 
-def _device_state(rng, shape, gsat, n_step, t0):
+def _device_state(rng, shape, gsat, n_step, t0, future=True):
     """g (float32, within [0, g_sat]), t_rel (float32), nu (uint16) with the corner cases: g = 0,
-    devices just programmed, young devices (age < 1e-3 t0: the kernel's series branch, where its
-    error is below 1e-19 relative), devices programmed 'in the future' (age < 0: no drift), nu = 0."""
+    devices just programmed, young devices (age < 1e-3 t0: the series branch of
+    ``drift_factor``), devices programmed 'in the future' if ``future`` (age < 0: no drift),
+    nu = 0."""
     g = (rng.uniform(0.0, 0.7, shape) * gsat).astype(np.float32)
     near = rng.random(shape) < 0.2  # at or past the refresh level of set-only devices
     g[near] = (rng.uniform(0.76, 0.99, near.sum()) * gsat[near]).astype(np.float32)
@@ -526,7 +547,8 @@ def _device_state(rng, shape, gsat, n_step, t0):
     rows = shape[1]
     t_rel[0, min(1, rows - 1)] = NOW - T_BASE
     t_rel[1, rows - 1] = NOW - T_BASE - rng.uniform(0.0, 1e-3 * t0, shape[2])
-    t_rel[1, 0, :2] = NOW - T_BASE + 0.5 * t0  # (ages below -t0 are outside the read-noise law)
+    if future:  # (ages below -t0 are outside the read-noise law)
+        t_rel[1, 0, :2] = NOW - T_BASE + 0.5 * t0
     nu = rng.integers(0, int(0.12 / n_step) if n_step > 0 else 1000, shape).astype(np.uint16)
     nu[1, 0] = 0
     return g, t_rel.astype(np.float32), nu
@@ -590,7 +612,9 @@ def _layer_case(rng, rows, cols, spec, w_max=0.3, limited=True):
     key = int(rng.integers(0, 2**63))
     shape = (2, rows, cols)
     gsat = ref.device_gsat(key, np.arange(2 * rows * cols).reshape(shape), pp)
-    g, t_rel, nu = _device_state(rng, shape, gsat, nu_step(spec), spec.drift.t0_s)
+    # No devices 'in the future': their read noise (refresh of a pair) is left unspecified
+    # (devices._devstate.device_sigma takes the negative age, refresh_kernel counts it as 0).
+    g, t_rel, nu = _device_state(rng, shape, gsat, nu_step(spec), spec.drift.t0_s, future=False)
     if not spec.drift.enabled:
         nu[:] = 0
     life = np.full(shape, S.UNLIMITED, np.uint32)
@@ -631,18 +655,14 @@ def _ref_layer(state, key, spec):
 
 
 def _drift_bound(state, spec):
-    """Bound on the error of each device's drifted g as the kernels compute it (2, rows, cols):
-    ``_kernels.drift_factor`` (:func:`reference.drift_factor_error`), or the programming
-    kernel's ``exp(-x)`` as ``exp_bounded(-x / 8) ** 8`` with ``x = min(nu ln_rows(1 + a), 64)``
-    (``nu LN_FAST_ERR + 8 exp_bounded_error(x / 8)``; beyond x = 64 both are below g e^-64)."""
+    """Bound on the error of each device's drifted g as the kernels compute it (2, rows, cols),
+    from :func:`reference.drift_factor_error`; beyond x = 64 the row-staged kernels' factor
+    is e^-64 instead of smaller (an absolute error below g e^-64)."""
     t0 = spec.drift.t0_s
     age = NOW - (T_BASE + state["t_rel"].astype(np.float64))
     nu = state["nu"].astype(np.float64) * nu_step(spec)
-    x = nu * np.log1p(np.maximum(age, 0.0) / t0)
-    e_row = nu * ref.LN_FAST_ERR + 8 * ref.exp_bounded_error(np.minimum(x, 64.0) / 8) + 64 * EPS64
     g = state["g"].astype(np.float64)
-    f = ref.drift_factor(age, nu, t0)
-    return g * f * np.maximum(ref.drift_factor_error(age, nu, t0), e_row) + g * math.exp(-64.0)
+    return g * ref.drift_factor(age, nu, t0) * ref.drift_factor_error(age, nu, t0) + g * math.exp(-64.0)
 
 
 def _assert_state_matches(got, want: ref.Layer, before, spec, w_max, want_gsum=None, gsum_rows=None):
@@ -740,9 +760,6 @@ def test_program_kernel_matches_reference_on_other_shapes(rows, cols, set_only):
     assert (counts[2].sum() > 0) == set_only
 
 
-@pytest.mark.xfail(strict=True, reason="devices/_program.py adds float(g[0, i, j]) + float(g[1, i, j]) to row_gsum "
-                   "after a refresh; numba's float() of a float32 stays float32, so the pair's sum is rounded "
-                   "to float32 (error up to half a float32 ulp per refreshed pair)")
 def test_program_kernel_row_sums_after_a_refresh_are_float64():
     # Without drift the row sum must change by exactly the float64 sum of the conductance
     # changes (float32 values, exact in float64), up to float64 rounding.
@@ -879,17 +896,12 @@ def test_soft_pulses_closed_form_against_pulses_one_by_one(g, gsat, step, n, up,
         mean  = d0 (1 - a)^n                                  (distance to the bound)
         V_ex  = d0^2 [((1 - a)^2 + a^2 ps^2)^n - (1 - a)^(2n)]
 
-    and the closed form has the same mean exactly (its xi has mean 0) and the variance summed
-    along the mean path, V_cf = (ps a d0)^2 sum_{m<n} (1 - a)^(2m).  V_cf / V_ex = 1 at n = 1;
-    for n > 1 the closed form leaves out the damping (1 - a)^(n-1-m) that later pulses apply to
-    the noise of pulse m, so, expanding V_ex in powers of c = (a ps / (1 - a))^2,
-
-        (1 + c)^-(n-1)  <=  V_cf / V_ex  <=  (1 - a)^-2(n-1)  ~  1 + 2 a (n - 1),
-
-    i.e. the two agree to first order in the step (and the bounds meet at n = 1).  The test
-    asserts each sample against its formula and the ratio of the two sample variances within
-    those bounds, all to 5 standard errors of the estimates (N = 200000 draws each: a
-    relative SE of the variance near sqrt(2 / N) = 0.3 %).
+    and the closed form draws exactly that mean and variance (one normal).  The test asserts
+    both samples against these formulas and against each other, to 5 standard errors of the
+    estimates (N = 200000 draws each: a relative SE of the variance near sqrt(2 / N) = 0.3 %).
+    Summing the per-pulse variances along the mean path instead (the kernels' earlier form)
+    overstates the variance by up to (1 - a)^-2(n-1): 17 % for these pcm settings at n = 32,
+    which the test would catch.
     """
     N = 200_000
     rng = np.random.default_rng(int(1e4 * (g + step)) + n + up)
@@ -897,8 +909,6 @@ def test_soft_pulses_closed_form_against_pulses_one_by_one(g, gsat, step, n, up,
     d0 = gsat - g if up else g
     mean = gsat - d0 * (1 - a) ** n if up else d0 * (1 - a) ** n
     v_ex = d0**2 * (((1 - a) ** 2 + (a * ps) ** 2) ** n - (1 - a) ** (2 * n))
-    v_cf = (ps * a * d0) ** 2 * sum((1 - a) ** (2 * m) for m in range(n))
-    lower, upper = (1 + (a * ps / (1 - a)) ** 2) ** -(n - 1), (1 - a) ** (-2 * (n - 1))
 
     sim, clipped = _pulse_by_pulse(g, gsat, step, n, up, ps, rng, N)
     assert clipped == 0  # the formulas above hold without clipping
@@ -913,11 +923,10 @@ def test_soft_pulses_closed_form_against_pulses_one_by_one(g, gsat, step, n, up,
     assert abs(m_s - mean) <= 5 * se_ms
     assert abs(v_s / v_ex - 1) <= 5 * rse_vs
     assert abs(m_c - mean) <= 5 * se_mc
-    assert abs(v_c / v_cf - 1) <= 5 * rse_vc
-    # The closed form against the pulses: same mean; variance ratio within the first-order bounds.
+    assert abs(v_c / v_ex - 1) <= 5 * rse_vc
+    # The closed form against the pulses: same mean and variance.
     assert abs(m_c - m_s) <= 5 * math.hypot(se_mc, se_ms)
-    rse = math.hypot(rse_vs, rse_vc)
-    assert lower * (1 - 5 * rse) <= v_c / v_s <= upper * (1 + 5 * rse)
+    assert abs(v_c / v_s - 1) <= 5 * math.hypot(rse_vs, rse_vc)
     # Without noise the closed form is the pulse-by-pulse path itself.
     quiet, _ = _pulse_by_pulse(g, gsat, step, n, up, 0.0, rng, 1)
     assert S.soft_pulses(g, gsat, step, n, up, 0.0, 0.0) == pytest.approx(quiet[0], rel=16 * n * EPS64)

@@ -200,8 +200,9 @@ def read_checkpoint(checkpoint: Path, *, legacy: bool = False) -> tuple[dict[str
                 ck = path.parent
                 raise InputError(
                     f"{path} was saved before checkpoints were sealed (format {fmt!r}), so an edit to it cannot be "
-                    "detected; if you trust it, seal it once with mortal.ff.checkpoint.upgrade_checkpoint("
-                    f"{str(ck)!r}, devices.load_chip({str(ck / CHIP_FILE)!r}, legacy=True))")
+                    f"detected, and its chip ({str(ck / CHIP_FILE)!r}) holds a device state this version no longer "
+                    "reads; read it with the version that wrote it (mortal.ff.checkpoint.upgrade_checkpoint "
+                    "seals such a checkpoint given its chip)")
             meta, arrays = _read_npz(fh, path)
     if not _META_KEYS - {"data"} <= set(meta) <= _META_KEYS:  # files of format 2 may lack "data"
         raise InputError(f"{path} is not a readable learner checkpoint: its metadata holds {sorted(meta)}, "
@@ -390,8 +391,9 @@ def upgrade_checkpoint(directory: str | os.PathLike, chip: Chip) -> Path:
     sealed (format ``mortal-learner/2``), with ``chip`` the chip saved in it; returns its folder.
 
     Such a checkpoint cannot be proven unedited, so loading and resuming refuse it; call this
-    once, for a checkpoint you trust, with its chip loaded by
-    ``devices.load_chip(folder / "chip.npz", legacy=True)``.  Its settings and controller state
+    once, for a checkpoint you trust, with the chip saved in it (chips of that time are of
+    format ``mortal-chip/1``, which ``devices.load_chip`` of this version refuses: the upgrade
+    needs the version that wrote them, or a chip object restored by other means).  Its settings and controller state
     are checked as on resume, the chip is recognized as before the seal (by its ledger totals),
     then ``chip.npz`` and ``learner.npz`` are written again, sealed, the learner file recording
     the chip's ``state_digest()``.  A checkpoint already sealed is left as it is (its chip is
@@ -409,8 +411,7 @@ def upgrade_checkpoint(directory: str | os.PathLike, chip: Chip) -> Path:
     if tuple(state.sizes) != sizes:
         raise InputError(f"the checkpoint is for layer sizes {list(state.sizes)}, the chip has {list(sizes)}")
     if not _is_saved_chip(chip, meta["chip"], meta["format"], path):
-        raise InputError(f"the chip is not the chip saved in {ck}; "
-                         f"load it with devices.load_chip({str(ck / CHIP_FILE)!r}, legacy=True)")
+        raise InputError(f"the chip is not the chip saved in {ck} ({str(ck / CHIP_FILE)!r})")
     if meta["format"] == _FORMAT:
         return ck
     if not callable(getattr(chip, "save", None)):
