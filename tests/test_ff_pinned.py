@@ -1,12 +1,17 @@
-"""The learner's arithmetic is pinned: Hinton's plain recipe on small chips gives the figures
-recorded before the learning side was restructured into ``mortal.ff`` (errors, energies by
-category, simulated time, reads, conversions, pulses, digital operations).
+"""The learner's arithmetic is pinned: Hinton's plain recipe on small chips gives the recorded
+figures (errors, energies by category, simulated time, reads, conversions, pulses, digital
+operations).
 
-``tests/pinned/ff_hinton_recipe.json`` was written by the pre-restructuring learner (commit
-40d5f12) and reproduced bit for bit by the package on the machine that wrote it, one BLAS
-thread.  The comparison allows 1e-9 relative on floats and 1e-5 relative on counts, which
-only covers last-bit differences of vectorized math on other CPUs; any change to the
-arithmetic, the operation counts or the random streams moves these figures by far more.
+``tests/pinned/ff_hinton_recipe.json`` was first written by the pre-restructuring learner (commit
+40d5f12) and reproduced bit for bit by the package.  It was written again, with one BLAS thread,
+when the device layer moved to its compact state and to the physics of the devices it cites
+(saved chips of format ``mortal-chip/3``: SET-only PCM with refresh, IBM's read-noise law,
+program-and-verify, IR drop), which changes every noisy chip's random stream and behaviour.  The
+``ideal_uniform`` entry, whose chip has no noise, was the same before and after to the last digit
+compared: the learner's arithmetic did not change with it.  The comparison allows 1e-9 relative
+on floats and 1e-5 relative on counts, which only covers last-bit differences of vectorized math
+on other CPUs; any change to the arithmetic, the operation counts or the random streams moves
+these figures by far more.
 """
 
 from __future__ import annotations
