@@ -186,7 +186,8 @@ def main() -> None:
         "median_train_s_per_epoch": train_s,
         "gflops": gf, "gemm_peak_gflops": peak, "fraction_of_peak": gf / peak,
         "energy_j": chip.ledger.energy_j, "total_energy_j": chip.ledger.total_energy_j,
-        "pulses": chip.ledger.counts.get("pulses", 0), "wall_s": time.perf_counter() - t0,
+        "pulses": chip.ledger.counts.get("pulses", 0), "ledger_counts": dict(chip.ledger.counts),
+        "wall_s": time.perf_counter() - t0,
     }
     print(json.dumps(summary, indent=2))
     if args.out:
