@@ -3,8 +3,9 @@
 This is composition code: it builds chips from ``devices`` (the learning modules
 never do).  It holds
 
-* :func:`weight_copy`, the *immortal* baseline: a fresh chip programmed with
-  another chip's effective weights, read out with ``devices.inspect``.  Real
+* :func:`weight_copy`, the *immortal* baseline: a fresh chip programmed (by
+  program-and-verify) with another chip's effective weights, read out with
+  ``devices.inspect``.  Real
   mortal hardware cannot do this; it is shown as the reference it is.
 * :class:`LifetimeConfig` and :func:`run_lifetime`: train generation 0 from
   labels, let it age in steps of simulated time with drift compensation and a
@@ -68,15 +69,18 @@ def format_duration(seconds: float) -> str:
 
 
 def weight_copy(teacher: devices.AnalogChip, student: devices.AnalogChip, teacher_learner: FFLearner,
-                rounds: int = 8) -> FFLearner:
+                rounds: int = 1) -> FFLearner:
     """Program ``student`` with ``teacher``'s effective weights; return a learner for it.
 
-    Each round reads both chips' effective weights with ``devices.inspect`` and
-    programs the difference (program-and-verify, ``rounds`` times, since one
-    ``program`` call moves a device by at most ``max_pulses`` pulses).  The
-    returned learner holds a copy of the teacher's controller memory (head,
-    peer means, and any drift correction, which matches the drifted weights
-    copied).  What cannot be copied is the neurons: each chip has its own.
+    The teacher's effective weights are read with ``devices.inspect`` (an analysis call: a
+    real controller would have to measure them) and deployed on the student by
+    ``program_verify``, as a chip deploys fixed weights: charged for its pulses and verify
+    reads, and left with the residual error that program-and-verify leaves on such devices.
+    ``rounds`` > 1 writes the weights that many times (each a fresh program-and-verify; the
+    last one's residual error stands).  The
+    returned learner holds a copy of the teacher's controller memory (head, peer means, and any
+    drift correction, which matches the drifted weights copied).  What cannot be copied is the
+    neurons: each chip has its own.
     """
     for role, chip in (("teacher", teacher), ("student", student)):
         if not isinstance(chip, devices.AnalogChip):
@@ -94,10 +98,9 @@ def weight_copy(teacher: devices.AnalogChip, student: devices.AnalogChip, teache
     learner = teacher_learner.copy_controller(student)
     target = [L.weights for L in devices.inspect(teacher).layers]
     for _ in range(rounds):
-        now = devices.inspect(student).layers
-        for i, L in enumerate(now):
+        for i, w in enumerate(target):
             if student.info.trainable[i]:
-                student.program(i, target[i] - L.weights)
+                student.program_verify(i, w)
     return learner
 
 
