@@ -296,8 +296,9 @@ def program_kernel(delta, g, t_rel, nu, life, w_eff, row_gsum, key, t_base, now,
                 k = flag_k[f]
                 n = int(-npulse[j] - 1.0)
                 before = gd[0, j] + gd[1, j]
-                st, spent = refresh_pair(g, t_rel, nu, life, key, i, j, t_base, now, drift_on, pp, dp, rp, st)
-                verify += 1 + reads_per_verify
+                st, spent, verified = refresh_pair(g, t_rel, nu, life, key, i, j, t_base, now, drift_on, pp, dp,
+                                                   rp, st)
+                verify += 1 + (reads_per_verify if verified else 0)
                 gk = float(g[k, i, j])
                 left = life[k, i, j]
                 taken = 0 if left == 0 else (n if left == UNLIMITED else min(n, int(left)))

@@ -128,7 +128,8 @@ def _reset(g, t_rel, nu, life, key, kk, i, j, t_now_rel, drift_on, pp, dp, st):
 @JIT
 def refresh_pair(g, t_rel, nu, life, key, i, j, t_base, now, drift_on, pp, dp, rp, st):
     """Refresh a one-directional pair: read its weight (with read noise), RESET both devices,
-    program-and-verify the weight back onto the device of its sign.  Returns (state, pulses)."""
+    program-and-verify the weight back onto the device of its sign.  Returns (state, pulses,
+    whether a program-and-verify ran)."""
     t0 = dp[D_T0]
     nstep = pp[PP_NU_STEP]
     g0, a0 = drifted(g, t_rel, nu, 0, i, j, t_base, now, nstep, t0)
@@ -143,11 +144,13 @@ def refresh_pair(g, t_rel, nu, life, key, i, j, t_base, now, drift_on, pp, dp, r
         st, n = _reset(g, t_rel, nu, life, key, kk, i, j, t_now_rel, drift_on, pp, dp, st)
         spent += n
     s = 0 if w > 0.0 else 1
+    verified = False
     if w != 0.0 and life[s, i, j] != 0:
         st, n = _set_verified(g, t_rel, nu, life, key, s, i, j, float(g[s, i, j]), abs(w), t_now_rel, drift_on,
                                pp, dp, rp, st)
         spent += n
-    return st, spent
+        verified = True
+    return st, spent, verified
 
 
 @JIT

@@ -206,8 +206,11 @@ class AnalogChip:
             g_cell = 0.5 * (self.spec.conductance.g_min_us + self.spec.conductance.g_max_us) * 1e-6
             per_read = e.adc_fom_j_per_step * 2**bits + e.v_read**2 * g_cell * e.t_read_s
             cols = max(1, self.spec.adc.columns_per_adc)
+            # A verify read reads a row of one device per weight: n_out devices at once, through
+            # ceil(n_out / columns_per_adc) conversions; rows one after another.
+            row_reads = verify_reads / max(1, L.n_out)
             self.ledger.charge("program", verify_reads * per_read,
-                               verify_reads / (L.n_in + 1) / cols * (e.t_read_s + e.adc_conversion_s))
+                               row_reads * (e.t_read_s + math.ceil(L.n_out / cols) * e.adc_conversion_s))
             self.ledger.count("verify_reads", verify_reads)
         self.ledger.count("pulses", pulses)
         self.ledger.count("program_calls")

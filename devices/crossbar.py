@@ -166,16 +166,12 @@ class Crossbar:
         if self.spec.drift.enabled:
             xi = fab.standard_normal(shape)
             if not self.spec.drift.nu_redraw:  # the device's own draw for life
-                xi = self._fixed_xi()
+                xi = np.empty(self.g.shape, np.float64)
+                S.fixed_xi(np.uint64(self.fab_key), xi)
             nu = self._exponents(self.g, xi)
             nu[stuck] = 0.0
-            self.nu[:] = np.minimum(np.rint(nu / self.nu_step), 65535).astype(np.uint16)
-
-    def _fixed_xi(self) -> np.ndarray:
-        """The drift draw each device keeps for life when exponents are not redrawn."""
-        out = np.empty(self.g.shape, np.float64)
-        S.fixed_xi(np.uint64(self.fab_key), out)
-        return out
+            if self.nu_step > 0:  # else every law is clipped to 0: nu stays 0
+                self.nu[:] = np.minimum(np.rint(nu / self.nu_step), 65535).astype(np.uint16)
 
     def _exponents(self, g: np.ndarray, xi: np.ndarray) -> np.ndarray:
         d = self.spec.drift
@@ -195,13 +191,16 @@ class Crossbar:
         self._noise_summary()
 
     def _weights_at(self, now: float, w_eff: np.ndarray, row_gsum: np.ndarray, row_var: np.ndarray,
-                    col_var: np.ndarray) -> None:
-        """Fill the effective weights (drift, then the wires' IR drop) and the row and column sums at ``now``."""
-        wires = self.spec.wires
-        g_now = np.empty(self.g.shape if wires.segment_ohm > 0 else (0, 0, 0), np.float32)
+                    col_var: np.ndarray, wires: bool = True) -> None:
+        """Fill the effective weights (drift, then the wires' IR drop unless ``wires`` is false) and
+        the row and column sums at ``now``."""
+        spec_wires = self.spec.wires
+        use_wires = wires and spec_wires.segment_ohm > 0
+        g_now = np.empty(self.g.shape if use_wires else (0, 0, 0), np.float32)
         P.refresh_kernel(self.g, self.t_rel, self.nu, float(self.nu_step), float(self.t_base), float(now),
                          self.dp, self.rp, float(self.w_max), w_eff, row_gsum, row_var, col_var, g_now)
-        if wires.segment_ohm > 0:
+        if use_wires:
+            wires = spec_wires
             c = self.spec.conductance
             span = c.g_max_us - c.g_min_us
             lift, r = c.g_min_us / span, wires.segment_ohm * span * 1e-6
@@ -234,7 +233,8 @@ class Crossbar:
         if self.pulses_since > NOISE_STALE_PULSES * self.g.size:
             self.refresh(now)
             return
-        if not self.spec.drift.enabled or now == self.t_eval:
+        # Without drift the weights stay, but IBM's read noise still grows with the devices' age.
+        if (not self.spec.drift.enabled and self.rp[S.RP_LAW] == 0.0) or now == self.t_eval:
             return
         age = self.t_eval - self.t_prog_max + self.spec.drift.t0_s
         if now - self.t_eval > self.spec.drift.refresh_rel * age:
@@ -345,14 +345,15 @@ class Crossbar:
         return total, int(np.count_nonzero(row_pulses)), int(row_max.sum()), int(row_verify.sum())
 
     # -- inspection and persistence -------------------------------------------------------------
-    def effective_weights(self, now: float) -> np.ndarray:
-        """Exact effective weights at ``now`` (float32 (n_in + 1, n_out)), without caching."""
+    def effective_weights(self, now: float, wires: bool = True) -> np.ndarray:
+        """Exact effective weights at ``now`` (float32 (n_in + 1, n_out)), without caching;
+        ``wires=False``: those of the devices alone, without the wires' IR drop."""
         if self.exact:
             return self.w_eff.copy()
         out = np.empty_like(self.w_eff)
         rows = self.n_in + 1
         self._weights_at(now, out, np.empty(rows, np.float64), np.empty(rows, np.float64),
-                         np.empty(self.n_out, np.float64))
+                         np.empty(self.n_out, np.float64), wires=wires)
         return out
 
     def state(self) -> dict[str, Any]:
@@ -429,7 +430,10 @@ class Crossbar:
         need(np.isfinite(self.row_var) & (self.row_var >= 0), "row_var", "finite and >= 0")
         need(np.isfinite(self.col_var) & (self.col_var >= 0), "col_var", "finite and >= 0")
         t = self.t_base + self.t_rel.astype(np.float64)
-        need(np.isfinite(self.t_rel) & (t >= -1.0) & (t <= clock_s + 1.0), "t_rel",
+        # Offsets from t_base are float32: after a rebase, a time is known to its float32
+        # spacing at the size of the shift (4 s a year after fabrication).
+        slack = 1.0 + max(self.t_base, clock_s) * 2.0**-22
+        need(np.isfinite(self.t_rel) & (t >= -slack) & (t <= clock_s + slack), "t_rel",
              "programming times between 0 and the chip's clock")
         need((self.life != 0) | (self.nu == 0), "nu", "0 for stuck devices")
 

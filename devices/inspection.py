@@ -22,6 +22,9 @@ class LayerState:
     """Read-only copy of one layer's hidden state (for analysis and tests only).
 
     ``weights`` float32 (n_in + 1, n_out): effective weights now, last row the bias.
+    ``device_weights``: the same from the devices alone, without the wires' IR drop (what
+    ``program_verify`` writes: deploying ``device_weights`` of one chip on another of the same
+    geometry gives it the first chip's effective weights).
     ``g`` (as programmed, normalized), ``nu``, ``t_prog``, ``stuck``, ``pulses_left``
     (before the device wears out; inf if never): per device, shape (2, n_in + 1, n_out),
     index 0 the positive device (None in exact mode).
@@ -32,6 +35,7 @@ class LayerState:
     """
 
     weights: np.ndarray
+    device_weights: np.ndarray
     w_max: float
     pulse_step: float
     g: np.ndarray | None
@@ -84,7 +88,7 @@ def inspect(chip: AnalogChip) -> ChipState:
                        pulses_left=left, g_sat=g_sat, step_up=up, step_down=down,
                        failure_time=L.failure_times()[0])
         layers.append(LayerState(
-            weights=L.effective_weights(now), w_max=L.w_max, pulse_step=L.pulse_step_w, **dev,
+            weights=L.effective_weights(now), device_weights=L.effective_weights(now, wires=False), w_max=L.w_max, pulse_step=L.pulse_step_w, **dev,
             gain=L.gain.copy(), offset=L.offset.copy(), curvature=L.curv.copy(), saturation=L.sat.copy(),
         ))
     return ChipState(clock_s=now, seed=dict(chip.seed), layers=layers)

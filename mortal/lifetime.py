@@ -96,7 +96,8 @@ def weight_copy(teacher: devices.AnalogChip, student: devices.AnalogChip, teache
         raise InputError(f"rounds must be a positive integer, got {rounds!r}")
     teacher_learner.check_bound(teacher)
     learner = teacher_learner.copy_controller(student)
-    target = [L.weights for L in devices.inspect(teacher).layers]
+    # The devices' weights, without the teacher's IR drop: the student's own wires apply theirs.
+    target = [L.device_weights for L in devices.inspect(teacher).layers]
     for _ in range(rounds):
         for i, w in enumerate(target):
             if student.info.trainable[i]:

@@ -593,9 +593,10 @@ class Layer:
         self.write(k, i, j, min(max(lvl, 0.0), self.gsat(k, i, j)), rs)
         return spent
 
-    def refresh_pair(self, i: int, j: int, rs: RowStream) -> int:
+    def refresh_pair(self, i: int, j: int, rs: RowStream) -> tuple[int, bool]:
         """Read the weight ``g0 - g1`` (drifted) with the devices' read noise, RESET both,
-        program-and-verify ``|w|`` onto the device of its sign; returns the pulses."""
+        program-and-verify ``|w|`` onto the device of its sign (unless it reads 0 or that
+        device is stuck); returns the pulses and whether the program-and-verify ran."""
         t0 = float(self.dp[0])
         (g0, a0), (g1, a1) = self.drifted(0, i, j), self.drifted(1, i, j)
         s0 = float(device_sigma(float(self.g[0, i, j]), g0, a0, self.rp, t0))
@@ -605,7 +606,8 @@ class Layer:
         s = 0 if w > 0.0 else 1
         if w != 0.0 and self.life[s, i, j] != 0:
             spent += self.set_verified(s, i, j, float(self.g[s, i, j]), abs(w), rs)
-        return spent
+            return spent, True
+        return spent, False
 
 
 #: Mixed into the call's seed for the per-row stream of pair refreshes (``_program.REFRESH_SALT``).
@@ -627,7 +629,7 @@ def program_kernel(delta, layer: Layer, row_gsum, set_only: bool, pulse_step_w: 
     ``row_gsum`` change by its move.  ``set_only`` devices whose drifted g is at least
     ``refresh_at`` of their g_sat are set aside and handled after the row's other columns, in
     column order: the pair is refreshed (:meth:`Layer.refresh_pair`, drawing from the stream
-    ``row_seed(seed ^ REFRESH_SALT, i)``; one read plus ``verify_reads``), the pulses (at most
+    ``row_seed(seed ^ REFRESH_SALT, i)``; one read plus ``verify_reads`` if it wrote back), the pulses (at most
     the device's life) move it up from its new g with the same normals of column j, ``w_eff``
     becomes the as-programmed weight and ``row_gsum`` changes by the pair's new g minus its
     drifted g before.  Returns (pulses per row, most on one pair per row, verify reads per row).
@@ -681,8 +683,8 @@ def program_kernel(delta, layer: Layer, row_gsum, set_only: bool, pulse_step_w: 
             row_max[i] = max(row_max[i], n)
         rs = RowStream(seed ^ REFRESH_SALT, i)
         for j, k, n, gsat, step, gd in later:
-            spent = layer.refresh_pair(i, j, rs)
-            row_verify[i] += 1 + reads
+            spent, verified = layer.refresh_pair(i, j, rs)
+            row_verify[i] += 1 + (reads if verified else 0)
             left = int(layer.life[k, i, j])
             taken = n if left == UNLIMITED else min(n, left)
             if taken > 0:
