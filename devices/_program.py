@@ -120,6 +120,18 @@ def program_kernel(delta, g, t_rel, nu, life, w_eff, row_gsum, key, t_base, now,
     flagged = np.empty(cols, np.int64)
     flag_k = np.empty(cols, np.int64)
     for i in range(rows):
+        # A row asked for nothing changes nothing (rows of inputs that are always 0, as the
+        # background pixels of an image): skip it.  Rows draw from their own streams, so
+        # skipping one changes no other.
+        asked = 0
+        drow = delta[i]
+        for j in range(cols):
+            asked += 1 if drow[j] != 0.0 else 0
+        if asked == 0:
+            row_pulses[i] = 0
+            row_max[i] = 0
+            row_verify[i] = 0
+            continue
         seed_lanes(lanes, seed, i)
         fill_normals(lanes, noise)
         fill_normals(lanes, draw)
@@ -132,7 +144,6 @@ def program_kernel(delta, g, t_rel, nu, life, w_eff, row_gsum, key, t_base, now,
                 gd[k, j] = float(g[k, i, j]) * exp_neg(float(nu[k, i, j]) * nstep * lnv[j])
         # 2. The request, the device it goes to, that device's constants (one array written
         # per loop, as in step 6).
-        drow = delta[i]
         for j in range(cols):
             npulse[j] = min(np.floor(abs(float(drow[j])) / pulse_step_w + 0.5), float(max_pulses))
         for j in range(cols):
