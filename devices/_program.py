@@ -13,8 +13,9 @@ the vectorized stages and handled one by one afterwards (:func:`devices._pulses.
 Random numbers: per row, two buffers of normals from the row's 16 lanes
 (:func:`devices._kernels.fill_normals` after :func:`devices._kernels.seed_lanes` with the
 call's seed): the first for the pulses' cycle-to-cycle noise, the second for the fresh drift
-draws, entry ``j`` for column ``j``.  The refresh of a pair draws from a separate xorshift
-stream per row (``row_seed(seed ^ REFRESH_SALT, row)``) in column order.
+draws, entry ``j`` for column ``j``.  The refresh of a pair, and the fresh drift draw of the
+pulses that follow it, draw from a separate xorshift stream per row (``row_seed(seed ^
+REFRESH_SALT, row)``) in column order.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ import numpy as np
 
 from ._devstate import (
     F_GSAT, F_STEP, F_UPDOWN, F_XI, PP_GMAX_DTOD, PP_NU_REDRAW, PP_NU_STEP, PP_PULSE_STD, PP_REFRESH_AT,
-    PP_STEP, PP_STEP_DTOD, PP_UD, PP_UD_DTOD, PP_VERIFY_READS, UNLIMITED, exp_neg, fab_normal, ln_rows, soft_pulses,
+    PP_STEP, PP_STEP_DTOD, PP_UD, PP_UD_DTOD, PP_VERIFY_READS, UNLIMITED, exp_neg, fab_normal, ln_rows,
+    program_device, soft_pulses, wear,
 )
 from ._kernels import (
     D_G_FLAT, D_MU_A, D_MU_B, D_MU_FLAT, D_MU_HI, D_MU_LO, D_S_A, D_S_B, D_S_FLAT, D_S_HI, D_S_LO, D_T0, JIT,
-    LANES, exp_bounded, fill_normals, row_seed, seed_lanes,
+    LANES, drift_exponent, exp_bounded, fill_normals, row_seed, seed_lanes,
 )
 from ._pulses import refresh_pair
 
@@ -247,13 +249,7 @@ def program_kernel(delta, g, t_rel, nu, life, w_eff, row_gsum, key, t_base, now,
         if not redraw:  # the device's own lifelong draw: scalar hashes, only when asked for
             for j in range(cols):
                 if npulse[j] > 0.0:
-                    idx = (kdev[j] * rows + i) * cols + j
-                    xi = fab_normal(key, F_XI, idx)
-                    lg = np.log(max(newg[j], 1e-6))
-                    flat = newg[j] >= g_flat
-                    mu = mu_flat if flat else min(max(mu_a * lg + mu_b, mu_lo), mu_hi)
-                    sg = s_flat if flat else min(max(s_a * lg + s_b, s_lo), s_hi)
-                    lnv[j] = mu + sg * xi
+                    lnv[j] = drift_exponent(newg[j], fab_normal(key, F_XI, (kdev[j] * rows + i) * cols + j), dp)
         # 6. Write back every device that took pulses (and was not set aside for a refresh),
         # as selects over whole rows so that the loop vectorizes.
         for f in range(n_flag):
@@ -311,23 +307,11 @@ def program_kernel(delta, g, t_rel, nu, life, w_eff, row_gsum, key, t_base, now,
                                                    rp, st)
                 verify += 1 + (reads_per_verify if verified else 0)
                 gk = float(g[k, i, j])
-                left = life[k, i, j]
-                taken = 0 if left == 0 else (n if left == UNLIMITED else min(n, int(left)))
+                taken = wear(life, k, i, j, n) if life[k, i, j] != 0 else 0
                 if taken > 0:
                     new = max(soft_pulses(gk, gsat[j], step[j], taken, True, ps, float(noise[j])), gk)
-                    if left != UNLIMITED:
-                        life[k, i, j] = np.uint32(left - np.uint32(taken))
-                    g[k, i, j] = np.float32(new)
-                    t_rel[k, i, j] = np.float32(t_now_rel)
-                    if life[k, i, j] == 0 or not drift_on:
-                        nu[k, i, j] = 0 if life[k, i, j] == 0 else nu[k, i, j]
-                    else:
-                        lg = np.log(max(new, 1e-6))
-                        flat = new >= g_flat
-                        mu = mu_flat if flat else min(max(mu_a * lg + mu_b, mu_lo), mu_hi)
-                        sg = s_flat if flat else min(max(s_a * lg + s_b, s_lo), s_hi)
-                        xi = float(draw[j]) if redraw else fab_normal(key, F_XI, (k * rows + i) * cols + j)
-                        nu[k, i, j] = np.uint16(min(np.floor(abs(mu + sg * xi) / nstep + 0.5), 65535.0))
+                    st = program_device(g, t_rel, nu, life, key, (k * rows + i) * cols + j, k, i, j, new,
+                                        t_now_rel, drift_on, pp, dp, st)
                     spent += taken
                 g0, g1 = np.float64(g[0, i, j]), np.float64(g[1, i, j])
                 w_eff[i, j] = np.float32((g0 - g1) * w_max)

@@ -8,6 +8,8 @@ plain-numpy form this kernel is tested against): per tile, ``W = G (1 - r (A + C
 
 from __future__ import annotations
 
+import numpy as np
+
 from ._kernels import JIT
 
 
@@ -46,3 +48,17 @@ def ir_first_order(g, lift, r, tile_rows, tile_cols, out, a, c):
         for j in range(cols):
             gg = lift + float(g[i, j])
             out[i, j] = gg * (1.0 - r * (a[i, j] + c[i, j]))
+
+
+
+@JIT
+def ir_pair_weights(g_now, lift, r, tile_rows, tile_cols, w_max, w_eff, plus, minus, a, c):
+    """Effective weights ``(W+ - W-) w_max`` (float32 ``w_eff``, (rows, cols)) of a pair of arrays
+    ``g_now`` (float32 (2, rows, cols)), each with its own wires (:func:`ir_first_order`);
+    ``plus``, ``minus``, ``a``, ``c`` : float64 (rows, cols) scratch."""
+    rows, cols = w_eff.shape
+    ir_first_order(g_now[0], lift, r, tile_rows, tile_cols, plus, a, c)
+    ir_first_order(g_now[1], lift, r, tile_rows, tile_cols, minus, a, c)
+    for i in range(rows):
+        for j in range(cols):
+            w_eff[i, j] = np.float32((plus[i, j] - minus[i, j]) * w_max)

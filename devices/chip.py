@@ -167,15 +167,7 @@ class AnalogChip:
 
     def program(self, layer: int, delta: np.ndarray) -> None:
         """Request a change ``delta`` of shape ``info.weight_shapes[layer]`` in nominal weight units."""
-        L = self._layer(layer)
-        if not self.info.trainable[layer]:
-            raise ValueError(f"layer {layer} is not trainable on this chip (info.trainable)")
-        shape = (L.n_in + 1, L.n_out)
-        delta = _as_float32(delta, "delta", shape, f"{shape}")
-        self._age()
-        # Exact weights use no write noise: no draw, so a refused request leaves the stream alone.
-        seed = 0 if L.exact else int(self._write_rng.integers(0, 2**63))
-        self._book_program(L, *L.program(delta, self.clock_s, seed))
+        self._write(layer, delta, "delta", verify=False)
 
     def program_verify(self, layer: int, weights: np.ndarray) -> None:
         """Write ``weights`` (shape ``info.weight_shapes[layer]``, nominal weight units) into layer
@@ -188,17 +180,20 @@ class AnalogChip:
         (``programming.verify_reads`` per device, each one ADC conversion and one cell read).
         Weights beyond a device's range saturate.  Exact chips take the weights as they are.
         """
+        self._write(layer, weights, "weights", verify=True)
+
+    def _write(self, layer: int, values: np.ndarray, name: str, verify: bool) -> None:
+        """Validate a write to ``layer``, apply it (pulses, or program-and-verify) and charge it."""
         L = self._layer(layer)
         if not self.info.trainable[layer]:
             raise ValueError(f"layer {layer} is not trainable on this chip (info.trainable)")
         shape = (L.n_in + 1, L.n_out)
-        weights = _as_float32(weights, "weights", shape, f"{shape}")
+        values = _as_float32(values, name, shape, f"{shape}")
         self._age()
+        # Exact weights use no write noise: no draw, so a refused request leaves the stream alone.
         seed = 0 if L.exact else int(self._write_rng.integers(0, 2**63))
-        self._book_program(L, *L.program_verify(weights, self.clock_s, seed))
-
-    def _book_program(self, L: Crossbar, pulses: int, rows: int, slow: int, verify_reads: int) -> None:
-        """Charge the pulses of a program call and the verify reads it made."""
+        write = L.program_verify if verify else L.program
+        pulses, _, slow, verify_reads = write(values, self.clock_s, seed)
         e = self.spec.energy
         self.ledger.charge("program", pulses * e.pulse_j, slow * e.pulse_s)
         if verify_reads:

@@ -204,12 +204,9 @@ class Crossbar:
             c = self.spec.conductance
             span = c.g_max_us - c.g_min_us
             lift, r = c.g_min_us / span, wires.segment_ohm * span * 1e-6
-            shape = g_now.shape[1:]
-            pair = [np.empty(shape, np.float64) for _ in range(2)]
-            a, cc = np.empty(shape, np.float64), np.empty(shape, np.float64)
-            for k in range(2):
-                _wires.ir_first_order(g_now[k], lift, r, wires.tile_rows, wires.tile_cols, pair[k], a, cc)
-            w_eff[:] = ((pair[0] - pair[1]) * self.w_max).astype(np.float32)
+            scratch = [np.empty(g_now.shape[1:], np.float64) for _ in range(4)]
+            _wires.ir_pair_weights(g_now, lift, r, wires.tile_rows, wires.tile_cols, float(self.w_max), w_eff,
+                                   *scratch)
 
     def _noise_summary(self) -> None:
         total = float(self.row_var.sum())

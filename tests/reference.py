@@ -629,8 +629,9 @@ def program_kernel(delta, layer: Layer, row_gsum, set_only: bool, pulse_step_w: 
     ``row_gsum`` change by its move.  ``set_only`` devices whose drifted g is at least
     ``refresh_at`` of their g_sat are set aside and handled after the row's other columns, in
     column order: the pair is refreshed (:meth:`Layer.refresh_pair`, drawing from the stream
-    ``row_seed(seed ^ REFRESH_SALT, i)``; one read plus ``verify_reads`` if it wrote back), the pulses (at most
-    the device's life) move it up from its new g with the same normals of column j, ``w_eff``
+    ``row_seed(seed ^ REFRESH_SALT, i)``; one read plus ``verify_reads`` if it wrote back), the
+    pulses (at most the device's life) move it up from its new g with column j's pulse normal
+    and a fresh drift draw from that same refresh stream, ``w_eff``
     becomes the as-programmed weight and ``row_gsum`` changes by the pair's new g minus its
     drifted g before.  Returns (pulses per row, most on one pair per row, verify reads per row).
     """
@@ -687,8 +688,11 @@ def program_kernel(delta, layer: Layer, row_gsum, set_only: bool, pulse_step_w: 
             row_verify[i] += 1 + (reads if verified else 0)
             left = int(layer.life[k, i, j])
             taken = n if left == UNLIMITED else min(n, left)
-            if taken > 0:
-                pulses(k, i, j, float(layer.g[k, i, j]), gsat, step, taken, True, noise[j], draw[j])
+            if taken > 0:  # the fresh drift draw from the refresh stream
+                g_from = float(layer.g[k, i, j])
+                new = max(soft_pulses(g_from, gsat, step, taken, True, ps, noise[j]), g_from)
+                layer.wear(k, i, j, taken)
+                layer.write(k, i, j, new, rs)
                 spent += taken
             g0, g1 = float(layer.g[0, i, j]), float(layer.g[1, i, j])
             layer.w_eff[i, j] = np.float32((g0 - g1) * w_max)

