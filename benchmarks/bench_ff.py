@@ -103,8 +103,10 @@ def main() -> None:
     ap.add_argument("--defaults", choices=("hinton", "measured"), default="hinton",
                     help="the learner's default table (FFConfig.defaults): hinton, the recorded figures' "
                          "settings (with policy direct), or measured, the current defaults")
-    ap.add_argument("--policy", choices=("direct", "mixed"), default=None,
+    ap.add_argument("--policy", choices=("direct", "mixed", "analog"), default=None,
                     help="update policy (default: direct with --defaults hinton, else the table's, mixed)")
+    ap.add_argument("--bl", type=int, default=None,
+                    help="with --policy analog: pulse slots per sample (FFConfig bit_length; default 10)")
     ap.add_argument("--estimator", choices=("nominal", "perturbed"), default="nominal")
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--seed", type=int, default=0)
@@ -129,6 +131,8 @@ def main() -> None:
 
     sizes = (784,) + args.layers
     extra = {"lr": args.lr} if args.lr is not None else {}
+    if args.bl is not None:
+        extra["bit_length"] = args.bl
     if args.eval_every < 0:
         ap.error("--eval-every must be >= 0")
     try:
@@ -174,7 +178,7 @@ def main() -> None:
     gf = training_flops(sizes, n_trained, cfg.batch_size, learner.state.head_layers) / train_s / 1e9
     summary = {
         "preset": args.preset, "layers": list(sizes), "epochs": args.epochs, "defaults": cfg.defaults,
-        "policy": cfg.policy, "estimator": cfg.measurement.estimator, "seed": args.seed, "train_size": n_trained,
+        "policy": cfg.policy, "bit_length": cfg.bit_length, "lr": cfg.optimizer.lr, "estimator": cfg.measurement.estimator, "seed": args.seed, "train_size": n_trained,
         "evaluated_on": f"last {args.holdout} training images" if args.holdout else "test set",
         "test_error": learner.history[-1].get("test_error"),
         "refit_epochs": cfg.refit.epochs, "refit_weight_cost": cfg.refit.weight_cost,

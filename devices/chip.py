@@ -103,7 +103,7 @@ class AnalogChip:
             L.draw_failures(age)
         self._read_rng = _stream(root, _READ)
         self._write_rng = _stream(root, _WRITE)
-        self.ledger = Ledger(spec.energy.digital_op_j, spec.energy.digital_op_s)
+        self.ledger = Ledger(spec.energy.controller_op_j, spec.energy.digital_op_s)
         self.info = self._make_info(sizes, train)
 
     @classmethod
@@ -134,7 +134,7 @@ class AnalogChip:
             pulse_step=tuple(0.0 if exact else L.pulse_step_w for L in self._layers),
             output_range=tuple(float(s.adc.range) for _ in self._layers),
             bias_level=float(s.bias_level),
-            digital_op_energy_j=s.energy.digital_op_j,
+            digital_op_energy_j=s.energy.controller_op_j,
             digital_op_time_s=s.energy.digital_op_s,
             preset=s.name,
         )
@@ -209,6 +209,30 @@ class AnalogChip:
             self.ledger.count("verify_reads", verify_reads)
         self.ledger.count("pulses", pulses)
         self.ledger.count("program_calls")
+
+    def charge_pulse_update(self, layer: int, *, batch: int, bit_length: int, row_pulses: int, col_pulses: int,
+                            translations: int) -> None:
+        """Charge the periphery of an in-array update of layer ``layer`` by pulse coincidence.
+
+        ``row_pulses`` and ``col_pulses`` pulses were sent by the line drivers
+        (``energy.driver_pulse_j`` each, category ``drivers``) over ``batch`` samples of
+        ``bit_length`` slots, one device pulse long each (``energy.pulse_s``; the whole array is
+        updated in parallel); ``translations`` numbers went through the stochastic translators,
+        ``bit_length`` bits each (``energy.translator_bit_j`` per bit, category ``translators``).
+        The device pulses themselves are charged by ``program``.
+        """
+        self._layer(layer)
+        counts = {"batch": batch, "bit_length": bit_length, "row_pulses": row_pulses, "col_pulses": col_pulses,
+                  "translations": translations}
+        for name, v in counts.items():
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
+        e = self.spec.energy
+        pulses = int(row_pulses) + int(col_pulses)
+        self.ledger.charge("drivers", pulses * e.driver_pulse_j, int(batch) * int(bit_length) * e.pulse_s)
+        self.ledger.charge("translators", int(translations) * int(bit_length) * e.translator_bit_j)
+        self.ledger.count("driver_pulses", pulses)
+        self.ledger.count("translations", int(translations))
 
     def wait(self, seconds: float) -> None:
         """Let ``seconds`` of idle time pass: drift continues and devices whose failure time

@@ -8,10 +8,14 @@ from typing import Any
 
 from .spec import ChipSpec
 
-__all__ = ["Ledger", "ReadCost", "read_cost", "CATEGORIES"]
+__all__ = ["Ledger", "ReadCost", "read_cost", "CATEGORIES", "UPDATE_CATEGORIES"]
 
 #: Categories of energy and time.  ``idle`` holds time spent in ``wait``.
 CATEGORIES = ("dac", "array", "adc", "neuron", "program", "digital", "idle")
+#: Categories of in-array updates (``AnalogChip.charge_pulse_update``): the row and column
+#: pulse drivers and the stochastic translators.  They appear in a ledger once charged, so the
+#: ledgers of chips that never update in the array are unchanged.
+UPDATE_CATEGORIES = ("drivers", "translators")
 
 
 class Ledger:
@@ -20,7 +24,7 @@ class Ledger:
     Attributes
     ----------
     energy_j : dict of str to float
-        Joules by category (``CATEGORIES``).
+        Joules by category (``CATEGORIES``, and ``UPDATE_CATEGORIES`` once charged).
     time_s : dict of str to float
         Simulated seconds by category; ``total_time_s`` is the chip's clock.
     counts : dict of str to int
@@ -50,7 +54,11 @@ class Ledger:
     def charge(self, category: str, joules: float = 0.0, seconds: float = 0.0) -> None:
         """Add ``joules`` and ``seconds`` to ``category``."""
         if category not in self.energy_j:
-            raise ValueError(f"unknown ledger category {category!r}; expected one of {CATEGORIES}")
+            if category not in UPDATE_CATEGORIES:
+                raise ValueError(f"unknown ledger category {category!r}; expected one of "
+                                 f"{CATEGORIES + UPDATE_CATEGORIES}")
+            self.energy_j[category] = 0.0
+            self.time_s[category] = 0.0
         if not (math.isfinite(joules) and math.isfinite(seconds)) or joules < 0 or seconds < 0:
             raise ValueError(f"charges must be finite and >= 0, got {joules} J, {seconds} s")
         self.energy_j[category] += float(joules)

@@ -50,6 +50,9 @@ IDEAL = ChipSpec(
         # One weight update as one fp32 add, 0.9 pJ (Horowitz, ISSCC 2014, 45 nm).
         pulse_j=0.9e-12,
         pulse_s=0.0,
+        # No pulse drivers or stochastic translators: exact weights take no in-array update.
+        driver_pulse_j=0.0,
+        translator_bit_j=0.0,
     ),
 )
 
@@ -152,6 +155,13 @@ PCM = ChipSpec(
         # Controller: fp32 multiply-add 4.6 pJ = 2.3 pJ/op (Horowitz, ISSCC 2014); 32 lanes at 1 GHz.
         digital_op_j=2.3e-12,
         digital_op_s=1e-9 / 32,
+        # In-array update drivers: one line charged per pulse, C V^2 = 50 fF (bit line, reference
+        # sec. 8.2 [unconfirmed]) x (1 V)^2, half of a 2 V write on each of row and column
+        # (NeuroSim Param.cpp; half-select scheme of Gokmen & Vlasov, Front. Neurosci. 2016) = 50 fJ [derived].
+        driver_pulse_j=50e-15,
+        # Stochastic translator: one 8-bit comparison with a pseudo-random number per bit, as an
+        # 8-bit add, 0.03 pJ (Horowitz, ISSCC 2014) [derived].
+        translator_bit_j=0.03e-12,
     ),
 )
 
@@ -223,6 +233,11 @@ RRAM = ChipSpec(
         pulse_s=10e-9,
         digital_op_j=2.3e-12,
         digital_op_s=1e-9 / 32,
+        # In-array update drivers: C V^2 = 50 fF (reference sec. 8.2 [unconfirmed]) x (1 V)^2, half
+        # of NeuroSim's 2 V write per line (Gokmen & Vlasov 2016 half-select) = 50 fJ [derived].
+        driver_pulse_j=50e-15,
+        # Stochastic translator bit: an 8-bit comparison as an 8-bit add, 0.03 pJ (Horowitz 2014) [derived].
+        translator_bit_j=0.03e-12,
     ),
 )
 

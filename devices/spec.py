@@ -34,6 +34,7 @@ __all__ = [
     "FaultSpec",
     "EnergySpec",
     "ChipSpec",
+    "CONTROLLER_MULTIPLY_ADD_J",
 ]
 
 
@@ -312,6 +313,14 @@ class FaultSpec(SpecModel):
         return 0.5 * math.erfc(-z / math.sqrt(2.0))
 
 
+#: Energy of one multiply-add by arithmetic precision, joules: Horowitz, ISSCC 2014 (45 nm, 0.9 V):
+#: fp32 multiply 3.7 pJ + add 0.9 pJ; 8-bit integer multiply 0.2 pJ + add 0.03 pJ.  16-bit
+#: integers are not in that table [derived]: multiply 0.2 pJ x (16/8)^2 = 0.8 pJ (array
+#: multipliers grow with the square of the width; 3.1 pJ x (16/32)^2 = 0.78 pJ from the 32-bit
+#: figure agrees), add 0.03 pJ x 2 = 0.06 pJ (linear in width), 0.86 pJ.
+CONTROLLER_MULTIPLY_ADD_J = {"fp32": 4.6e-12, "int16": 0.86e-12, "int8": 0.23e-12}
+
+
 class EnergySpec(SpecModel):
     """Energy and latency of each operation (joules, seconds, volts)."""
 
@@ -331,7 +340,28 @@ class EnergySpec(SpecModel):
     mac_j: float = Field(0.0, ge=0.0)
     """Energy per multiply-accumulate, for digital twins (else 0)."""
     digital_op_j: float = Field(2.3e-12, ge=0.0)
+    """One operation of the controller in fp32 (half a multiply-add)."""
     digital_op_s: float = Field(1e-9 / 32, ge=0.0)
+    controller_precision: Literal["fp32", "int16", "int8"] = "fp32"
+    """Arithmetic of the controller: its operations cost ``digital_op_j`` scaled by the ratio of
+    a multiply-add at this precision to one in fp32 (``CONTROLLER_MULTIPLY_ADD_J``);
+    ``controller_op_j`` is the result, what the chip charges per operation."""
+    # C V^2 of one line: 50 fF bit-line capacitance (reference device-parameters.md sec. 8.2,
+    # [unconfirmed]) at 1 V, half of NeuroSim's 2 V write (Param.cpp; coincidence updates drive
+    # rows and columns at half the write voltage each, Gokmen & Vlasov, Front. Neurosci. 2016) [derived].
+    driver_pulse_j: float = Field(50e-15, ge=0.0)
+    """One pulse of a row or column driver during an in-array update (charging the line)."""
+    # One 8-bit comparison per bit, taken as an 8-bit add: 0.03 pJ (Horowitz, ISSCC 2014) [derived].
+    translator_bit_j: float = Field(0.03e-12, ge=0.0)
+    """One bit of a stochastic translator (a value compared with a pseudo-random number)."""
+
+    @property
+    def controller_op_j(self) -> float:
+        """Energy of one controller operation at ``controller_precision``, joules."""
+        if self.controller_precision == "fp32":
+            return self.digital_op_j
+        mac = CONTROLLER_MULTIPLY_ADD_J
+        return self.digital_op_j * mac[self.controller_precision] / mac["fp32"]
 
 
 class ChipSpec(SpecModel):

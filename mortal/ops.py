@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Sequence
 
 __all__ = ["forward_ops", "averaging_ops", "logits_ops", "layer_update_ops", "head_update_ops",
-           "direct_program_ops", "mixed_program_ops", "probability_ops", "slope_table_ops",
+           "direct_program_ops", "mixed_program_ops", "signal_ops", "analog_update_ops", "probability_ops", "slope_table_ops",
            "column_mean_ops", "training_macs", "head_width"]
 
 
@@ -43,6 +43,19 @@ def layer_update_ops(batch: int, n_in: int, n_out: int) -> int:
 def head_update_ops(batch: int, width: int, n_classes: int) -> int:
     """The softmax head's update: gradient product and smoothing and step (~8 per weight)."""
     return 2 * batch * width * n_classes + 8 * width * n_classes
+
+
+def signal_ops(batch: int, n_out: int) -> int:
+    """The per-unit signal of a positive and a negative phase of ``batch`` examples, alone (the
+    ``analog`` policy's share of :func:`layer_update_ops`): ~6 per value."""
+    return 6 * (2 * batch * n_out)
+
+
+def analog_update_ops(samples: int, rows: int, cols: int) -> int:
+    """Update management of ``samples`` rank-1 updates sent to the array: per sample the largest
+    magnitude of the row and the column vector (1 per value) and its two scales (~4), then per
+    value a scaling and a clip (2): about ``3 (rows + cols) + 4`` per sample, nothing per weight."""
+    return samples * (3 * (rows + cols) + 4)
 
 
 def direct_program_ops(size: int) -> int:

@@ -9,7 +9,8 @@ The package, by concern:
 ``train``       the one training loop;
 ``readout``     per-label goodness, the softmax head, evaluation, head refits;
 ``checkpoint``  saving and restoring learner and chip together;
-``learner``     :class:`FFLearner`, which ties them together, and :func:`load_learner`.
+``learner``     :class:`FFLearner`, which ties them together, and :func:`load_learner`;
+``analog``      in-array updates by pulse coincidence (policy ``analog``), kernels in ``_kernels``.
 """
 
 from .checkpoint import CHIP_FILE, LEARNER_FILE, latest_checkpoint, read_history, save_checkpoint

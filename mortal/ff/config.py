@@ -132,9 +132,12 @@ class FFConfig(BaseModel):
     """Training epochs."""
     batch_size: int = Field(100, ge=2, le=100_000)
     """Examples per update."""
-    policy: Literal["direct", "mixed"] = "mixed"
-    """How a wanted change reaches the devices: every batch as requested, or accumulated in the
-    controller and programmed in whole pulses (mortal.updates)."""
+    policy: Literal["direct", "mixed", "analog"] = "mixed"
+    """How a wanted change reaches the devices: every batch as requested, accumulated in the
+    controller and programmed in whole pulses, or applied by the array itself as coincidences of
+    stochastic pulse trains (no momentum or weight cost there; mortal.updates)."""
+    bit_length: int = Field(10, ge=1, le=4096)
+    """Policy analog: pulse slots per sample (BL); longer trains average more and send more pulses."""
     seed: int = Field(0, ge=0)
     """Seeds every random choice of the learner."""
     recipe: RecipeConfig = Field(default_factory=RecipeConfig)

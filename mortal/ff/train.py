@@ -20,13 +20,18 @@ from ..chip import Chip
 from ..progress import Progress
 from ..slopes import perturbed_tables
 from ..updates import apply_update
+from .analog import apply_analog_update
 from .config import FFConfig
 from .measure import Pass, input_scales
 from .readout import controller_pass, head_logits, ledger_snapshot, lr_gain, update_head
 from .state import ControllerState
 from .targets import NegativeSampler, Targets, sample_rows
 
-__all__ = ["train_epoch", "train_batch", "update_layer"]
+__all__ = ["train_epoch", "train_batch", "update_layer", "ANALOG_UPDATE_STREAM"]
+
+#: Spawn key of the in-array updates' random stream: epoch e draws from
+#: ``SeedSequence(seed, spawn_key=(ANALOG_UPDATE_STREAM, e))``.
+ANALOG_UPDATE_STREAM = 1 << 21
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -34,8 +39,13 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def update_layer(cfg: FFConfig, st: ControllerState, chip: Chip, layer: int, pos: Pass, neg: Pass, s: float,
-                 gain: float, weight: np.ndarray | None = None) -> np.ndarray:
-    """Update one layer from a positive and a negative pass; returns the two mean losses."""
+                 gain: float, weight: np.ndarray | None = None,
+                 update_rng: np.random.Generator | None = None) -> np.ndarray:
+    """Update one layer from a positive and a negative pass; returns the two mean losses.
+
+    Policy ``analog`` (``update_rng`` draws its coincidences): the array applies the rank-1
+    products of the inputs sent (bias line at ``s / bias_level``) and the signals, with no
+    smoothing and no weight cost (``mortal.updates``)."""
     rec, opt = cfg.recipe, cfg.optimizer
     n_out = pos.outputs[layer].shape[1]
     batch = pos.outputs[layer].shape[0]
@@ -54,6 +64,18 @@ def update_layer(cfg: FFConfig, st: ControllerState, chip: Chip, layer: int, pos
     sig = np.empty((2 * batch, n_out), np.float32)
     K.ff_signal(pos.outputs[layer], 1.0 / s, c_pos, table, width, peer, sig[:batch])
     K.ff_signal(neg.outputs[layer], 1.0 / s, c_neg, table, width, np.zeros(n_out, np.float32), sig[batch:])
+    if cfg.policy == "analog":
+        n_in = pos.inputs[layer].shape[1]
+        x = np.empty((2 * batch, n_in + 1), np.float32)
+        x[:batch, :n_in] = pos.inputs[layer]
+        x[batch:, :n_in] = neg.inputs[layer]
+        x[:, n_in] = np.float32(s / float(chip.info.bias_level))
+        chip.ledger.charge_digital(ops.signal_ops(batch, n_out))
+        if chip.info.trainable[layer]:
+            if update_rng is None:
+                raise ValueError("policy 'analog' needs the update stream (update_rng)")
+            apply_analog_update(chip, layer, x, sig, opt.lr * gain / batch, cfg.bit_length, update_rng)
+        return np.array([np.logaddexp(0.0, -z_pos).mean(), np.logaddexp(0.0, z_neg).mean()])
     h = np.concatenate([pos.inputs[layer], neg.inputs[layer]], axis=0)
     grad = np.empty((h.shape[1] + 1, n_out), np.float32)
     np.matmul(h.T, sig, out=grad[:-1])
@@ -70,8 +92,10 @@ def update_layer(cfg: FFConfig, st: ControllerState, chip: Chip, layer: int, pos
 
 
 def train_batch(cfg: FFConfig, st: ControllerState, chip: Chip, x: np.ndarray, idx: np.ndarray,
-                targets: Targets, sampler: NegativeSampler, gain: float, rng: np.random.Generator) -> np.ndarray:
-    """One batch (rows ``idx`` of ``x``); returns [loss+, loss-, online errors, examples]."""
+                targets: Targets, sampler: NegativeSampler, gain: float, rng: np.random.Generator,
+                update_rng: np.random.Generator | None = None) -> np.ndarray:
+    """One batch (rows ``idx`` of ``x``); returns [loss+, loss-, online errors, examples].
+    ``update_rng``: the in-array updates' stream (policy ``analog``)."""
     xb = x[idx]
     labels = targets.labels[idx]
     probs = None if targets.probs is None else targets.probs[idx]
@@ -98,7 +122,8 @@ def train_batch(cfg: FFConfig, st: ControllerState, chip: Chip, x: np.ndarray, i
     scales = input_scales(chip, cfg.measurement.input_clip_rms)
     loss = np.zeros(2)
     for layer in range(len(pos.outputs)):
-        loss += update_layer(cfg, st, chip, layer, pos, neg, scales[layer], gain, weight)
+        extra = () if update_rng is None else (update_rng,)  # only policy analog draws
+        loss += update_layer(cfg, st, chip, layer, pos, neg, scales[layer], gain, weight, *extra)
     return np.array([loss[0], loss[1], online_err, batch])
 
 
@@ -107,7 +132,8 @@ def train_epoch(cfg: FFConfig, st: ControllerState, chip: Chip, x: np.ndarray, t
                 refit: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Train epoch ``st.epoch`` over all of ``x`` (n, n_data); returns its record.
 
-    The epoch's shuffling and sampling stream is ``SeedSequence(seed, spawn_key=(epoch,))``.
+    The epoch's shuffling and sampling stream is ``SeedSequence(seed, spawn_key=(epoch,))``; policy
+    ``analog`` draws its coincidences from ``SeedSequence(seed, spawn_key=(ANALOG_UPDATE_STREAM, epoch))``.
     ``refit``: called after the last batch of the run's last epoch (the head refit), returning
     fields to add to the record.
     """
@@ -116,6 +142,10 @@ def train_epoch(cfg: FFConfig, st: ControllerState, chip: Chip, x: np.ndarray, t
     before = ledger_snapshot(chip)
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(cfg.seed, spawn_key=(e,))))
     order = rng.permutation(x.shape[0])
+    update_rng = None
+    if cfg.policy == "analog":
+        update_rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(
+            cfg.seed, spawn_key=(ANALOG_UPDATE_STREAM, e))))
     m = cfg.measurement
     if m.estimator == "perturbed":
         probe = st.layout.embed(x[order[: m.slope_probes]], None)
@@ -127,7 +157,7 @@ def train_epoch(cfg: FFConfig, st: ControllerState, chip: Chip, x: np.ndarray, t
     bar = Progress(n_batches, f"epoch {e + 1}/{cfg.epochs}", enabled=show)
     for k in range(n_batches):
         idx = order[k * cfg.batch_size:(k + 1) * cfg.batch_size]
-        stats += train_batch(cfg, st, chip, x, idx, targets, sampler, gain, rng)
+        stats += train_batch(cfg, st, chip, x, idx, targets, sampler, gain, rng, update_rng)
         bar.update(k + 1)
     bar.close()
     train_wall = time.perf_counter() - t_wall

@@ -1,0 +1,247 @@
+"""In-array updates by pulse coincidence (``mortal.ff.analog``, policy ``analog``).
+
+The batched coincidence sampler is checked against pulse trains simulated slot by slot: each
+cell's mean and variance of the net count agree within three standard errors over many draws,
+in the three regimes of the sampler (small counts, binomial mixtures, normal); the same check
+fails for a sampler with a wrong variance.  Update management, refusals and the policy on
+chips follow.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import devices
+from mortal.ff import _kernels as K
+from mortal.data import load_mnist_mini
+from mortal.errors import InputError
+from mortal.ff import FFConfig, FFLearner
+from mortal.ff.analog import Coincidences, apply_analog_update, coincidences, pulse_probabilities
+from mortal.updates import check_pulse_chip
+
+
+def _draws(px, pd, bl, n, exact, seed):
+    rng = np.random.default_rng(seed)
+    return np.stack([coincidences(px, pd, bl, rng, exact=exact).net for _ in range(n)]).astype(np.float64)
+
+
+def _moments(draws):
+    """Per-cell mean and variance with their standard errors."""
+    n = draws.shape[0]
+    mean = draws.mean(axis=0)
+    c = draws - mean
+    var = (c ** 2).sum(axis=0) / (n - 1)
+    m4 = (c ** 4).mean(axis=0)
+    return mean, np.sqrt(var / n), var, np.sqrt(np.maximum(m4 - var ** 2, 0.0) / n)
+
+
+def _disagreements(a, b):
+    """Cells whose means or variances differ by more than three standard errors of the difference."""
+    ma, sea, va, sva = _moments(a)
+    mb, seb, vb, svb = _moments(b)
+    bad_mean = np.abs(ma - mb) > 3.0 * np.sqrt(sea ** 2 + seb ** 2)
+    bad_var = np.abs(va - vb) > 3.0 * np.sqrt(sva ** 2 + svb ** 2)
+    return int(bad_mean.sum()), int(bad_var.sum())
+
+
+def _probs(seed, batch, rows, cols, lo, hi):
+    r = np.random.default_rng(seed)
+    sign = lambda shape: np.where(r.random(shape) < 0.5, -1.0, 1.0)  # noqa: E731
+    px = (sign((batch, rows)) * r.uniform(lo, hi, (batch, rows))).astype(np.float32)
+    pd = (sign((batch, cols)) * r.uniform(lo, hi, (batch, cols))).astype(np.float32)
+    return px, pd
+
+
+# (name, batch, rows, cols, bit length, probability range): small counts (Poisson-like),
+# binomial mixtures with large probabilities, and counts above NORMAL_ABOVE.
+REGIMES = [("small", 6, 4, 3, 4, (0.02, 0.25)), ("mixture", 4, 4, 3, 6, (0.3, 0.95)),
+           ("normal", 3, 3, 3, 40, (0.7, 1.0))]
+
+
+@pytest.mark.parametrize("name,batch,rows,cols,bl,span", REGIMES)
+def test_batched_sampler_agrees_with_pulse_trains_in_mean_and_variance(name, batch, rows, cols, bl, span):
+    px, pd = _probs(1, batch, rows, cols, *span)
+    fast = _draws(px, pd, bl, 3000, False, 2)
+    slow = _draws(px, pd, bl, 3000, True, 3)
+    assert _disagreements(fast, slow) == (0, 0)
+    # both against the exact moments of the Bernoulli sums
+    q = np.abs(px)[:, :, None] * np.abs(pd)[:, None, :]
+    s = np.sign(px)[:, :, None] * np.sign(pd)[:, None, :]
+    mean, var = bl * (s * q).sum(axis=0), bl * (q * (1 - q)).sum(axis=0)
+    for draws in (fast, slow):
+        m, se, _, _ = _moments(draws)
+        assert np.all(np.abs(m - mean) <= 3.0 * se)
+    if name == "normal":
+        assert (bl * (np.abs(q) * (s > 0)).sum(axis=0)).max() > K.NORMAL_ABOVE
+
+
+def test_the_agreement_check_fails_for_a_wrong_variance():
+    """A sampler that takes the variance of each count equal to its mean (Poisson: the
+    -BL sum p^2 term left out) is told apart from the pulse trains."""
+    px, pd = _probs(1, 4, 4, 3, 0.3, 0.95)
+    bl = 6
+    slow = _draws(px, pd, bl, 3000, True, 3)
+    rng = np.random.default_rng(2)
+    ax, ad = np.abs(px), np.abs(pd)
+    wrong = []
+    for _ in range(3000):
+        net = np.zeros((4, 3), np.int32)
+        zeros = np.zeros((4, 3), np.float32)
+        K.coincidence_counts(px.T @ pd, ax.T @ ad, zeros, zeros, float(bl), bl * 4,
+                             np.uint64(int(rng.integers(0, 2**63))), net)
+        wrong.append(net)
+    bad_mean, bad_var = _disagreements(np.array(wrong, np.float64), slow)
+    assert bad_var >= 6 and bad_mean <= 1
+
+
+def test_line_pulses_and_gross_counts_follow_the_trains():
+    px, pd = _probs(4, 5, 6, 4, 0.1, 0.8)
+    bl = 8
+    rng = np.random.default_rng(0)
+    got = [coincidences(px, pd, bl, rng, exact=e) for e in (False, True) for _ in range(400)]
+    fast, slow = got[:400], got[400:]
+    want_rows, want_cols = bl * np.abs(px).sum(), bl * np.abs(pd).sum()
+    want_gross = bl * (np.abs(px).sum(axis=1) * np.abs(pd).sum(axis=1)).sum()
+    for draws in (fast, slow):
+        assert abs(np.mean([g.row_pulses for g in draws]) - want_rows) < 0.02 * want_rows
+        assert abs(np.mean([g.col_pulses for g in draws]) - want_cols) < 0.02 * want_cols
+        assert abs(np.mean([g.gross for g in draws]) - want_gross) < 0.02 * want_gross
+
+
+def test_draws_are_fixed_by_the_generator():
+    px, pd = _probs(5, 3, 5, 4, 0.1, 0.9)
+    a = coincidences(px, pd, 5, np.random.default_rng(9))
+    b = coincidences(px, pd, 5, np.random.default_rng(9))
+    c = coincidences(px, pd, 5, np.random.default_rng(10))
+    assert np.array_equal(a.net, b.net) and a.row_pulses == b.row_pulses
+    assert not np.array_equal(a.net, c.net)
+
+
+# -- update management ---------------------------------------------------------------------------
+def test_update_management_maps_the_learning_rate_to_the_device_step_and_balances_the_sides():
+    r = np.random.default_rng(0)
+    x = r.uniform(0, 3, (5, 7)).astype(np.float32)
+    d = r.normal(0, 0.2, (5, 4)).astype(np.float32)
+    eta, bl, dw = 1e-4, 10, 3e-4
+    px, pd, clipped = pulse_probabilities(x, d, eta, bl, dw)
+    assert clipped == 0.0
+    mean_change = bl * dw * (px.astype(np.float64).T @ pd)
+    np.testing.assert_allclose(mean_change, eta * (x.astype(np.float64).T @ d), rtol=1e-5)
+    np.testing.assert_allclose(np.abs(px).max(axis=1), np.abs(pd).max(axis=1), rtol=1e-5)
+    assert np.all(np.sign(px) == np.sign(x)) and np.all(np.sign(pd) == np.sign(d))
+    _, _, clipped = pulse_probabilities(x, d, 1.0, 1, dw)  # far beyond one coincidence per slot
+    assert clipped > 0.0
+
+
+def test_a_zero_sample_sends_nothing():
+    x = np.zeros((2, 3), np.float32)
+    x[1] = 1.0
+    d = np.ones((2, 2), np.float32)
+    px, pd, _ = pulse_probabilities(x, d, 1e-3, 4, 1e-3)
+    assert not px[0].any() and not pd[0].any() and px[1].all()
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda x, d: pulse_probabilities(x, d, 1e-3, 0, 1e-3), "bit_length"),
+    (lambda x, d: pulse_probabilities(x, d, 1e-3, -3, 1e-3), "bit_length"),
+    (lambda x, d: pulse_probabilities(x, d, 1e-3, 2.5, 1e-3), "bit_length"),
+    (lambda x, d: pulse_probabilities(x, d, -1e-3, 4, 1e-3), "eta"),
+    (lambda x, d: pulse_probabilities(x, d, float("nan"), 4, 1e-3), "eta"),
+    (lambda x, d: pulse_probabilities(x, d, 1e-3, 4, 0.0), "dw"),
+    (lambda x, d: pulse_probabilities(x * np.nan, d, 1e-3, 4, 1e-3), "NaN"),
+    (lambda x, d: pulse_probabilities(x, d[:1], 1e-3, 4, 1e-3), "same samples"),
+    (lambda x, d: coincidences(x, d, 4, np.random.default_rng(0)), r"\[-1, 1\]"),
+    (lambda x, d: coincidences(x * 0.1, d * 0.1, 0, np.random.default_rng(0)), "bit_length"),
+    (lambda x, d: coincidences(x * 0.1, -np.inf * d, 3, np.random.default_rng(0)), "NaN or infinite"),
+    (lambda x, d: coincidences(x * 0.1, d * 0.1, 3, 7), "Generator"),
+])
+def test_bad_settings_are_refused(call, match):
+    x = np.full((2, 3), 2.0, np.float32)
+    d = np.full((2, 2), 2.0, np.float32)
+    with pytest.raises(InputError, match=match):
+        call(x, d)
+
+
+# -- on chips ------------------------------------------------------------------------------------
+def test_analog_on_an_exact_chip_is_refused_before_anything_is_programmed():
+    chip = devices.make_chip("ideal", (784, 20), seed=0)
+    digest = chip.state_digest()
+    d = load_mnist_mini()
+    learner = FFLearner(FFConfig(policy="analog", epochs=1))
+    with pytest.raises(InputError, match="pulse requests"):
+        learner.fit(chip, d.train_images[:200], d.train_labels[:200], progress=False)
+    assert chip.state_digest() == digest
+    with pytest.raises(InputError, match="pulse_step"):
+        check_pulse_chip(chip)
+
+
+def test_bit_length_zero_is_refused_by_the_settings():
+    with pytest.raises(ValueError, match="bit_length"):
+        FFConfig(policy="analog", bit_length=0)
+
+
+def test_the_net_count_reaches_the_chip_as_pulses_and_the_periphery_is_charged():
+    chip = devices.make_chip("rram", (6, 4), seed=1)
+    r = np.random.default_rng(0)
+    x = np.abs(r.normal(size=(8, 7))).astype(np.float32)
+    d = r.normal(size=(8, 4)).astype(np.float32)
+    step = chip.info.pulse_step[0]
+    got = apply_analog_update(chip, 0, x, d, 20 * step, 10, np.random.default_rng(1))
+    assert isinstance(got, Coincidences) and got.gross > 0
+    led = chip.ledger
+    assert led.counts["pulses"] == int(np.abs(got.net).sum())
+    e = chip.spec.energy
+    assert led.energy_j["drivers"] == pytest.approx((got.row_pulses + got.col_pulses) * e.driver_pulse_j)
+    assert led.energy_j["translators"] == pytest.approx(8 * (7 + 4) * 10 * e.translator_bit_j)
+    assert led.counts["translations"] == 8 * 11 and led.energy_j["digital"] > 0
+
+
+def test_ledgers_without_in_array_updates_keep_their_categories():
+    chip = devices.make_chip("pcm", (6, 4), seed=1)
+    chip.program(0, np.full((7, 4), chip.info.pulse_step[0], np.float32))
+    assert "drivers" not in chip.ledger.energy_j and "translators" not in chip.ledger.to_dict()["energy_j"]
+
+
+def test_controller_precision_scales_the_digital_operation():
+    fp32 = devices.make_chip("pcm", (6, 4), seed=1)
+    int8 = devices.make_chip(devices.variant("pcm", energy={"controller_precision": "int8"}), (6, 4), seed=1)
+    assert fp32.info.digital_op_energy_j == devices.get_preset("pcm").energy.digital_op_j
+    assert int8.info.digital_op_energy_j == pytest.approx(2.3e-12 * 0.23 / 4.6)
+    assert int8.ledger.digital_op_j == int8.info.digital_op_energy_j
+
+
+@pytest.mark.parametrize("preset", ["pcm", "rram"])
+def test_policy_analog_learns_on_chips_and_moves_the_energy_off_the_controller(preset):
+    d = load_mnist_mini()
+    x, y = d.train_images[:1000], d.train_labels[:1000]
+    xt, yt = d.test_images[:300], d.test_labels[:300]
+    figures = {}
+    for policy in ("mixed", "analog"):
+        chip = devices.make_chip(preset, (784, 60, 40), seed=11)
+        # no momentum averages the array's updates: a smaller learning rate (chosen on these images)
+        lr = 0.003 if policy == "analog" else 0.01
+        learner = FFLearner(FFConfig(seed=3, epochs=2, policy=policy, bit_length=10, lr=lr, refit={"epochs": 0}))
+        learner.fit(chip, x, y, eval_every=0, progress=False)
+        err = learner.evaluate(chip, xt, yt, "softmax").errors["softmax"]
+        led = chip.ledger
+        figures[policy] = (err, led.energy_j["digital"], led.total_energy_j, led.counts["pulses"])
+        if policy == "analog":
+            assert led.energy_j["drivers"] > 0 and led.energy_j["translators"] > 0
+            assert not learner.state.accumulators
+            assert np.all(learner.state.smooth[0] == 0)  # no momentum in the array
+    assert figures["analog"][0] < 0.7  # far better than chance (0.9) after 2 epochs of 1000 images
+    assert figures["analog"][0] < figures["mixed"][0] + 0.1
+    assert figures["analog"][1] < 0.5 * figures["mixed"][1]
+    assert figures["analog"][3] > 0
+
+
+def test_policy_analog_is_reproducible():
+    d = load_mnist_mini()
+    out = []
+    for _ in range(2):
+        chip = devices.make_chip("pcm", (784, 30), seed=2)
+        learner = FFLearner(FFConfig(seed=5, epochs=1, policy="analog", bit_length=4, refit={"epochs": 0}))
+        learner.fit(chip, d.train_images[:300], d.train_labels[:300], eval_every=0, progress=False)
+        out.append(chip.state_digest())
+    assert out[0] == out[1]
