@@ -14,8 +14,12 @@ import numpy as np
 
 from .. import _kernels as base
 
-# The flags of the learner's kernels (no fastmath, no cache).
+# The flags of the learner's kernels (no fastmath, no cache).  The batched sampler runs its rows in
+# parallel: each cell's draws are fixed by (key, cell) and the gross count is an integer sum, so
+# the result does not depend on the threads.
 _jit = numba.njit(fastmath=base.FASTMATH, cache=base.CACHE, nogil=True, error_model="numpy")
+_jit_parallel = numba.njit(fastmath=base.FASTMATH, cache=base.CACHE, nogil=True, error_model="numpy",
+                           parallel=True)
 
 
 # Random numbers of these kernels are counter-based: uniform ``k`` of a call is a 64-bit mix of
@@ -71,6 +75,8 @@ def _count(mean, var, cap, key, k):
         c = math.floor(mean + math.sqrt(var) * _normal(key, k) + 0.5)
         return int(min(max(c, 0.0), cap))
     u = _uniform(key, k)
+    if u <= 1.0 - mean:  # P(count = 0) >= 1 - mean: inversion would return 0 (saves the work below)
+        return 0
     d = mean - var
     if d <= 1e-12 * mean:  # Poisson limit
         pk = math.exp(-mean)
@@ -103,7 +109,7 @@ def _count(mean, var, cap, key, k):
     return int(min(c, cap))
 
 
-@_jit
+@_jit_parallel
 def coincidence_counts(sgn, ab, sq, sq_sgn, bl, cap, key, net):
     """Net coincidences per cell from the batch's moment matrices; returns the gross count.
 
@@ -116,8 +122,9 @@ def coincidence_counts(sgn, ab, sq, sq_sgn, bl, cap, key, net):
     at most ``cap``) and ``net`` (int32) receives positive minus negative.
     """
     rows, cols = net.shape
-    gross = 0
-    for i in range(rows):
+    row_gross = np.zeros(rows, np.int64)
+    for i in numba.prange(rows):
+        g = 0
         for j in range(cols):
             a = float(ab[i, j])
             s = float(sgn[i, j])
@@ -131,8 +138,9 @@ def coincidence_counts(sgn, ab, sq, sq_sgn, bl, cap, key, net):
             n_pos = _count(m_pos, v_pos, cap, key, k)
             n_neg = _count(m_neg, v_neg, cap, key, k + np.uint64(2))
             net[i, j] = n_pos - n_neg
-            gross += n_pos + n_neg
-    return gross
+            g += n_pos + n_neg
+        row_gross[i] = g
+    return row_gross.sum()
 
 
 @_jit
