@@ -39,6 +39,9 @@ JIT = _jit
 #: per-device state that take arrays (an out-of-line call passing array structs cost the
 #: programming kernel about half its time).
 JIT_INLINE = numba.njit(fastmath=FASTMATH, cache=CACHE, nogil=True, error_model="numpy", inline="always")
+#: Rows per chunk of the kernels that run on several threads (:mod:`devices._threads`): fixed,
+#: so that the chunks, not the threads, set the order of sums over rows.
+ROW_CHUNK = 32
 #: Independent generator lanes per row (one AVX-512 vector of uint64 is 8; 16 vectorizes best).
 LANES = 16
 
@@ -53,7 +56,7 @@ _MASK16 = np.uint64(0xFFFF)
 D_T0, D_MU_A, D_MU_B, D_MU_LO, D_MU_HI, D_S_A, D_S_B, D_S_LO, D_S_HI, D_G_FLAT, D_MU_FLAT, D_S_FLAT = range(12)
 
 
-@_jit
+@JIT_INLINE
 def splitmix64(x):
     """One splitmix64 step: a well-mixed uint64 from any uint64."""
     z = x + _GOLDEN
@@ -62,7 +65,7 @@ def splitmix64(x):
     return z ^ (z >> np.uint64(31))
 
 
-@_jit
+@JIT_INLINE
 def row_seed(base, row):
     """Seed of row ``row``'s generator for a call whose base seed is ``base``."""
     s = splitmix64(np.uint64(base) + np.uint64(row) * _GOLDEN)
@@ -71,7 +74,7 @@ def row_seed(base, row):
     return s
 
 
-@_jit
+@JIT_INLINE
 def xorshift_next(state):
     """Advance a xorshift64* state; returns (new_state, output)."""
     x = state
@@ -81,14 +84,14 @@ def xorshift_next(state):
     return x, x * _XS_MUL
 
 
-@_jit
+@JIT_INLINE
 def normal_from_bits(r):
     """Unit normal (Irwin-Hall n=4) from the four 16-bit quarters of ``r``."""
     s = (r & _MASK16) + ((r >> np.uint64(16)) & _MASK16) + ((r >> np.uint64(32)) & _MASK16) + (r >> np.uint64(48))
     return (float(s) + 2.0) * (_SQRT3 / 65536.0) - 2.0 * _SQRT3
 
 
-@_jit
+@JIT_INLINE
 def ln_fast(x):
     """ln(x) for finite x > 0 with one ``frexp`` and a short series, no ``log`` call.
 
@@ -105,7 +108,7 @@ def ln_fast(x):
     return s + e * 0.6931471805599453
 
 
-@_jit
+@JIT_INLINE
 def exp_bounded(x):
     """exp(x) for |x| <= 8 without a libm call: Taylor to x^7 of x / 16, then squared four times
     (relative error below 1e-8 for |x| <= 4, below 3e-6 at |x| = 8)."""
@@ -118,7 +121,7 @@ def exp_bounded(x):
     return e * e
 
 
-@_jit
+@JIT_INLINE
 def drift_factor(age, nu, t0):
     """((age + t0) / t0) ** -nu.
 
@@ -140,7 +143,7 @@ def drift_factor(age, nu, t0):
     return exp_bounded(-x) if x <= 8.0 else math.exp(-x)
 
 
-@_jit
+@JIT_INLINE
 def drift_exponent(g, xi, dp):
     """Per-device exponent |mu(g) + sigma(g) xi| for a device programmed to ``g``.
 

@@ -16,21 +16,13 @@ from ._devstate import (
     RP_QEXP, RP_QFLOOR, RP_QMAX, RP_QS, RP_SPAN, RP_TREAD, device_gsat, device_sigma, device_step, drifted, exp_neg,
     ln_rows, program_device, pulses_to, verify_sigma, wear,
 )
-from ._kernels import D_T0, JIT, exp_bounded, normal_from_bits, row_seed, xorshift_next
+from ._kernels import D_T0, JIT, ROW_CHUNK, exp_bounded, normal_from_bits, row_seed, xorshift_next
+from ._threads import n_chunks, run_chunks
 
 @JIT
-def refresh_kernel(g, t_rel, nu, nu_step, t_base, now, dp, rp, w_max, w_eff, row_gsum, row_var, col_var, g_now):
-    """Effective weights, row conductance sums and read-noise sums at time ``now``.
-
-    w_eff : float32 (rows, cols) = (g+ f+ - g- f-) w_max, f the drift factor of each device.
-    row_gsum : float64 (rows,), sum of the drifted conductances of both devices.
-    row_var, col_var : float64 (rows,), (cols,): sums of the per-weight read-noise variance
-    ``w_max^2 (sigma+^2 + sigma-^2)`` over each row and each column (zeros without a law;
-    :func:`devices._devstate.device_sigma` per device).
-    g_now : float32 (2, rows, cols) receives the drifted conductances, or has size 0 (not wanted).
-
-    Row by row in vectorized stages (``ln`` from bit operations, ``exp`` from a short series).
-    """
+def _refresh_chunks(c0, c1, g, t_rel, nu, nu_step, t_base, now, dp, rp, w_max, w_eff, row_gsum, row_var, parts, g_now):
+    """Chunks ``c0`` to ``c1`` (of ``ROW_CHUNK`` rows) of :func:`refresh_kernel`; ``parts[ch]``
+    receives chunk ``ch``'s column sums of the read-noise variance."""
     keep = g_now.size > 0
     rows, cols = w_eff.shape
     t0 = dp[D_T0]
@@ -46,9 +38,8 @@ def refresh_kernel(g, t_rel, nu, nu_step, t_base, now, dp, rp, w_max, w_eff, row
     gd = np.empty((2, cols), np.float64)
     var = np.zeros(cols, np.float64)
     qv = np.empty(cols, np.float64)
-    for j in range(cols):
-        col_var[j] = 0.0
-    for i in range(rows):
+    for i in range(c0 * ROW_CHUNK, min(c1 * ROW_CHUNK, rows)):
+        col_var = parts[i // ROW_CHUNK]
         for j in range(cols):
             var[j] = 0.0
         for k in range(2):
@@ -91,6 +82,38 @@ def refresh_kernel(g, t_rel, nu, nu_step, t_base, now, dp, rp, w_max, w_eff, row
             col_var[j] += var[j]
         row_gsum[i] = acc
         row_var[i] = vacc
+
+
+def refresh_kernel(g, t_rel, nu, nu_step, t_base, now, dp, rp, w_max, w_eff, row_gsum, row_var, col_var, g_now):
+    """Effective weights, row conductance sums and read-noise sums at time ``now``.
+
+    w_eff : float32 (rows, cols) = (g+ f+ - g- f-) w_max, f the drift factor of each device.
+    row_gsum : float64 (rows,), sum of the drifted conductances of both devices.
+    row_var, col_var : float64 (rows,), (cols,): sums of the per-weight read-noise variance
+    ``w_max^2 (sigma+^2 + sigma-^2)`` over each row and each column (zeros without a law;
+    :func:`devices._devstate.device_sigma` per device).
+    g_now : float32 (2, rows, cols) receives the drifted conductances, or has size 0 (not wanted).
+
+    Row by row in vectorized stages (``ln`` from bit operations, ``exp`` from a short series),
+    blocks of rows on several threads (:mod:`devices._threads`); the column sums are added
+    per chunk of ``ROW_CHUNK`` rows, chunk by chunk in order, so that the result does not
+    depend on the thread count.
+    """
+    chunks = n_chunks(w_eff.shape[0])
+    parts = np.zeros((chunks, w_eff.shape[1]), np.float64)
+    run_chunks(_refresh_chunks, chunks, g, t_rel, nu, nu_step, t_base, now, dp, rp, w_max, w_eff, row_gsum, row_var,
+               parts, g_now)
+    _add_rows(parts, col_var)
+
+
+@JIT
+def _add_rows(parts, out):
+    """``out[j] = sum over i of parts[i, j]``, added in row order."""
+    for j in range(out.shape[0]):
+        out[j] = 0.0
+    for i in range(parts.shape[0]):
+        for j in range(out.shape[0]):
+            out[j] += parts[i, j]
 
 
 @JIT

@@ -14,51 +14,68 @@ from ._kernels import JIT
 
 
 @JIT
-def ir_first_order(g, lift, r, tile_rows, tile_cols, out, a, c):
-    """First-order IR drop of one array of devices, in normalized conductance units.
-
-    g : float32 (rows, cols), the devices' conductances as a fraction of the range; each
-    device conducts ``lift + g`` (``lift`` = g_min over the range).  r : the segment
-    resistance times the range's conductance (dimensionless).  out : float64 (rows, cols)
-    receives ``G (1 - r (A + C))`` per tile; a, c : float64 (rows, cols) scratch.
-    """
-    rows, cols = g.shape
-    for i in range(rows):  # A: along each row segment of a tile, from its driver
-        for c0 in range(0, cols, tile_cols):
-            c1 = min(c0 + tile_cols, cols)
-            rev = 0.0
-            for j in range(c1 - 1, c0 - 1, -1):
-                rev += lift + float(g[i, j])
-                a[i, j] = rev
-            run = 0.0
-            for j in range(c0, c1):
-                run += a[i, j]
-                a[i, j] = run
-    for r0 in range(0, rows, tile_rows):  # C: down each column segment of a tile, to its sense amplifier
-        r1 = min(r0 + tile_rows, rows)
-        for j in range(cols):
-            c[r0, j] = lift + float(g[r0, j])
-        for i in range(r0 + 1, r1):
-            for j in range(cols):
-                c[i, j] = c[i - 1, j] + lift + float(g[i, j])
-        for i in range(r1 - 2, r0 - 1, -1):
-            for j in range(cols):
-                c[i, j] += c[i + 1, j]
-    for i in range(rows):
-        for j in range(cols):
-            gg = lift + float(g[i, j])
-            out[i, j] = gg * (1.0 - r * (a[i, j] + c[i, j]))
-
-
-
-@JIT
-def ir_pair_weights(g_now, lift, r, tile_rows, tile_cols, w_max, w_eff, plus, minus, a, c):
+def ir_pair_weights(g_now, lift, r, tile_rows, tile_cols, w_max, w_eff):
     """Effective weights ``(W+ - W-) w_max`` (float32 ``w_eff``, (rows, cols)) of a pair of arrays
-    ``g_now`` (float32 (2, rows, cols)), each with its own wires (:func:`ir_first_order`);
-    ``plus``, ``minus``, ``a``, ``c`` : float64 (rows, cols) scratch."""
+    ``g_now`` (float32 (2, rows, cols), the devices' conductances as a fraction of the range;
+    each conducts ``lift + g``), each with its own wires: the first-order model of the module
+    docstring, streamed a row at a time with scratch of one row per device.  ``r`` is the
+    segment resistance times the range's conductance (dimensionless).
+
+    Per block of ``tile_rows`` rows and per device, with ``G = lift + g`` and block rows
+    ``r0 <= i < r1``: ``C_i = (r1 - i) S_i + Wt - U_i``, where ``S_i`` sums G over the block's
+    rows up to i, ``U_i`` sums ``G (r1 - i')`` over the same rows and ``Wt`` over the whole
+    block (the reverse cumulative sum of the cumulative sum in closed form); ``A`` is summed
+    along each row segment of ``tile_cols`` from its driver.
+    """
     rows, cols = w_eff.shape
-    ir_first_order(g_now[0], lift, r, tile_rows, tile_cols, plus, a, c)
-    ir_first_order(g_now[1], lift, r, tile_rows, tile_cols, minus, a, c)
-    for i in range(rows):
-        for j in range(cols):
-            w_eff[i, j] = np.float32((plus[i, j] - minus[i, j]) * w_max)
+    f64 = np.float64
+    s = np.empty((2, cols), f64)
+    u = np.empty((2, cols), f64)
+    wt = np.empty((2, cols), f64)
+    a = np.empty(cols, f64)
+    out = np.empty((2, cols), f64)
+    for r0 in range(0, rows, tile_rows):
+        r1 = min(r0 + tile_rows, rows)
+        for k in range(2):
+            wk = wt[k]
+            sk = s[k]
+            uk = u[k]
+            for j in range(cols):
+                wk[j] = 0.0
+                sk[j] = 0.0
+                uk[j] = 0.0
+            for i in range(r0, r1):
+                gr = g_now[k, i]
+                h = float(r1 - i)
+                for j in range(cols):
+                    wk[j] += (lift + float(gr[j])) * h
+        for i in range(r0, r1):
+            h = float(r1 - i)
+            for k in range(2):
+                gr = g_now[k, i]
+                sk = s[k]
+                uk = u[k]
+                wk = wt[k]
+                ok = out[k]
+                for j in range(cols):
+                    gg = lift + float(gr[j])
+                    sk[j] += gg
+                    uk[j] += gg * h
+                for c0 in range(0, cols, tile_cols):  # A: along each row segment, from its driver
+                    c1 = min(c0 + tile_cols, cols)
+                    rev = 0.0
+                    for j in range(c1 - 1, c0 - 1, -1):
+                        rev += lift + float(gr[j])
+                        a[j] = rev
+                    run = 0.0
+                    for j in range(c0, c1):
+                        run += a[j]
+                        a[j] = run
+                for j in range(cols):
+                    gg = lift + float(gr[j])
+                    ok[j] = gg * (1.0 - r * (a[j] + h * sk[j] + wk[j] - uk[j]))
+            wr = w_eff[i]
+            o0 = out[0]
+            o1 = out[1]
+            for j in range(cols):
+                wr[j] = np.float32((o0[j] - o1[j]) * w_max)

@@ -204,9 +204,7 @@ class Crossbar:
             c = self.spec.conductance
             span = c.g_max_us - c.g_min_us
             lift, r = c.g_min_us / span, wires.segment_ohm * span * 1e-6
-            scratch = [np.empty(g_now.shape[1:], np.float64) for _ in range(4)]
-            _wires.ir_pair_weights(g_now, lift, r, wires.tile_rows, wires.tile_cols, float(self.w_max), w_eff,
-                                   *scratch)
+            _wires.ir_pair_weights(g_now, lift, r, wires.tile_rows, wires.tile_cols, float(self.w_max), w_eff)
 
     def _noise_summary(self) -> None:
         total = float(self.row_var.sum())

@@ -622,21 +622,21 @@ def program_kernel(delta, layer: Layer, row_gsum, set_only: bool, pulse_step_w: 
     most the pulses the device has left.  ``set_only``: on g+ (delta > 0) or g- (delta < 0),
     going up, never ending below where they started.  Otherwise on the device with more room
     in the needed direction (room up ``g_sat - g``, room down ``g``, drifted; ties go up), its
-    partner if it is stuck.  The device moves by :func:`soft_pulses` from its drifted g with
-    the noise normal of column j,
-    is rewritten with the drift draw of column j (both from the row's lanes: the first and the
-    second ``ceil(cols / LANES) * LANES`` normals of :func:`lane_normals`), and ``w_eff`` and
+    partner if it is stuck.  The row's requested entries (at least one pulse) are numbered
+    ``c = 0, 1, ...`` in column order; the device moves by :func:`soft_pulses` from its drifted
+    g with the noise normal of entry c, is rewritten with the drift draw of entry c (both from
+    the row's lanes: the first and the second ``ceil(m / LANES) * LANES`` normals of
+    :func:`lane_normals`, m the row's requested entries), and ``w_eff`` and
     ``row_gsum`` change by its move.  ``set_only`` devices whose drifted g is at least
     ``refresh_at`` of their g_sat are set aside and handled after the row's other columns, in
     column order: the pair is refreshed (:meth:`Layer.refresh_pair`, drawing from the stream
     ``row_seed(seed ^ REFRESH_SALT, i)``; one read plus ``verify_reads`` if it wrote back), the
-    pulses (at most the device's life) move it up from its new g with column j's pulse normal
+    pulses (at most the device's life) move it up from its new g with entry c's pulse normal
     and a fresh drift draw from that same refresh stream, ``w_eff``
     becomes the as-programmed weight and ``row_gsum`` changes by the pair's new g minus its
     drifted g before.  Returns (pulses per row, most on one pair per row, verify reads per row).
     """
     rows, cols = delta.shape
-    width = -(-cols // LANES) * LANES
     ps = pp_get(layer.pp, "pulse_std")
     reads = int(pp_get(layer.pp, "verify_reads"))
     row_pulses = np.zeros(rows, np.int64)
@@ -651,14 +651,14 @@ def program_kernel(delta, layer: Layer, row_gsum, set_only: bool, pulse_step_w: 
         layer.write(k, i, j, new, None, xi=xi_drift)
 
     for i in range(rows):
-        z = lane_normals(seed, i, 2 * width).astype(np.float64)
-        noise, draw = z[:width], z[width:]
+        asked = [j for j in range(cols) if math.floor(abs(float(delta[i, j])) * (1.0 / pulse_step_w) + 0.5) >= 1]
+        wm = -(-len(asked) // LANES) * LANES
+        z = lane_normals(seed, i, 2 * wm).astype(np.float64)
+        noise, draw = z[:wm], z[wm:]
         later = []
-        for j in range(cols):
+        for c, j in enumerate(asked):
             d = float(delta[i, j])
-            n = min(int(math.floor(abs(d) / pulse_step_w + 0.5)), max_pulses)
-            if n == 0:
-                continue
+            n = min(int(math.floor(abs(d) * (1.0 / pulse_step_w) + 0.5)), max_pulses)
             gd = [layer.drifted(0, i, j)[0], layer.drifted(1, i, j)[0]]
             k_up, k_down = (0, 1) if d > 0 else (1, 0)
             if set_only:
@@ -674,23 +674,23 @@ def program_kernel(delta, layer: Layer, row_gsum, set_only: bool, pulse_step_w: 
                 continue
             gsat, step = layer.gsat(k, i, j), layer.step(k, i, j, up)
             if set_only and gd[k] >= pp_get(layer.pp, "refresh_at") * gsat:
-                later.append((j, k, n, gsat, step, gd))
+                later.append((c, j, k, n, gsat, step, gd))
                 continue
-            pulses(k, i, j, gd[k], gsat, step, n, up, noise[j], draw[j])
+            pulses(k, i, j, gd[k], gsat, step, n, up, noise[c], draw[c])
             moved = float(layer.g[k, i, j]) - gd[k]
             layer.w_eff[i, j] = np.float32(float(layer.w_eff[i, j]) + (moved if k == 0 else -moved) * w_max)
             row_gsum[i] += moved
             row_pulses[i] += n
             row_max[i] = max(row_max[i], n)
         rs = RowStream(seed ^ REFRESH_SALT, i)
-        for j, k, n, gsat, step, gd in later:
+        for c, j, k, n, gsat, step, gd in later:
             spent, verified = layer.refresh_pair(i, j, rs)
             row_verify[i] += 1 + (reads if verified else 0)
             left = int(layer.life[k, i, j])
             taken = n if left == UNLIMITED else min(n, left)
             if taken > 0:  # the fresh drift draw from the refresh stream
                 g_from = float(layer.g[k, i, j])
-                new = max(soft_pulses(g_from, gsat, step, taken, True, ps, noise[j]), g_from)
+                new = max(soft_pulses(g_from, gsat, step, taken, True, ps, noise[c]), g_from)
                 layer.wear(k, i, j, taken)
                 layer.write(k, i, j, new, rs)
                 spent += taken

@@ -9,7 +9,9 @@ when the device layer moved to its compact state and to the physics of the devic
 program-and-verify, IR drop), which changes every noisy chip's random stream and behaviour, and
 again when the ledger's verify reads and their time were corrected (a pair refresh that
 writes nothing back reads once; verify reads take a row at a time), and when the pulses after a
-pair refresh took their drift draw from the refresh stream.  The
+pair refresh took their drift draw from the refresh stream, and when the programming kernel
+came to work on a row's requested entries only (their noise normals numbered by request, not by
+column).  The
 ``ideal_uniform`` entry, whose chip has no noise, was the same before and after to the last digit
 compared: the learner's arithmetic did not change with it.  The comparison allows 1e-9 relative
 on floats and 1e-5 relative on counts, which only covers last-bit differences of vectorized math

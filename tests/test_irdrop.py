@@ -251,3 +251,21 @@ def test_module_imports_without_scipy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert float(out.stdout) == pytest.approx(1e-5 * (1 - 2 * 0.35 * 1e-5))
+
+
+@pytest.mark.parametrize("rows,cols,tile_rows,tile_cols", [(70, 45, 32, 16), (1, 1, 256, 256), (300, 20, 256, 7)])
+def test_the_chip_kernel_streams_the_same_model(rows, cols, tile_rows, tile_cols):
+    # devices._wires.ir_pair_weights (closed-form column sums, one row of scratch) against the
+    # numpy model on each device of a pair, in the kernel's normalized units.
+    from devices._wires import ir_pair_weights
+
+    rng = np.random.default_rng(rows + cols)
+    g_now = rng.uniform(0.0, 1.2, (2, rows, cols)).astype(np.float32)
+    lift, r, w_max = 0.04, 3e-4, 0.7
+    w = np.empty((rows, cols), np.float32)
+    ir_pair_weights(g_now, lift, r, tile_rows, tile_cols, w_max, w)
+    want = (ir_drop_weights(g_now[0].astype(np.float64) + lift, r, tile_rows, tile_cols)
+            - ir_drop_weights(g_now[1].astype(np.float64) + lift, r, tile_rows, tile_cols)) * w_max
+    assert np.abs(w - want).max() <= 2 * np.spacing(np.float32(np.abs(want).max()))
+    # the wires matter at this size: the check could fail
+    assert np.abs(want - (g_now[0] - g_now[1]) * w_max).max() > 100 * np.spacing(np.float32(np.abs(want).max()))

@@ -29,6 +29,8 @@ from devices import _devstate as S
 from devices import _kernels as K
 from devices import _program as PG
 from devices import _pulses as P
+from devices import _threads as T
+from devices import _wires as W
 from devices.parameters import drift_parameters, nu_step, programming_parameters, read_noise_parameters
 from reference import f32_tol
 
@@ -813,8 +815,8 @@ def test_verify_kernel_matches_reference(set_only, one_per_sign, drift_on, nu_re
 def test_program_and_verify_rows_depend_only_on_seed_and_row(set_only, verify):
     # Each row draws from its own generators (seed, row) and writes only its own devices, so a
     # row's result does not depend on the other rows' requests: what keeps the kernels free of
-    # any dependence on thread count or row order.  (They are serial, so numba's thread count
-    # cannot change them; see test_no_device_kernel_is_parallel.)
+    # any dependence on thread count or row order (see
+    # test_program_kernel_does_not_depend_on_the_thread_count).
     rng = np.random.default_rng(41 + set_only + 2 * verify)
     spec = _spec(set_only, pulse_std=0.6)
     rows, cols, w_max = 12, 6, 0.3
@@ -948,7 +950,7 @@ def test_no_fastmath_and_no_cache_anywhere_in_devices():
 
 def _dispatchers():
     found = {}
-    for module in (K, S, P, PG):
+    for module in (K, S, P, PG, W):
         for v in vars(module).values():
             if isinstance(v, numba.core.registry.CPUDispatcher):
                 found[v.py_func.__qualname__ + "@" + v.py_func.__module__] = v
@@ -958,14 +960,66 @@ def _dispatchers():
 def test_every_kernel_is_compiled_without_fastmath():
     dispatchers = _dispatchers()
     assert len(dispatchers) >= 30
-    assert {P.refresh_kernel, PG.program_kernel, P.verify_kernel, S.soft_pulses, K.periphery_kernel} <= set(dispatchers)
+    assert {P._refresh_chunks, PG._program_chunks, P.verify_kernel, S.soft_pulses, K.periphery_kernel} <= set(dispatchers)
     for d in dispatchers:
         assert not d.targetoptions.get("fastmath"), d.py_func.__name__
 
 
 def test_no_device_kernel_is_parallel():
-    # The kernels are serial on purpose (devices/_kernels.py): their results then cannot depend
-    # on numba's thread count.  A parallel kernel needs a test that runs it with 1 and with
-    # NUMBA_NUM_THREADS threads and compares (writes must be disjoint).
+    # No kernel uses numba's threading layer (devices/_threads.py runs row blocks on Python
+    # threads instead); the thread count cannot change a result (the tests below).
     for d in _dispatchers():
         assert not d.targetoptions.get("parallel"), d.py_func.__name__
+
+
+@pytest.fixture
+def threads(monkeypatch):
+    """Set the device kernels' thread count."""
+    def use(n):
+        monkeypatch.setattr(T, "kernel_threads", lambda: n)
+    return use
+
+
+@pytest.mark.parametrize("set_only", [True, False])
+def test_program_kernel_does_not_depend_on_the_thread_count(set_only, threads):
+    rng = np.random.default_rng(77 + set_only)
+    spec = _spec(set_only, pulse_std=0.6)
+    rows, cols, w_max = 3 * K.ROW_CHUNK + 5, 40, 0.3  # several chunks, the last one short
+    pulse_step = spec.programming.step * w_max / 2
+    state, key = _layer_case(rng, rows, cols, spec, w_max)
+    delta = _requests(rng, rows, cols, pulse_step)
+    results = []
+    for n in (1, 2, 3):
+        threads(n)
+        got = {name: v.copy() for name, v in state.items()}
+        counts = [np.zeros(rows, np.int64) for _ in range(3)]
+        PG.program_kernel(delta, *_kernel_args(got, key, spec, set_only), pulse_step, w_max, 32, np.uint64(99),
+                          *counts)
+        results.append((got, counts))
+    a, ca = results[0]
+    for b, cb in results[1:]:
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+        for x, y in zip(ca, cb):
+            np.testing.assert_array_equal(x, y)
+    assert ca[0].sum() > 0 and (ca[2].sum() > 0) == set_only
+    assert any((a[name] != state[name]).any() for name in a)
+
+def test_refresh_kernel_does_not_depend_on_the_thread_count(threads):
+    rng = np.random.default_rng(5)
+    spec = _spec(True, pulse_std=0.6)
+    rows, cols, w_max = 3 * K.ROW_CHUNK + 5, 40, 0.3
+    state, key = _layer_case(rng, rows, cols, spec, w_max)
+    dp, rp = drift_parameters(spec), read_noise_parameters(spec)
+    outs = []
+    for n in (1, 2, 3):
+        threads(n)
+        out = [np.zeros((rows, cols), np.float32), np.zeros(rows), np.zeros(rows), np.zeros(cols),
+               np.zeros((2, rows, cols), np.float32)]
+        P.refresh_kernel(state["g"], state["t_rel"], state["nu"], nu_step(spec), T_BASE, NOW + 50.0, dp, rp, w_max,
+                         *out)
+        outs.append(out)
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other):
+            np.testing.assert_array_equal(a, b)
+    assert outs[0][3].sum() > 0 and np.abs(outs[0][0]).sum() > 0
