@@ -211,7 +211,7 @@ class AnalogChip:
         self.ledger.count("program_calls")
 
     def charge_pulse_update(self, layer: int, *, batch: int, bit_length: int, row_pulses: int, col_pulses: int,
-                            translations: int) -> None:
+                            translations: int, cancelled: int = 0) -> None:
         """Charge the periphery of an in-array update of layer ``layer`` by pulse coincidence.
 
         ``row_pulses`` and ``col_pulses`` pulses were sent by the line drivers
@@ -219,11 +219,14 @@ class AnalogChip:
         ``bit_length`` slots, one device pulse long each (``energy.pulse_s``; the whole array is
         updated in parallel); ``translations`` numbers went through the stochastic translators,
         ``bit_length`` bits each (``energy.translator_bit_j`` per bit, category ``translators``).
-        The device pulses themselves are charged by ``program``.
+        The device pulses of the net count per cell are charged by ``program``; ``cancelled``
+        coincidences, which met a coincidence of the other sign on the same cell within the
+        batch, were device pulses too and are charged here (``energy.pulse_j`` each, category
+        ``program``, counted as ``cancelled_pulses``; their wear is not applied).
         """
         self._layer(layer)
         counts = {"batch": batch, "bit_length": bit_length, "row_pulses": row_pulses, "col_pulses": col_pulses,
-                  "translations": translations}
+                  "translations": translations, "cancelled": cancelled}
         for name, v in counts.items():
             if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
@@ -233,6 +236,9 @@ class AnalogChip:
         self.ledger.charge("translators", int(translations) * int(bit_length) * e.translator_bit_j)
         self.ledger.count("driver_pulses", pulses)
         self.ledger.count("translations", int(translations))
+        if cancelled:
+            self.ledger.charge("program", int(cancelled) * e.pulse_j)
+            self.ledger.count("cancelled_pulses", int(cancelled))
 
     def wait(self, seconds: float) -> None:
         """Let ``seconds`` of idle time pass: drift continues and devices whose failure time

@@ -46,11 +46,12 @@ joint law of cells that share a row or column within a sample (they see the
 same pulse train) is not kept, only each cell's own law; ``exact=True``
 simulates every pulse slot of every sample instead (for tests).
 
-Energy: the device pulses are charged by the chip's ``program`` (for the net
-count of each cell: coincidences that cancel within a batch are not charged
-there); the row and column driver pulses (counted: a sum of the Bernoulli
-trains) and the stochastic translators (one per number translated, BL bits
-each) are charged by the chip's ``charge_pulse_update`` when it has one
+Energy: the device pulses of each cell's net count are charged by the chip's
+``program``; the coincidences that cancelled within the batch (a positive and a
+negative one on the same cell: two device pulses in the array, no net change
+here, and no wear), the row and column driver pulses (counted: a sum of the
+Bernoulli trains) and the stochastic translators (one per number translated, BL
+bits each) are charged by the chip's ``charge_pulse_update`` when it has one
 (chips of ``devices`` do); the controller's per-sample vector work is charged as
 digital operations (``ops.analog_update_ops``).  The sampling and the update live in
 :mod:`mortal.ff.analog` (beside the learner's loop, which calls them).

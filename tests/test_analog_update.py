@@ -195,6 +195,9 @@ def test_the_net_count_reaches_the_chip_as_pulses_and_the_periphery_is_charged()
     assert led.energy_j["drivers"] == pytest.approx((got.row_pulses + got.col_pulses) * e.driver_pulse_j)
     assert led.energy_j["translators"] == pytest.approx(8 * (7 + 4) * 10 * e.translator_bit_j)
     assert led.counts["translations"] == 8 * 11 and led.energy_j["digital"] > 0
+    cancelled = got.gross - int(np.abs(got.net).sum())
+    assert cancelled > 0 and led.counts["cancelled_pulses"] == cancelled
+    assert led.energy_j["program"] == pytest.approx((led.counts["pulses"] + cancelled) * e.pulse_j)
 
 
 def test_ledgers_without_in_array_updates_keep_their_categories():

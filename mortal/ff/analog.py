@@ -160,9 +160,10 @@ def apply_analog_update(chip: Chip, layer: int, x: np.ndarray, d: np.ndarray, et
     """Update layer ``layer`` of ``chip`` in the array: rows driven by ``x`` (batch, n_in + 1; the
     bias line last), columns by ``d`` (batch, n_out), mean change ``eta x^T d``.
 
-    The net coincidences go to ``chip.program`` as ``count * pulse_step``; the drivers and
-    translators are charged through ``chip.charge_pulse_update`` when the chip has it, and the
-    controller's vector work as digital operations.
+    The net coincidences go to ``chip.program`` as ``count * pulse_step``; the drivers,
+    translators and the coincidences that cancelled within the batch are charged through
+    ``chip.charge_pulse_update`` when the chip has it, and the controller's vector work as
+    digital operations.
     """
     step = float(chip.info.pulse_step[layer])
     if not (math.isfinite(step) and step > 0.0):
@@ -176,6 +177,7 @@ def apply_analog_update(chip: Chip, layer: int, x: np.ndarray, d: np.ndarray, et
     charge = getattr(chip, "charge_pulse_update", None)
     if charge is not None:
         charge(layer, batch=batch, bit_length=int(bit_length), row_pulses=got.row_pulses,
-               col_pulses=got.col_pulses, translations=batch * (rows + cols))
+               col_pulses=got.col_pulses, translations=batch * (rows + cols),
+               cancelled=got.gross - int(np.abs(got.net).sum()))
     chip.ledger.charge_digital(ops.analog_update_ops(batch, rows, cols))
     return got
