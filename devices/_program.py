@@ -87,9 +87,6 @@ def _program_chunks(c0, c1, delta, g, t_rel, nu, life, w_eff, row_gsum, key, t_b
     mu_a, mu_b, mu_lo, mu_hi = dp[D_MU_A], dp[D_MU_B], dp[D_MU_LO], dp[D_MU_HI]
     s_a, s_b, s_lo, s_hi = dp[D_S_A], dp[D_S_B], dp[D_S_LO], dp[D_S_HI]
     lognorm_shift = -0.5 * sd * sd
-    nbits = 1
-    while (1 << nbits) <= max_pulses:
-        nbits += 1
     f64 = np.float64
     unl = np.int64(UNLIMITED)
     t32 = np.float32(t_now_rel)
@@ -156,15 +153,13 @@ def _program_chunks(c0, c1, delta, g, t_rel, nu, life, w_eff, row_gsum, key, t_b
         # (set-only: ``gd[0]``), or of both devices (``gd[k]``).  Gathers one array per loop.
         for k in range(ndev):
             for c in range(m):
-                fidx[c] = ((kdev[c] if set_only else k) * rows + i) * cols + jcol[c]
+                f = ((kdev[c] if set_only else k) * rows + i) * cols + jcol[c]
+                xin[c] = float(t_flat[f])
+                graw[k, c] = float(g_flat_[f])
+                gk_[c] = float(nu_flat[f]) * nstep
+                lifes[k, c] = np.int64(life_flat[f])
             for c in range(m):
-                xin[c] = 1.0 + min(max(t_now_rel - float(t_flat[fidx[c]]), 0.0), 1e280) / t0
-            for c in range(m):
-                graw[k, c] = float(g_flat_[fidx[c]])
-            for c in range(m):
-                gk_[c] = float(nu_flat[fidx[c]]) * nstep
-            for c in range(m):
-                lifes[k, c] = np.int64(life_flat[fidx[c]])
+                xin[c] = 1.0 + min(max(t_now_rel - xin[c], 0.0), 1e280) / t0
             ln_rows(xin[:m], lnv, xbits, mbits)
             for c in range(m):
                 gd[k, c] = graw[k, c] * exp_neg(gk_[c] * lnv[c])
@@ -214,7 +209,14 @@ def _program_chunks(c0, c1, delta, g, t_rel, nu, life, w_eff, row_gsum, key, t_b
                     if npulse[c] > 0.0 and gk_[c] >= thr * gsat[c]:
                         flagged[n_flag] = c
                         n_flag += 1
-        # 3. (1 - a)^n by squaring, a = step / g_sat: nbits passes, each vectorized.
+        # 3. (1 - a)^n by squaring, a = step / g_sat: one vectorized pass per bit of the row's
+        # largest count.
+        top = 0.0
+        for c in range(m):
+            top = max(top, npulse[c])
+        nbits = 1
+        while (1 << nbits) <= int(top):
+            nbits += 1
         for c in range(m):
             a = min(step[c] / gsat[c], 0.999)
             base[c] = 1.0 - a
@@ -282,23 +284,20 @@ def _program_chunks(c0, c1, delta, g, t_rel, nu, life, w_eff, row_gsum, key, t_b
             xin[c] = float(np.float32(newg[c]))
         for c in range(m):  # the device's move (0 if it took no pulses)
             newg[c] = (xin[c] - gk_[c]) if npulse[c] > 0.0 else 0.0
-        # Scatters (one device per entry, branch-free): pulses left, exponent, conductance, time.
+        # Scatter (one device per entry): pulses left, exponent, conductance, time.
         for c in range(m):
-            f = fidx[c]
             n = npulse[c]
-            lv = np.int64(life_flat[f])
-            life_flat[f] = np.uint32(lv - np.int64(n)) if (n > 0.0 and lv != unl) else life_flat[f]
-        for c in range(m):
-            f = fidx[c]
-            dead = life_flat[f] == 0
-            q = np.uint16(0) if dead else np.uint16(np.int64(lnv[c]))
-            nu_flat[f] = q if (npulse[c] > 0.0 and (drift_on or dead)) else nu_flat[f]
-        for c in range(m):
-            f = fidx[c]
-            g_flat_[f] = np.float32(xin[c]) if npulse[c] > 0.0 else g_flat_[f]
-        for c in range(m):
-            f = fidx[c]
-            t_flat[f] = t32 if npulse[c] > 0.0 else t_flat[f]
+            if n > 0.0:
+                f = fidx[c]
+                lv = np.int64(life_flat[f])
+                left = lv if lv == unl else lv - np.int64(n)
+                life_flat[f] = np.uint32(left)
+                if left == 0:
+                    nu_flat[f] = np.uint16(0)
+                elif drift_on:
+                    nu_flat[f] = np.uint16(np.int64(lnv[c]))
+                g_flat_[f] = np.float32(xin[c])
+                t_flat[f] = t32
         wrow = w_eff[i]
         for c in range(m):
             j = jcol[c]
