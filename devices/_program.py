@@ -3,21 +3,23 @@
 Private: :class:`devices.crossbar.Crossbar` validates every input first.  The plain-numpy
 reference is ``tests/reference.py``.
 
-Each row runs in stages over all its columns, every stage a branch-free loop that the
-compiler vectorizes: the request and the device it goes to, the devices' fabrication
-constants (hashes), their drifted conductance (``ln`` and ``exp`` from bit operations and
-short series, no libm call), the closed-form pulses (exact mean and variance), a fresh drift exponent, and the
-write-back.  Pairs of one-directional devices that must be refreshed first are set aside by
-the vectorized stages and handled one by one afterwards (:func:`devices._pulses.refresh_pair`).
+A row's requested entries (those asking for at least one pulse) are first compacted into a
+list of columns; the row then runs in stages over that list only, most of them branch-free
+loops that the compiler vectorizes: the request and the device it goes to (gathered once),
+its drifted conductance (``ln`` and ``exp`` from bit operations and short series, no libm
+call), its fabrication constants (hashes), the closed-form pulses (exact mean and variance),
+a fresh drift exponent, and the write-back (scattered once).  Pairs of one-directional
+devices that must be refreshed first are set aside by the vectorized stages and handled one
+by one afterwards (:func:`devices._pulses.refresh_pair`).  Blocks of rows run on several
+threads (:mod:`devices._threads`).
 
 Random numbers: per row, two buffers of normals from the row's 16 lanes
 (:func:`devices._kernels.fill_normals` after :func:`devices._kernels.seed_lanes` with the
 call's seed): the first for the pulses' cycle-to-cycle noise, the second for the fresh drift
-draws, entry ``j`` for column ``j``.  The refresh of a pair, and the fresh drift draw of the
-pulses that follow it, draw from a separate xorshift stream per row (``row_seed(seed ^
-REFRESH_SALT, row)``) in column order.
+draws, entry ``c`` for the row's ``c``-th requested entry in column order.  The refresh of a
+pair, and the fresh drift draw of the pulses that follow it, draw from a separate xorshift
+stream per row (``row_seed(seed ^ REFRESH_SALT, row)``) in column order.
 """
-
 from __future__ import annotations
 
 import numpy as np
@@ -150,7 +152,7 @@ def _program_chunks(c0, c1, delta, g, t_rel, nu, life, w_eff, row_gsum, key, t_b
         for c in range(m):
             kdev[c] = 0 if req[c] > 0.0 else 1
         # 1. Drifted conductance now, g * exp(-nu ln((age + t0) / t0)): of the device asked for
-        # (set-only: ``gd[0]``), or of both devices (``gd[k]``).  Gathers one array per loop.
+        # (set-only: ``gd[0]``), or of both devices (``gd[k]``); the device's state gathered once.
         for k in range(ndev):
             for c in range(m):
                 f = ((kdev[c] if set_only else k) * rows + i) * cols + jcol[c]

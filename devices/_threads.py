@@ -24,7 +24,6 @@ __all__ = ["ROW_CHUNK", "kernel_threads", "n_chunks", "run_chunks"]
 
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
-_pool_pid: int | None = None
 _pool_size = 0
 
 
@@ -39,13 +38,25 @@ def n_chunks(rows: int) -> int:
 
 
 def _executor(workers: int) -> ThreadPoolExecutor:
-    """The process's helper threads (made again in a forked child, whose copy has no threads)."""
-    global _pool, _pool_pid, _pool_size
+    """The process's helper threads (at least ``workers``)."""
+    global _pool, _pool_size
     with _lock:
-        if _pool is None or _pool_pid != os.getpid() or _pool_size < workers:
+        if _pool is None or _pool_size < workers:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
             _pool = ThreadPoolExecutor(workers, thread_name_prefix="mortal-kernel")
-            _pool_pid, _pool_size = os.getpid(), workers
+            _pool_size = workers
         return _pool
+
+
+def _forget_after_fork() -> None:
+    """A forked child inherits the pool object but none of its threads, and perhaps a held lock."""
+    global _lock, _pool, _pool_size
+    _lock = threading.Lock()
+    _pool, _pool_size = None, 0
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def run_chunks(fn, chunks: int, *args) -> None:

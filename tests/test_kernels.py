@@ -1023,3 +1023,33 @@ def test_refresh_kernel_does_not_depend_on_the_thread_count(threads):
         for a, b in zip(outs[0], other):
             np.testing.assert_array_equal(a, b)
     assert outs[0][3].sum() > 0 and np.abs(outs[0][0]).sum() > 0
+
+
+def _program_in_child(args):
+    delta, state, key, spec, pulse_step, w_max, rows = args
+    counts = [np.zeros(rows, np.int64) for _ in range(3)]
+    PG.program_kernel(delta, *_kernel_args(state, key, spec, True), pulse_step, w_max, 32, np.uint64(99), *counts)
+    return state, counts
+
+
+def test_threads_work_in_a_forked_child_after_the_parent_used_them(threads):
+    # A forked worker (the fleet's process pool) inherits the parent's pool object but not its
+    # threads: the kernels must make their own there instead of waiting forever.
+    import multiprocessing
+
+    threads(2)
+    rng = np.random.default_rng(8)
+    spec = _spec(True, pulse_std=0.6)
+    rows, cols, w_max = 3 * K.ROW_CHUNK + 5, 40, 0.3
+    pulse_step = spec.programming.step * w_max / 2
+    state, key = _layer_case(rng, rows, cols, spec, w_max)
+    delta = _requests(rng, rows, cols, pulse_step)
+    mine = _program_in_child((delta, {n: v.copy() for n, v in state.items()}, key, spec, pulse_step, w_max, rows))
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        theirs = pool.apply_async(_program_in_child, ((delta, state, key, spec, pulse_step, w_max, rows),))
+        got = theirs.get(timeout=120)
+    for name in mine[0]:
+        np.testing.assert_array_equal(mine[0][name], got[0][name], err_msg=name)
+    for x, y in zip(mine[1], got[1]):
+        np.testing.assert_array_equal(x, y)
