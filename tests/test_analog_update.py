@@ -248,3 +248,18 @@ def test_policy_analog_is_reproducible():
         learner.fit(chip, d.train_images[:300], d.train_labels[:300], eval_every=0, progress=False)
         out.append(chip.state_digest())
     assert out[0] == out[1]
+
+
+def test_controller_precision_moves_the_cost_of_mixed_and_not_its_learning():
+    d = load_mnist_mini()
+    runs = {}
+    for precision in ("fp32", "int8"):
+        spec = devices.variant("pcm", energy={"controller_precision": precision})
+        chip = devices.make_chip(spec, (784, 30), seed=2)
+        learner = FFLearner(FFConfig(seed=5, epochs=1, policy="mixed", refit={"epochs": 0}))
+        learner.fit(chip, d.train_images[:300], d.train_labels[:300], eval_every=0, progress=False)
+        runs[precision] = (devices.inspect(chip).layers[0].weights, chip.ledger)
+    (w32, led32), (w8, led8) = runs["fp32"], runs["int8"]
+    assert np.array_equal(w32, w8) and led32.counts == led8.counts
+    assert led8.energy_j["digital"] == pytest.approx(led32.energy_j["digital"] * 0.23 / 4.6)
+    assert led8.energy_j["program"] == led32.energy_j["program"]
