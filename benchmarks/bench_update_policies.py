@@ -1,7 +1,8 @@
 """Update policies compared: a table from ``bench_ff.py`` summaries, and the sampler's speed.
 
-Table mode reads the ``summary.json`` of ``bench_ff.py --out DIR`` runs (one per policy, bit
-length and preset) and prints per run: the error, the training energy and its breakdown, the
+Table mode reads the ``summary.json`` and ``epochs.jsonl`` of ``bench_ff.py --out DIR`` runs (one
+per policy, bit length and preset) and prints per run: the error, the training energy (the
+epochs' ``train_energy_j``, head refit included, evaluations left out) and its breakdown, the
 controller's digital share, the same run re-costed with an int8 controller (every digital
 operation at the ``int8`` energy of ``devices.spec.CONTROLLER_MULTIPLY_ADD_J``: the ledger
 charges digital work only through the operation count), and the GPU reference for the same
@@ -33,11 +34,16 @@ CATS = ("digital", "program", "adc", "array", "dac", "neuron", "drivers", "trans
 
 def _row(folder: Path) -> dict:
     s = json.loads((folder / "summary.json").read_text())
-    e = {k: float(v) for k, v in s["energy_j"].items()}
+    # Training energy: each epoch's train_energy_j (the head refit is in the last epoch's);
+    # evaluations on held-out or test images are left out.
+    e: dict[str, float] = {}
+    for line in (folder / "epochs.jsonl").read_text().splitlines():
+        for k, v in json.loads(line)["train_energy_j"].items():
+            e[k] = e.get(k, 0.0) + float(v)
     total = sum(e.values())
     fp32 = devices.get_preset(s["preset"]).energy.digital_op_j
     int8_op = fp32 * CONTROLLER_MULTIPLY_ADD_J["int8"] / CONTROLLER_MULTIPLY_ADD_J["fp32"]
-    ops = s["ledger_counts"]["digital_ops"]
+    ops = e["digital"] / fp32  # the training's digital operations (charged at fp32 in these runs)
     int8_total = total - e["digital"] + ops * int8_op
     sizes = tuple(s["layers"])
     head = list(range(len(sizes) - 1)) if s["head_layers"] == "all" else list(range(1, len(sizes) - 1))
