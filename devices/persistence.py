@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from .archive import FORMAT, LEGACY_FORMATS, read_npz, seal_status
 from .chip import AnalogChip, check_layer_sizes
 from .crossbar import Crossbar
-from .energy import CATEGORIES, Ledger
+from .energy import CATEGORIES, UPDATE_CATEGORIES, Ledger
 from .spec import ChipSpec
 
 __all__ = ["load_chip", "META_KEYS"]
@@ -159,7 +159,7 @@ def _ledger_from(data: Any, spec: ChipSpec) -> Ledger:
     keys = {"digital_op_j", "digital_op_s", "energy_j", "time_s", "counts"}
     if not isinstance(data, dict) or set(data) != keys:
         raise ValueError(f"ledger {data!r} is not {sorted(keys)}")
-    if (data["digital_op_j"], data["digital_op_s"]) != (spec.energy.digital_op_j, spec.energy.digital_op_s):
+    if (data["digital_op_j"], data["digital_op_s"]) != (spec.energy.controller_op_j, spec.energy.digital_op_s):
         raise ValueError("ledger: its digital operation costs are not the spec's")
 
     def real(v: Any) -> bool:
@@ -167,8 +167,11 @@ def _ledger_from(data: Any, spec: ChipSpec) -> Ledger:
 
     for group in ("energy_j", "time_s"):
         d = data[group]
-        if not isinstance(d, dict) or set(d) != set(CATEGORIES) or not all(real(v) for v in d.values()):
-            raise ValueError(f"ledger {group} {d!r} is not a finite amount >= 0 for each of {list(CATEGORIES)}")
+        # the in-array update categories appear once charged (devices.energy.UPDATE_CATEGORIES)
+        if not isinstance(d, dict) or not set(CATEGORIES) <= set(d) <= set(CATEGORIES + UPDATE_CATEGORIES) \
+                or not all(real(v) for v in d.values()):
+            raise ValueError(f"ledger {group} {d!r} is not a finite amount >= 0 for each of {list(CATEGORIES)} "
+                             f"(and at most {list(UPDATE_CATEGORIES)})")
     counts = data["counts"]
     base = set(Ledger().counts)
     if not isinstance(counts, dict) or not base <= set(counts) \

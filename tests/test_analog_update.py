@@ -16,7 +16,7 @@ import devices
 from mortal.ff import _kernels as K
 from mortal.data import load_mnist_mini
 from mortal.errors import InputError
-from mortal.ff import FFConfig, FFLearner
+from mortal.ff import CHIP_FILE, FFConfig, FFLearner, latest_checkpoint
 from mortal.ff.analog import Coincidences, apply_analog_update, coincidences, pulse_probabilities
 from mortal.updates import check_pulse_chip
 
@@ -263,3 +263,31 @@ def test_controller_precision_moves_the_cost_of_mixed_and_not_its_learning():
     assert np.array_equal(w32, w8) and led32.counts == led8.counts
     assert led8.energy_j["digital"] == pytest.approx(led32.energy_j["digital"] * 0.23 / 4.6)
     assert led8.energy_j["program"] == led32.energy_j["program"]
+
+
+def test_policy_analog_resumed_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path):
+    """The coincidence stream of epoch e is keyed by (seed, e): a run resumed at an epoch
+    boundary draws what the uninterrupted run drew."""
+    d = load_mnist_mini()
+    x, y = d.train_images[:300], d.train_labels[:300]
+    cfg = FFConfig(seed=5, epochs=2, policy="analog", bit_length=4, refit={"epochs": 0})
+    chip_a = devices.make_chip("pcm", (784, 30), seed=2)
+    FFLearner(cfg).fit(chip_a, x, y, eval_every=0, progress=False)
+    chip_b = devices.make_chip("pcm", (784, 30), seed=2)
+    FFLearner(cfg.changed(epochs=1)).fit(chip_b, x, y, eval_every=0, checkpoint_dir=tmp_path, progress=False)
+    chip_c = devices.load_chip(latest_checkpoint(tmp_path) / CHIP_FILE)
+    FFLearner(cfg).fit(chip_c, x, y, eval_every=0, resume=tmp_path, progress=False)
+    np.testing.assert_array_equal(devices.inspect(chip_a).layers[0].weights, devices.inspect(chip_c).layers[0].weights)
+    assert chip_a.ledger.counts == chip_c.ledger.counts
+
+
+def test_a_chip_with_an_int8_controller_and_in_array_updates_is_saved_and_loaded(tmp_path):
+    spec = devices.variant("rram", energy={"controller_precision": "int8"})
+    chip = devices.make_chip(spec, (6, 4), seed=1)
+    r = np.random.default_rng(0)
+    apply_analog_update(chip, 0, np.abs(r.normal(size=(8, 7))).astype(np.float32),
+                        r.normal(size=(8, 4)).astype(np.float32), 20 * chip.info.pulse_step[0], 10,
+                        np.random.default_rng(1))
+    chip.ledger.charge_digital(10)
+    back = devices.load_chip(chip.save(tmp_path / "chip.npz"))
+    assert back.ledger.to_dict() == chip.ledger.to_dict() and back.state_digest() == chip.state_digest()
