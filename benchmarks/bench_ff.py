@@ -19,7 +19,9 @@ Speed comparison of presets in one process (same data, same seed):
 
     python benchmarks/bench_ff.py --speed --presets ideal,pcm --train-size 10000 --epochs 1 [--repeats 3]
 
-(``--repeats``: the presets run that many times, alternating, each one's median reported.)
+(``--repeats``: the presets run that many times, alternating, each one's median reported.  An
+entry ``preset:policy`` runs that preset under that update policy, e.g. ``--presets
+ideal,pcm:mixed,pcm:analog``.)
 
 Throughput is the learner's GEMM work (three forward passes and one
 weight-gradient product per batch and layer, plus the head) divided by the
@@ -155,19 +157,27 @@ def main() -> None:
         os.makedirs(args.out, exist_ok=True)
 
     if args.speed:
-        runs: dict[str, list[float]] = {p: [] for p in args.presets.split(",")}
+        # entries "preset" or "preset:policy" (the policy of that entry instead of --policy's)
+        configs = {}
+        for entry in args.presets.split(","):
+            name, _, policy = entry.partition(":")
+            try:
+                configs[entry] = (name, cfg.changed(policy=policy) if policy else cfg)
+            except ValueError as exc:
+                ap.error(f"--presets {entry}: {exc}")
+        runs: dict[str, list[float]] = {e: [] for e in configs}
         for rep in range(max(1, args.repeats)):
-            for preset in runs:
-                learner, _ = run(preset, sizes, cfg, split, n_trained, None, eval_test=False)
-                runs[preset].append(_median_train_s(learner.history))
-                flops = training_flops(sizes, n_trained, cfg.batch_size, learner.state.head_layers)
-                gf = flops / runs[preset][-1] / 1e9
-                print(f"| {preset} (run {rep + 1}) | {runs[preset][-1]:.2f} s/epoch | {gf:.1f} GFLOP/s | "
+            for entry, (preset, entry_cfg) in configs.items():
+                learner, _ = run(preset, sizes, entry_cfg, split, n_trained, None, eval_test=False)
+                runs[entry].append(_median_train_s(learner.history))
+                flops = training_flops(sizes, n_trained, entry_cfg.batch_size, learner.state.head_layers)
+                gf = flops / runs[entry][-1] / 1e9
+                print(f"| {entry} (run {rep + 1}) | {runs[entry][-1]:.2f} s/epoch | {gf:.1f} GFLOP/s | "
                       f"{gf / peak:.1%} of peak |", flush=True)
-        times = {p: float(np.median(t)) for p, t in runs.items()}
+        times = {e: float(np.median(t)) for e, t in runs.items()}
         base = next(iter(times.values()))
-        for preset, t in times.items():
-            print(f"{preset}: {t / base:.2f}x the first preset's seconds per epoch")
+        for entry, t in times.items():
+            print(f"{entry}: {t / base:.2f}x the first preset's seconds per epoch")
         return
 
     t0 = time.perf_counter()

@@ -17,10 +17,12 @@ from typing import Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Chip", "ChipInfo", "Ledger", "LEDGER_CATEGORIES", "check_chip"]
+__all__ = ["Chip", "ChipInfo", "Ledger", "LEDGER_CATEGORIES", "UPDATE_CATEGORIES", "check_chip"]
 
 #: Energy and time categories every ledger reports (missing ones count as 0).
 LEDGER_CATEGORIES = ("dac", "array", "adc", "neuron", "program", "digital")
+#: Categories a ledger reports once the chip has updated in the array (policy ``analog``).
+UPDATE_CATEGORIES = ("drivers", "translators")
 
 
 @runtime_checkable
@@ -107,6 +109,12 @@ class Chip(Protocol):
         change in nominal weight units that the chip turns into pulses.
     ``wait(seconds)``
         Idle time passes (drift, ageing).
+
+    Optional: ``charge_pulse_update(layer, *, batch, bit_length, row_pulses, col_pulses,
+    translations, cancelled=0)`` charges the periphery of an in-array update by pulse
+    coincidence (policy ``analog``: line drivers, stochastic translators, coincidences that
+    cancelled within the batch; ledger categories ``UPDATE_CATEGORIES``).  A chip without it
+    can still be trained with ``analog``; only those charges are missing.
     """
 
     info: ChipInfo

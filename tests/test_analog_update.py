@@ -70,8 +70,11 @@ def test_batched_sampler_agrees_with_pulse_trains_in_mean_and_variance(name, bat
     s = np.sign(px)[:, :, None] * np.sign(pd)[:, None, :]
     mean, var = bl * (s * q).sum(axis=0), bl * (q * (1 - q)).sum(axis=0)
     for draws in (fast, slow):
-        m, se, _, _ = _moments(draws)
+        m, se, v, vse = _moments(draws)
         assert np.all(np.abs(m - mean) <= 3.0 * se)
+        # the variance too, against its exact value: four standard errors (over the 66 cells of
+        # the three regimes, some cell would exceed three by chance about one run in six)
+        assert np.all(np.abs(v - var) <= 4.0 * vse)
     if name == "normal":
         assert (bl * (np.abs(q) * (s > 0)).sum(axis=0)).max() > K.NORMAL_ABOVE
 
@@ -291,3 +294,12 @@ def test_a_chip_with_an_int8_controller_and_in_array_updates_is_saved_and_loaded
     chip.ledger.charge_digital(10)
     back = devices.load_chip(chip.save(tmp_path / "chip.npz"))
     assert back.ledger.to_dict() == chip.ledger.to_dict() and back.state_digest() == chip.state_digest()
+
+
+def test_the_protocols_update_categories_are_the_device_ledgers():
+    # mortal.chip names the in-array update categories for chips from anywhere; the devices'
+    # ledger creates exactly those.
+    from devices.energy import UPDATE_CATEGORIES as DEVICE_CATEGORIES
+    from mortal.chip import UPDATE_CATEGORIES
+
+    assert UPDATE_CATEGORIES == DEVICE_CATEGORIES

@@ -14,12 +14,13 @@ import numpy as np
 
 from .. import _kernels as base
 
-# The flags of the learner's kernels (no fastmath, no cache).  The batched sampler runs its rows in
-# parallel: each cell's draws are fixed by (key, cell) and the gross count is an integer sum, so
-# the result does not depend on the threads.
+# The flags of the learner's kernels (no fastmath, no cache).  The kernels are serial: numba's
+# threading layer does not survive a forked worker (the fleet's process pool), and the learning
+# modules do not import the device layer's threads (tests/test_layering.py).
 _jit = numba.njit(fastmath=base.FASTMATH, cache=base.CACHE, nogil=True, error_model="numpy")
-_jit_parallel = numba.njit(fastmath=base.FASTMATH, cache=base.CACHE, nogil=True, error_model="numpy",
-                           parallel=True)
+# Small helpers inlined into their callers (an out-of-line numba call costs more than they do).
+_jit_inline = numba.njit(fastmath=base.FASTMATH, cache=base.CACHE, nogil=True, error_model="numpy",
+                         inline="always")
 
 
 # Random numbers of these kernels are counter-based: uniform ``k`` of a call is a 64-bit mix of
@@ -35,7 +36,7 @@ _TWO53 = 1.0 / 9007199254740992.0
 NORMAL_ABOVE = 30.0
 
 
-@_jit
+@_jit_inline
 def _uniform(key, k):
     """Uniform in [0, 1): the splitmix64 finalizer of ``key + k * golden``."""
     z = key + np.uint64(k) * _GOLDEN
@@ -45,7 +46,7 @@ def _uniform(key, k):
     return float(z >> _S11) * _TWO53
 
 
-@_jit
+@_jit_inline
 def _normal(key, k):
     """Standard normal from uniforms ``k`` and ``k + 1`` (Box-Muller)."""
     u1 = 1.0 - _uniform(key, k)  # (0, 1]
@@ -109,7 +110,7 @@ def _count(mean, var, cap, key, k):
     return int(min(c, cap))
 
 
-@_jit_parallel
+@_jit
 def coincidence_counts(sgn, ab, sq, sq_sgn, bl, cap, key, net):
     """Net coincidences per cell from the batch's moment matrices; returns the gross count.
 
@@ -123,7 +124,7 @@ def coincidence_counts(sgn, ab, sq, sq_sgn, bl, cap, key, net):
     """
     rows, cols = net.shape
     row_gross = np.zeros(rows, np.int64)
-    for i in numba.prange(rows):
+    for i in range(rows):
         g = 0
         for j in range(cols):
             a = float(ab[i, j])
