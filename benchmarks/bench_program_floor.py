@@ -3,11 +3,12 @@
 Run:  python benchmarks/bench_program_floor.py [--preset pcm] [--repeat 20]
 
 A mixed-policy FF epoch on ``pcm`` spends most of its extra time (against
-``ideal``) in ``devices._program.program_kernel``.  It reads and writes the
-compact state of every device pair of a row: conductances, programming times,
-drift exponents and pulses left, and the cached effective weight (32 bytes per
-weight); the constants a device keeps from fabrication are hashes, computed, not
-loaded.
+``ideal``) in ``devices._program.program_kernel``.  The kernel works on a row's
+requested entries only (a third of the weights in the histogram below): for each
+it gathers the compact state of the device pair (conductances, programming
+times, drift exponents, pulses left; 32 bytes per weight with the cached
+effective weight) and scatters what it changes; the constants a device keeps
+from fabrication are hashes, computed, not loaded.
 
 This benchmark times, on one 1000 x 1000 layer, alternately:
 
@@ -19,7 +20,9 @@ This benchmark times, on one 1000 x 1000 layer, alternately:
   (the layer's ``Crossbar.program`` call is timed for the kernel, so a refresh of
   the cached weights that falls due is included, as in training).
 
-The second is a floor for any kernel that keeps this state layout.  Its ratio
+The second touches the state of every weight, as a dense request would; against
+this sparser request it shows how much of the kernel's time is its arithmetic per
+requested entry rather than moving state.  Its ratio
 to the plain float32 product ``x @ W`` (batch 100) of the same layer is printed
 too, as the FF epoch has three such products per layer and batch.
 """
