@@ -1,7 +1,8 @@
 """Emulated analog chips: unique, noisy crossbar instances behind a small contract.
 
 Public names: ``PRESETS``, ``make_chip``, ``inspect``, ``load_chip``,
-``variant``, ``get_preset``, ``check_memory``, the spec models, ``ChipInfo`` and ``Ledger``.
+``variant``, ``get_preset``, ``check_memory``, ``limit_threads``, the spec models, ``ChipInfo`` and
+``Ledger``.
 This package never imports ``mortal``.
 """
 
@@ -10,6 +11,7 @@ from .inspection import ChipState, LayerState, inspect
 from .energy import Ledger
 from .persistence import load_chip
 from .presets import PRESETS, get_preset, variant
+from ._threads import limit_threads
 from .spec import (
     ADCSpec,
     ChipSpec,
@@ -26,7 +28,7 @@ from .spec import (
 
 __all__ = [
     "AnalogChip", "ChipInfo", "ChipState", "LayerState", "Ledger", "PRESETS",
-    "check_memory", "get_preset", "inspect", "load_chip", "make_chip", "variant",
+    "check_memory", "get_preset", "inspect", "limit_threads", "load_chip", "make_chip", "variant",
     "ADCSpec", "ChipSpec", "ConductanceSpec", "DACSpec", "DriftSpec", "EnergySpec",
     "FaultSpec", "NeuronSpec", "ProgrammingSpec", "ReadNoiseSpec", "WireSpec",
 ]

@@ -216,8 +216,9 @@ class AnalogChip:
 
         ``row_pulses`` and ``col_pulses`` pulses were sent by the line drivers
         (``energy.driver_pulse_j`` each, category ``drivers``) over ``batch`` samples of
-        ``bit_length`` slots, one device pulse long each (``energy.pulse_s``; the whole array is
-        updated in parallel); ``translations`` numbers went through the stochastic translators,
+        ``bit_length`` slots.  No time is charged here: the chip's clock advances by the
+        programming of the net counts (``program``, row by row), which stands for the update's
+        duration, so that it is counted once; ``translations`` numbers went through the stochastic translators,
         ``bit_length`` bits each (``energy.translator_bit_j`` per bit, category ``translators``).
         The device pulses of the net count per cell are charged by ``program``; ``cancelled``
         coincidences, which met a coincidence of the other sign on the same cell within the
@@ -232,7 +233,7 @@ class AnalogChip:
                 raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
         e = self.spec.energy
         pulses = int(row_pulses) + int(col_pulses)
-        self.ledger.charge("drivers", pulses * e.driver_pulse_j, int(batch) * int(bit_length) * e.pulse_s)
+        self.ledger.charge("drivers", pulses * e.driver_pulse_j)
         self.ledger.charge("translators", int(translations) * int(bit_length) * e.translator_bit_j)
         self.ledger.count("driver_pulses", pulses)
         self.ledger.count("translations", int(translations))

@@ -172,6 +172,8 @@ def _ledger_from(data: Any, spec: ChipSpec) -> Ledger:
                 or not all(real(v) for v in d.values()):
             raise ValueError(f"ledger {group} {d!r} is not a finite amount >= 0 for each of {list(CATEGORIES)} "
                              f"(and at most {list(UPDATE_CATEGORIES)})")
+    if set(data["energy_j"]) != set(data["time_s"]):
+        raise ValueError("ledger: energy_j and time_s do not name the same categories")
     counts = data["counts"]
     base = set(Ledger().counts)
     if not isinstance(counts, dict) or not base <= set(counts) \

@@ -110,7 +110,7 @@ def run_chip(task: ChipTask) -> dict[str, Any]:
     seq = chip_seed(task.root_seed, task.chip)
     rec["seed"] = {"entropy": seq.entropy, "spawn_key": list(seq.spawn_key)}
     rec["learner_seed"] = learner_seed(task.root_seed, task.chip)
-    with threadpool_limits(1):
+    with threadpool_limits(1), devices.limit_threads(1):  # the workers already share the CPUs
         try:
             data = _data(task.data)
             point = task.point

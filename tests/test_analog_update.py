@@ -196,6 +196,10 @@ def test_the_net_count_reaches_the_chip_as_pulses_and_the_periphery_is_charged()
     assert led.counts["pulses"] == int(np.abs(got.net).sum())
     e = chip.spec.energy
     assert led.energy_j["drivers"] == pytest.approx((got.row_pulses + got.col_pulses) * e.driver_pulse_j)
+    # the update's time is counted once, by the programming of the net counts
+    assert led.time_s["drivers"] == 0.0 and led.time_s["translators"] == 0.0
+    assert led.total_time_s == pytest.approx(led.time_s["program"] + led.time_s["digital"] + led.time_s["array"]
+                                             + led.time_s["adc"] + led.time_s["dac"] + led.time_s["neuron"])
     assert led.energy_j["translators"] == pytest.approx(8 * (7 + 4) * 10 * e.translator_bit_j)
     assert led.counts["translations"] == 8 * 11 and led.energy_j["digital"] > 0
     cancelled = got.gross - int(np.abs(got.net).sum())
@@ -303,3 +307,16 @@ def test_the_protocols_update_categories_are_the_device_ledgers():
     from mortal.chip import UPDATE_CATEGORIES
 
     assert UPDATE_CATEGORIES == DEVICE_CATEGORIES
+
+
+@pytest.mark.parametrize("layer,xs,ds,match", [(0, (8, 3), (8, 4), "shape"), (0, (8, 7), (8, 9), "shape"),
+                                               (2, (8, 7), (8, 4), "layer"), (-1, (8, 7), (8, 4), "layer")])
+def test_updates_of_the_wrong_shape_or_layer_are_refused_before_anything_is_drawn(layer, xs, ds, match):
+    # all-zero samples would send no pulse at all: the shapes are checked first, not by program
+    chip = devices.make_chip("rram", (6, 4), seed=1)
+    rng = np.random.default_rng(1)
+    before = rng.bit_generator.state
+    with pytest.raises(InputError, match=match):
+        apply_analog_update(chip, layer, np.zeros(xs, np.float32), np.zeros(ds, np.float32),
+                            20 * chip.info.pulse_step[0], 10, rng)
+    assert rng.bit_generator.state == before and chip.ledger.counts.get("driver_pulses", 0) == 0

@@ -379,6 +379,7 @@ INVALID_EDITS = {
     "negative ledger energy": (_edit_meta("ledger.energy_j.dac", -1.0), "ledger"),
     "NaN ledger time": (_edit_meta("ledger.time_s.idle", math.nan), "ledger"),
     "negative count": (_edit_meta("ledger.counts.pulses", -3), "ledger counts"),
+    "an update category in energy only": (_edit_meta("ledger.energy_j.drivers", 1e-9), "same categories"),
     "another digital-op cost": (_edit_meta("ledger.digital_op_j", 1.0), "digital operation costs"),
     "t_eval after the clock": (_edit_meta("layers.1.scalars.t_eval", 1e12), "after the chip's clock"),
     "t_prog_max NaN": (_edit_meta("layers.0.scalars.t_prog_max", math.nan), "t_prog_max"),

@@ -1053,3 +1053,36 @@ def test_threads_work_in_a_forked_child_after_the_parent_used_them(threads):
         np.testing.assert_array_equal(mine[0][name], got[0][name], err_msg=name)
     for x, y in zip(mine[1], got[1]):
         np.testing.assert_array_equal(x, y)
+
+
+def test_run_chunks_finishes_every_block_before_raising_the_first_error(threads):
+    threads(3)
+    done = []
+
+    def fn(c0, c1, out):
+        if c0 == 0:
+            raise RuntimeError("block 0 failed")
+        import time
+        time.sleep(0.05)  # the other blocks finish after the failure
+        out.extend(range(c0, c1))
+
+    with pytest.raises(RuntimeError, match="block 0 failed"):
+        T.run_chunks(fn, 9, done)
+    assert sorted(done) == list(range(3, 9))
+
+
+def test_limit_threads_caps_this_thread_only_and_refuses_bad_limits():
+    n = T.kernel_threads()
+    with devices.limit_threads(1):
+        assert T.kernel_threads() == 1
+        seen = []
+        import threading
+        other = threading.Thread(target=lambda: seen.append(T.kernel_threads()))
+        other.start()
+        other.join()
+        assert seen == [n]
+    assert T.kernel_threads() == n
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError):
+            with devices.limit_threads(bad):
+                pass

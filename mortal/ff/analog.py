@@ -165,6 +165,14 @@ def apply_analog_update(chip: Chip, layer: int, x: np.ndarray, d: np.ndarray, et
     ``chip.charge_pulse_update`` when the chip has it, and the controller's vector work as
     digital operations.
     """
+    n_layers = len(chip.info.weight_shapes)
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 0 <= layer < n_layers:
+        raise InputError(f"layer must be an integer in [0, {n_layers}), got {layer!r}")
+    rows, cols = chip.info.weight_shapes[layer]
+    xs, ds = np.shape(x), np.shape(d)
+    if len(xs) != 2 or len(ds) != 2 or xs[1] != rows or ds[1] != cols:
+        raise InputError(f"layer {layer} takes x of shape (batch, {rows}) and d of shape (batch, {cols}), "
+                         f"got {xs} and {ds}")
     step = float(chip.info.pulse_step[layer])
     if not (math.isfinite(step) and step > 0.0):
         check_pulse_chip(chip)
