@@ -13,12 +13,15 @@ one 64-bit draw (Irwin-Hall with n = 4), centred and scaled to unit variance:
 exact mean and variance, tails cut at 2*sqrt(3) = 3.46 sigma, excess kurtosis
 -0.3.  That is ample for read and write noise and costs no libm call.
 
-All kernels are serial on purpose: they run right after multi-threaded BLAS
+No kernel uses numba's threading layer: they run right after multi-threaded BLAS
 products, and a parallel numba region there fights BLAS's spinning threads for
 the two cores (measured: 8 ms against 2 ms serial for the read periphery of a
 100 x 1000 output; an FF epoch on ``pcm`` took 9.9 s with a parallel
-programming kernel against 7.3 s serial).  Per-row generator seeds keep the
-results independent of the order rows are processed in.
+programming kernel against 7.3 s serial).  The programming and refresh kernels
+can run blocks of rows on Python threads (``devices._threads``,
+``MORTAL_KERNEL_THREADS``, default 1: a second thread measured no gain beside two
+BLAS threads).  Per-row generator seeds keep the results independent of the
+order rows are processed in and of the thread count.
 """
 
 from __future__ import annotations

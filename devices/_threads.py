@@ -7,30 +7,39 @@ share nothing).  Results do not depend on the thread count: each row draws from 
 streams and writes only its own devices, and sums over rows are added per fixed chunk of
 ``ROW_CHUNK`` rows, chunk by chunk in order, whichever thread computed them.
 
-The thread count is numba's own setting, ``NUMBA_NUM_THREADS`` (by default the CPUs this
-process may use), at most the limit of :func:`limit_threads` on the calling thread;
-``NUMBA_NUM_THREADS=1`` runs everything on the caller's thread.
+The thread count is ``MORTAL_KERNEL_THREADS`` (default 1: everything on the caller's thread),
+at most the limit of :func:`limit_threads` on the calling thread.  One is the default because
+it measured best beside two BLAS threads: an FF epoch on ``pcm`` (784-1000-1000-1000, mixed
+policy) took 1.55x ``ideal`` with one kernel thread and 1.63x with two, the kernels' second
+thread competing with BLAS's for the two cores (``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-import numba
-
 from ._kernels import ROW_CHUNK
 
-__all__ = ["ROW_CHUNK", "kernel_threads", "limit_threads", "n_chunks", "run_chunks"]
+__all__ = ["ENV", "ROW_CHUNK", "kernel_threads", "limit_threads", "n_chunks", "run_chunks"]
 
 _local = threading.local()
+#: The environment variable that sets the kernels' thread count.
+ENV = "MORTAL_KERNEL_THREADS"
 
 
 def kernel_threads() -> int:
-    """Threads the device kernels use on this thread (``NUMBA_NUM_THREADS``, at most the limit
-    of an enclosing :func:`limit_threads`)."""
-    n = max(1, int(numba.config.NUMBA_NUM_THREADS))
+    """Threads the device kernels use on this thread (``MORTAL_KERNEL_THREADS``, default 1, at
+    most the limit of an enclosing :func:`limit_threads`)."""
+    text = os.environ.get(ENV, "1")
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"{ENV} must be a positive integer, got {text!r}")
     cap = getattr(_local, "cap", None)
     return n if cap is None else min(n, cap)
 

@@ -1071,8 +1071,11 @@ def test_run_chunks_finishes_every_block_before_raising_the_first_error(threads)
     assert sorted(done) == list(range(3, 9))
 
 
-def test_limit_threads_caps_this_thread_only_and_refuses_bad_limits():
+def test_limit_threads_caps_this_thread_only_and_refuses_bad_limits(monkeypatch):
+    assert T.kernel_threads() == 1  # the default
+    monkeypatch.setenv(T.ENV, "3")
     n = T.kernel_threads()
+    assert n == 3
     with devices.limit_threads(1):
         assert T.kernel_threads() == 1
         seen = []
@@ -1086,3 +1089,10 @@ def test_limit_threads_caps_this_thread_only_and_refuses_bad_limits():
         with pytest.raises(ValueError):
             with devices.limit_threads(bad):
                 pass
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two", ""])
+def test_a_bad_thread_count_in_the_environment_is_refused(monkeypatch, value):
+    monkeypatch.setenv(T.ENV, value)
+    with pytest.raises(ValueError, match=T.ENV):
+        T.kernel_threads()
