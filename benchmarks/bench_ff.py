@@ -49,6 +49,7 @@ from _common import MNIST_CLASSES, ff_config, gemm_peak_gflops, machine_line, sp
 from mortal.data import load_mnist  # noqa: E402
 from mortal.ff import FFConfig, FFLearner  # noqa: E402
 from mortal.ops import head_width, training_macs  # noqa: E402
+from mortal.updates import policy_memory  # noqa: E402
 
 
 def training_flops(sizes: tuple[int, ...], n_images: int, batch: int, head_layers: list[int]) -> float:
@@ -163,7 +164,9 @@ def main() -> None:
             name, _, policy = entry.partition(":")
             try:
                 configs[entry] = (name, cfg.changed(policy=policy) if policy else cfg)
-            except ValueError as exc:
+                # refused before any run: a policy the chip cannot take (analog on exact weights)
+                policy_memory(configs[entry][1].policy, devices.make_chip(name, sizes[:2], 0))
+            except (ValueError, KeyError) as exc:
                 ap.error(f"--presets {entry}: {exc}")
         runs: dict[str, list[float]] = {e: [] for e in configs}
         for rep in range(max(1, args.repeats)):
@@ -188,7 +191,8 @@ def main() -> None:
     gf = training_flops(sizes, n_trained, cfg.batch_size, learner.state.head_layers) / train_s / 1e9
     summary = {
         "preset": args.preset, "layers": list(sizes), "epochs": args.epochs, "defaults": cfg.defaults,
-        "policy": cfg.policy, "bit_length": cfg.bit_length, "lr": cfg.optimizer.lr, "estimator": cfg.measurement.estimator, "seed": args.seed, "train_size": n_trained,
+        "policy": cfg.policy, "bit_length": cfg.bit_length, "lr": cfg.optimizer.lr,
+        "estimator": cfg.measurement.estimator, "seed": args.seed, "train_size": n_trained, "batch_size": cfg.batch_size,
         "evaluated_on": f"last {args.holdout} training images" if args.holdout else "test set",
         "test_error": learner.history[-1].get("test_error"),
         "refit_epochs": cfg.refit.epochs, "refit_weight_cost": cfg.refit.weight_cost,

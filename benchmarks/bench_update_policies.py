@@ -28,6 +28,7 @@ import numpy as np
 import devices
 from devices.spec import CONTROLLER_MULTIPLY_ADD_J
 from mortal.ops import head_width, training_macs
+from _common import MNIST_CLASSES
 
 CATS = ("digital", "program", "adc", "array", "dac", "neuron", "drivers", "translators")
 
@@ -47,7 +48,9 @@ def _row(folder: Path) -> dict:
     int8_total = total - e["digital"] + ops * int8_op
     sizes = tuple(s["layers"])
     head = list(range(len(sizes) - 1)) if s["head_layers"] == "all" else list(range(1, len(sizes) - 1))
-    macs = training_macs(sizes, s["train_size"], 100, s["epochs"], head_width(sizes, head), 10, s["refit_epochs"])
+    # bench_ff trains MNIST (10 classes); summaries before it recorded its batch size used 100
+    macs = training_macs(sizes, s["train_size"], s.get("batch_size", 100), s["epochs"], head_width(sizes, head),
+                         MNIST_CLASSES, s["refit_epochs"])
     gpu = macs * devices.get_preset("ideal").energy.mac_j
     return {"run": folder.name, "preset": s["preset"], "policy": s["policy"], "bl": s.get("bit_length"),
             "lr": s.get("lr"), "error": s["test_error"], "total": total, "energy": e,
