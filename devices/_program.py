@@ -99,7 +99,7 @@ def _program_chunks(c0, c1, delta, g, t_rel, nu, life, w_eff, row_gsum, key, t_b
     npulse = np.empty(width, f64)
     kdev = np.empty(width, np.int64)
     up = np.empty(width, np.bool_)
-    graw = np.empty((2, width), f64)
+    graw = np.empty(width, f64)
     gd = np.empty((2, width), f64)
     lifes = np.empty((2, width), np.int64)
     gk_ = np.empty(width, f64)
@@ -157,14 +157,14 @@ def _program_chunks(c0, c1, delta, g, t_rel, nu, life, w_eff, row_gsum, key, t_b
             for c in range(m):
                 f = ((kdev[c] if set_only else k) * rows + i) * cols + jcol[c]
                 xin[c] = float(t_flat[f])
-                graw[k, c] = float(g_flat_[f])
+                graw[c] = float(g_flat_[f])
                 gk_[c] = float(nu_flat[f]) * nstep
                 lifes[k, c] = np.int64(life_flat[f])
             for c in range(m):
                 xin[c] = 1.0 + min(max(t_now_rel - xin[c], 0.0), 1e280) / t0
             ln_rows(xin[:m], lnv, xbits, mbits)
             for c in range(m):
-                gd[k, c] = graw[k, c] * exp_neg(gk_[c] * lnv[c])
+                gd[k, c] = graw[c] * exp_neg(gk_[c] * lnv[c])
         if set_only:
             for c in range(m):
                 up[c] = True

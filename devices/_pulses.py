@@ -103,17 +103,7 @@ def refresh_kernel(g, t_rel, nu, nu_step, t_base, now, dp, rp, w_max, w_eff, row
     parts = np.zeros((chunks, w_eff.shape[1]), np.float64)
     run_chunks(_refresh_chunks, chunks, g, t_rel, nu, nu_step, t_base, now, dp, rp, w_max, w_eff, row_gsum, row_var,
                parts, g_now)
-    _add_rows(parts, col_var)
-
-
-@JIT
-def _add_rows(parts, out):
-    """``out[j] = sum over i of parts[i, j]``, added in row order."""
-    for j in range(out.shape[0]):
-        out[j] = 0.0
-    for i in range(parts.shape[0]):
-        for j in range(out.shape[0]):
-            out[j] += parts[i, j]
+    np.sum(parts, axis=0, out=col_var)  # chunk by chunk, in order
 
 
 @JIT

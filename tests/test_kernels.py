@@ -1032,8 +1032,8 @@ def _program_in_child(args):
 
 
 def test_threads_work_in_a_forked_child_after_the_parent_used_them(threads):
-    # A forked worker (the fleet's process pool) inherits the parent's pool object but not its
-    # threads: the kernels must make their own there instead of waiting forever.
+    # A forked worker (the fleet's process pool) starts from a parent that ran kernel threads:
+    # its kernels must run there (no thread of the parent's may be waited for).
     import multiprocessing
 
     threads(2)

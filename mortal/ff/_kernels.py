@@ -145,6 +145,20 @@ def coincidence_counts(sgn, ab, sq, sq_sgn, bl, cap, key, net):
 
 
 @_jit
+def _train(p, key, k, bits, line_pulses, side):
+    """One slot of the pulse trains of a line set: ``bits[i]`` the sign of line i's pulse (0 for
+    none), pulse i with probability ``|p[i]|`` from uniform ``k + i``; ``line_pulses[side]``
+    counts them.  Returns the next uniform's index."""
+    for i in range(p.shape[0]):
+        v = float(p[i])
+        on = _uniform(key, k) < abs(v)
+        k += np.uint64(1)
+        bits[i] = 0 if not on else (1 if v > 0 else -1)
+        line_pulses[side] += on
+    return k
+
+
+@_jit
 def coincidence_exact(px, pd, bl, key, net, line_pulses):
     """Pulse trains simulated bit by bit, sample by sample (the reference of
     :func:`coincidence_counts`); returns the gross coincidence count.
@@ -164,18 +178,8 @@ def coincidence_exact(px, pd, bl, key, net, line_pulses):
     k = np.uint64(0)
     for b in range(batch):
         for t in range(bl):
-            for i in range(rows):
-                p = float(px[b, i])
-                on = _uniform(key, k) < abs(p)
-                k += np.uint64(1)
-                rbit[i] = 0 if not on else (1 if p > 0 else -1)
-                line_pulses[0] += on
-            for j in range(cols):
-                p = float(pd[b, j])
-                on = _uniform(key, k) < abs(p)
-                k += np.uint64(1)
-                cbit[j] = 0 if not on else (1 if p > 0 else -1)
-                line_pulses[1] += on
+            k = _train(px[b], key, k, rbit, line_pulses, 0)
+            k = _train(pd[b], key, k, cbit, line_pulses, 1)
             for i in range(rows):
                 if rbit[i] != 0:
                     for j in range(cols):
