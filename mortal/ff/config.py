@@ -24,7 +24,13 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["FFConfig", "RecipeConfig", "LabelConfig", "OptimizerConfig", "MeasurementConfig", "RefitConfig",
-           "DEFAULTS"]
+           "UnsupervisedConfig", "RecurrentConfig", "MODES", "DEFAULTS"]
+
+#: What the layers learn from (``FFConfig.mode``): examples with their label written in
+#: (Hinton's supervised recipe), real against hybrid images with no label in the input (his
+#: unsupervised recipe; the labels train only the softmax head), or the image held still while
+#: every hidden layer also hears the layer above, the label on top (his recurrent recipe).
+MODES = ("supervised", "unsupervised", "recurrent")
 
 
 class _Group(BaseModel):
@@ -111,6 +117,35 @@ class RefitConfig(_Group):
     """Idle chip seconds before the refit (a head fitted on a settled chip holds longer)."""
 
 
+class UnsupervisedConfig(_Group):
+    """Mode ``unsupervised``: positives are the examples, negatives hybrid images of two examples
+    cut along a blurred random mask; no label enters the chip."""
+
+    mask_blurs: int = Field(6, ge=1, le=64)
+    """Passes of the [1/4, 1/2, 1/4] filter, along both axes, over the random bit image that
+    becomes the mask (more passes: larger regions of each image)."""
+    mask_threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    """The blurred bit image is 1 where it exceeds this level (the mask), else 0."""
+    head_last: int = Field(3, ge=1, le=1000)
+    """The softmax head reads the normalized activities of this many top hidden layers (all of
+    them if the chip has fewer)."""
+
+
+class RecurrentConfig(_Group):
+    """Mode ``recurrent``: the example is held for ``iterations`` synchronous steps; every hidden
+    layer's new state is computed from the normalized layer below and the normalized layer above
+    (the label, one-hot, above the top layer) at the step before, then damped."""
+
+    iterations: int = Field(8, ge=1, le=64)
+    """Synchronous steps after the first bottom-up pass."""
+    damping: float = Field(0.3, ge=0.0, lt=1.0)
+    """Share of a layer's old state kept at each step: new = damping * old + (1 - damping) * computed."""
+    score_from: int = Field(3, ge=1, le=64)
+    """First step (counted from 1) whose goodness the per-label readout averages."""
+    score_to: int = Field(5, ge=1, le=64)
+    """Last step (counted from 1) whose goodness the per-label readout averages."""
+
+
 #: The two default tables: dotted field -> value where they differ from the field defaults.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "measured": {},
@@ -118,7 +153,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 _GROUPS = {"recipe": RecipeConfig, "labels": LabelConfig, "optimizer": OptimizerConfig,
-           "measurement": MeasurementConfig, "refit": RefitConfig}
+           "measurement": MeasurementConfig, "refit": RefitConfig, "unsupervised": UnsupervisedConfig,
+           "recurrent": RecurrentConfig}
 
 
 class FFConfig(BaseModel):
@@ -128,6 +164,10 @@ class FFConfig(BaseModel):
 
     defaults: Literal["measured", "hinton"] = "measured"
     """The default table: the best settings measured, or Hinton's plain recipe."""
+    mode: Literal["supervised", "unsupervised", "recurrent"] = "supervised"
+    """What the layers learn from (``MODES``): the label written into the input, real against
+    hybrid images with no label (the labels train only the softmax head), or the recurrent
+    network with the label as its top layer."""
     epochs: int = Field(10, ge=1, le=100_000)
     """Training epochs."""
     batch_size: int = Field(100, ge=2, le=100_000)
@@ -145,6 +185,8 @@ class FFConfig(BaseModel):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     measurement: MeasurementConfig = Field(default_factory=MeasurementConfig)
     refit: RefitConfig = Field(default_factory=RefitConfig)
+    unsupervised: UnsupervisedConfig = Field(default_factory=UnsupervisedConfig)
+    recurrent: RecurrentConfig = Field(default_factory=RecurrentConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -185,6 +227,10 @@ class FFConfig(BaseModel):
     def _settle_needs_refit(self) -> "FFConfig":
         if self.refit.settle_s > 0 and self.refit.epochs == 0:
             raise ValueError("refit.settle_s needs refit.epochs > 0: the chip idles only before a refit")
+        r = self.recurrent
+        if not r.score_from <= r.score_to <= r.iterations:
+            raise ValueError(f"recurrent: the scored steps {r.score_from}..{r.score_to} must lie within "
+                             f"1..iterations ({r.iterations}) with score_from <= score_to")
         return self
 
     def layer_roles(self, n_layers: int) -> tuple[list[int], list[int]]:
