@@ -9,7 +9,6 @@ Its methods validate input once and call the loop (:mod:`mortal.ff.train`) and t
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,9 @@ from ..validate import as_inputs, as_labels, as_targets, both_or_neither, nonneg
 from . import readout as R
 from .checkpoint import CHIP_FILE, check_checkpoint, latest_checkpoint, save_checkpoint
 from .config import FFConfig
-from .measure import Pass, label_layout
+from .hybrid import example_shape_from
+from .measure import Pass
+from .modes import mode_layout, mode_recipe, settle_shape
 from .state import ControllerState
 from .targets import Targets, negative_sampler
 from .train import train_epoch
@@ -95,10 +96,9 @@ class FFLearner:
             raise InputError(f"the chip needs an input and at least one non-empty layer, got sizes {sizes}")
         if n_classes < 2:
             raise InputError(f"training needs at least 2 classes, got {n_classes}")
-        lab = self.config.labels
-        copies = self.config.label_copies(not all(math.isinf(float(r)) for r in chip.info.weight_range))
-        layout = label_layout(sizes[0], n_data, n_classes, copies, lab.placement, lab.strength, lab.neutral_level)
-        readout, head = self.config.layer_roles(len(sizes) - 1)
+        mode = mode_recipe(self.config)
+        layout = mode_layout(mode, self.config, chip, n_data, n_classes)
+        readout, head = mode.layer_roles(self.config, len(sizes) - 1)
         return ControllerState.fresh(sizes, layout, readout, head, policy_memory(self.config.policy, chip))
 
     def bind(self, chip: Chip, state: ControllerState) -> "FFLearner":
@@ -122,6 +122,8 @@ class FFLearner:
         if sizes != st.sizes:
             raise InputError(f"the chip has layer sizes {sizes}, this learner {st.sizes}")
         config = self.config.changed(**changes) if changes else self.config
+        if config.mode != self.config.mode:
+            raise InputError(f"a copy keeps the controller of mode {self.config.mode!r}; it cannot change the mode")
         new = FFLearner(config)
         fresh = new.new_state(chip, st.layout.n_data, st.n_classes)
         copied = st.copy()
@@ -153,7 +155,7 @@ class FFLearner:
     def fit(self, chip: Chip, inputs: Any, labels: Any, *, n_classes: int | None = None, test_inputs: Any = None,
             test_labels: Any = None, eval_every: int = 1, eval_method: str = "both",
             checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0, resume: str | Path | None = None,
-            log: Log = None, progress: bool | None = None) -> "FFLearner":
+            log: Log = None, progress: bool | None = None, example_shape: Any = None) -> "FFLearner":
         """Train ``chip`` in situ on ``inputs`` ((n, d) or (n, ...) examples, uint8 or float in
         [0, 1]) and integer ``labels``.
 
@@ -174,7 +176,12 @@ class FFLearner:
             Receives one dict per epoch; a path appends one JSON line per epoch.
         progress : bool, optional
             A progress bar on stderr (default: when stderr is a terminal).
+        example_shape : tuple of int, optional
+            One example's shape ``(H, W)`` or ``(H, W, C)`` when ``inputs`` are flat (n, d);
+            inputs of shape (n, H, W) or (n, H, W, C) carry it.  Mode ``unsupervised`` needs it
+            (its hybrid masks are images); it is kept in the state and its checkpoints.
         """
+        shape = example_shape_from(inputs, example_shape)
         x = as_inputs(inputs)
         y = np.asarray(labels)
         if y.dtype.kind not in "iu":
@@ -184,13 +191,14 @@ class FFLearner:
         n_classes = positive_int(n_classes, "n_classes")
         targets = Targets(as_labels(y, x.shape[0], n_classes), n_classes)
         return self._run(chip, x, targets, self.config.recipe.negatives, test_inputs, test_labels, eval_every,
-                         eval_method, checkpoint_dir, checkpoint_every, resume, log, progress)
+                         eval_method, checkpoint_dir, checkpoint_every, resume, log, progress, shape)
 
     def fit_soft(self, chip: Chip, inputs: Any, targets: Any, *, positives: str = "argmax",
                  negatives: str = "targets", weighting: str = "none", min_confidence: float = 0.0,
                  test_inputs: Any = None, test_labels: Any = None, eval_every: int = 1, eval_method: str = "both",
                  checkpoint_dir: str | Path | None = None, checkpoint_every: int = 0,
-                 resume: str | Path | None = None, log: Log = None, progress: bool | None = None) -> "FFLearner":
+                 resume: str | Path | None = None, log: Log = None, progress: bool | None = None,
+                 example_shape: Any = None) -> "FFLearner":
         """Train ``chip`` from soft targets (float (n, k) probabilities per example), e.g. a teacher's.
 
         ``positives``: each example's positive label is its most likely label (``argmax``) or a
@@ -199,26 +207,35 @@ class FFLearner:
         weights each example's update of the layers by its target's probability of the positive
         label; examples whose largest probability is below ``min_confidence`` train only the
         head.  The head is fitted to the targets themselves.  Other arguments as in :meth:`fit`.
+
+        In a mode whose labels never reach the layers (``unsupervised``: they learn examples
+        against hybrids) the targets train only the head; ``negatives`` is then not used and
+        ``positives``, ``weighting`` and ``min_confidence`` must keep their defaults.
         """
+        shape = example_shape_from(inputs, example_shape)
         x = as_inputs(inputs)
         probs = as_targets(targets, x.shape[0])
         min_conf = real_in(min_confidence, "min_confidence", 0.0, 1.0, hi_open=True)
         if negatives not in ("targets", "own", "mixed"):
             raise InputError(f"negatives must be 'targets', 'own' or 'mixed', got {negatives!r}")
         tg = Targets(probs.argmax(axis=1).astype(np.int64), probs.shape[1], probs, positives, weighting, min_conf)
+        mode_recipe(self.config).check_soft_rules(positives, weighting, min_conf)
         return self._run(chip, x, tg, negatives, test_inputs, test_labels, eval_every, eval_method, checkpoint_dir,
-                         checkpoint_every, resume, log, progress)
+                         checkpoint_every, resume, log, progress, shape)
 
     def _run(self, chip: Chip, x: np.ndarray, targets: Targets, sampler_name: str, test_inputs: Any,
              test_labels: Any, eval_every: int, eval_method: str, checkpoint_dir: Any, checkpoint_every: int,
-             resume: Any, log: Log, progress: bool | None) -> "FFLearner":
+             resume: Any, log: Log, progress: bool | None,
+             shape: tuple[int, ...] | None = None) -> "FFLearner":
         cfg = self.config
+        mode = mode_recipe(cfg)
         sampler = negative_sampler(sampler_name)
         if x.shape[0] < cfg.batch_size:
             raise InputError(f"{x.shape[0]} training examples is fewer than one batch ({cfg.batch_size})")
         nonneg_int(eval_every, "eval_every")
         if eval_method not in ("goodness", "softmax", "both"):
             raise InputError(f"eval_method must be 'goodness', 'softmax' or 'both', got {eval_method!r}")
+        mode.check_method(eval_method)
         nonneg_int(checkpoint_every, "checkpoint_every")
         if checkpoint_every and checkpoint_dir is None:
             raise InputError("checkpoint_every is set but no checkpoint_dir was given")
@@ -240,6 +257,7 @@ class FFLearner:
             if state.layout.n_data != x.shape[1] or state.n_classes != targets.n_classes:
                 raise InputError(f"this learner was fitted on {state.layout.n_data} inputs and {state.n_classes} "
                                  f"classes, the data has {x.shape[1]} and {targets.n_classes}")
+        shape = settle_shape(mode, shape, state.example_shape)
         has_test = both_or_neither(test_inputs, test_labels, "test_inputs and test_labels")
         if has_test:
             xt = as_inputs(test_inputs, "test_inputs", x.shape[1])
@@ -250,6 +268,7 @@ class FFLearner:
             except OSError as exc:
                 raise InputError(f"cannot create checkpoint_dir {checkpoint_dir}: {exc}") from None
         sink = log_sink(log)
+        state.example_shape = shape
         self._chip, self.state = chip, state
         show = sys.stderr.isatty() if progress is None else bool(progress)
         refit = cfg.refit
@@ -269,7 +288,7 @@ class FFLearner:
             t_wall = time.perf_counter()
             last_epoch = state.epoch + 1 == cfg.epochs
             record = train_epoch(cfg, state, chip, x, targets, sampler, show,
-                                 end_refit if last_epoch and refit.epochs else None)
+                                 end_refit if last_epoch and refit.epochs else None, mode.train_batch)
             last = state.epoch == cfg.epochs
             if has_test and (last or (eval_every and state.epoch % eval_every == 0)):
                 res = self.evaluate(chip, xt, yt, eval_method)
@@ -290,7 +309,7 @@ class FFLearner:
                batch_size: int, weight_cost: float) -> None:
         st = self.state
         assert st is not None
-        feats = R.head_features(self.config, st, chip, x, batch_size)
+        feats = R.head_features(self.config, st, chip, x, batch_size, mode_recipe(self.config).head_pass)
         R.fit_head(self.config, st, chip, feats, labels, probs, epochs, weight_cost)
 
     def refit_head(self, chip: Chip, inputs: Any, targets: Any, epochs: int = 10, batch_size: int = 1000,
@@ -332,13 +351,15 @@ class FFLearner:
         st, x = self._read_inputs(chip, inputs, batch_size)
         if method not in ("goodness", "softmax"):
             raise InputError(f"unknown method {method!r}; expected 'goodness' or 'softmax'")
-        return R.predict(self.config, st, chip, x, method, batch_size)
+        mode = mode_recipe(self.config)
+        mode.check_method(method)
+        return R.predict(self.config, st, chip, x, method, batch_size, mode.head_pass, mode.goodness_scores)
 
     def head_logits(self, chip: Chip, inputs: Any, batch_size: int = 1000) -> np.ndarray:
         """The softmax head's logits, float64 (n, k), from one neutral pass through the chip."""
         st, x = self._read_inputs(chip, inputs, batch_size)
-        out = [R.head_logits(st, chip, R.controller_pass(self.config, st, chip, st.layout.embed(x[s:s + batch_size],
-                                                                                                  None)))[0]
+        head_pass = mode_recipe(self.config).head_pass
+        out = [R.head_logits(st, chip, head_pass(self.config, st, chip, x[s:s + batch_size]))[0]
                for s in range(0, x.shape[0], batch_size)]
         return np.concatenate(out, axis=0).astype(np.float64)
 
@@ -346,20 +367,29 @@ class FFLearner:
         """Per-label goodness, float64 (n, k): each label embedded in turn, goodness summed over
         the readout layers (k passes per example, read through the chip)."""
         st, x = self._read_inputs(chip, inputs, batch_size)
-        return np.concatenate([R.goodness_scores(self.config, st, chip, x[s:s + batch_size])
+        mode = mode_recipe(self.config)
+        mode.check_method("goodness")
+        assert mode.goodness_scores is not None
+        return np.concatenate([mode.goodness_scores(self.config, st, chip, x[s:s + batch_size])
                                for s in range(0, x.shape[0], batch_size)], axis=0)
 
     def evaluate(self, chip: Chip, inputs: Any, labels: Any,
                  method: Literal["goodness", "softmax", "both"] = "both") -> R.EvalResult:
-        """Error rate(s) on ``inputs`` and the energy and chip time the evaluation cost."""
+        """Error rate(s) on ``inputs`` and the energy and chip time the evaluation cost.
+
+        ``both``: every readout the mode has (the softmax head alone in a mode without the
+        per-label goodness readout, such as ``unsupervised``)."""
         st = self.check_bound(chip)
         x = as_inputs(inputs, "inputs", st.layout.n_data)
         y = as_labels(labels, x.shape[0], st.n_classes)
         if method not in ("goodness", "softmax", "both"):
             raise InputError(f"unknown method {method!r}; expected 'goodness', 'softmax' or 'both'")
-        methods = ["goodness", "softmax"] if method == "both" else [method]
+        mode = mode_recipe(self.config)
+        mode.check_method(method)
+        methods = list(mode.methods) if method == "both" else [method]
         before = R.ledger_snapshot(chip)
-        errors = {m: float(np.mean(R.predict(self.config, st, chip, x, m, 1000) != y)) for m in methods}
+        errors = {m: float(np.mean(R.predict(self.config, st, chip, x, m, 1000, mode.head_pass,
+                                             mode.goodness_scores) != y)) for m in methods}
         energy, chip_time = R.energy_since(chip, before)
         return R.EvalResult(errors=errors, n=int(x.shape[0]), energy_j=energy, chip_time_s=chip_time)
 

@@ -7,7 +7,7 @@ chip; :class:`~mortal.ff.learner.FFLearner` wraps them as methods after validati
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from .config import FFConfig
 from .measure import Pass, forward, input_scales
 from .state import ControllerState
 
-__all__ = ["EvalResult", "controller_pass", "features", "head_logits", "update_head", "goodness_scores",
+__all__ = ["EvalResult", "controller_pass", "neutral_pass", "PassFn", "ScoreFn", "features", "head_logits", "update_head", "goodness_scores",
            "predict", "head_features", "fit_head", "lr_gain", "ledger_snapshot", "energy_since"]
 
 
@@ -70,6 +70,19 @@ def controller_pass(cfg: FFConfig, st: ControllerState, chip: Chip, x: np.ndarra
                    n_layers=n_layers)
 
 
+def neutral_pass(cfg: FFConfig, st: ControllerState, chip: Chip, x: np.ndarray) -> Pass:
+    """One pass of data ``x`` (B, n_data) with the neutral label written in (no label at all
+    when the layout has no label inputs): the softmax head's input in the feed-forward modes."""
+    return controller_pass(cfg, st, chip, st.layout.embed(x, None))
+
+
+#: ``head_pass(cfg, state, chip, x) -> Pass``: the pass of data ``x`` (B, n_data) whose
+#: normalized activities the softmax head reads (a mode's choice; :func:`neutral_pass` by default).
+PassFn = Callable[[FFConfig, ControllerState, Chip, np.ndarray], Pass]
+#: ``scores(cfg, state, chip, x) -> float64 (B, k)``: a mode's per-label goodness readout.
+ScoreFn = Callable[[FFConfig, ControllerState, Chip, np.ndarray], np.ndarray]
+
+
 def features(st: ControllerState, p: Pass) -> np.ndarray:
     """The head's input (B, f): the normalized activities of the head's layers."""
     return np.concatenate([p.normed[i] for i in st.head_layers], axis=1)
@@ -106,23 +119,29 @@ def goodness_scores(cfg: FFConfig, st: ControllerState, chip: Chip, x: np.ndarra
     return score
 
 
-def head_features(cfg: FFConfig, st: ControllerState, chip: Chip, x: np.ndarray, batch_size: int) -> np.ndarray:
-    """The head's input for every row of ``x`` (n, n_data): one neutral pass each, in batches."""
-    return np.concatenate([features(st, controller_pass(cfg, st, chip, st.layout.embed(x[s:s + batch_size], None)))
+def head_features(cfg: FFConfig, st: ControllerState, chip: Chip, x: np.ndarray, batch_size: int,
+                  head_pass: PassFn = neutral_pass) -> np.ndarray:
+    """The head's input for every row of ``x`` (n, n_data): one ``head_pass`` each, in batches."""
+    return np.concatenate([features(st, head_pass(cfg, st, chip, x[s:s + batch_size]))
                            for s in range(0, x.shape[0], batch_size)])
 
 
 def predict(cfg: FFConfig, st: ControllerState, chip: Chip, x: np.ndarray,
-            method: Literal["goodness", "softmax"], batch_size: int) -> np.ndarray:
-    """Predicted labels int64 (n,) by per-label goodness (k passes) or the softmax head (1 pass)."""
+            method: Literal["goodness", "softmax"], batch_size: int, head_pass: PassFn = neutral_pass,
+            scores: ScoreFn | None = goodness_scores) -> np.ndarray:
+    """Predicted labels int64 (n,) by per-label goodness (``scores``, k passes) or the softmax
+    head (one ``head_pass``)."""
+    if method == "goodness" and scores is None:
+        raise ValueError(f"mode {cfg.mode!r} has no per-label goodness readout")
     out = np.empty(x.shape[0], np.int64)
     for start in range(0, x.shape[0], batch_size):
         xb = x[start:start + batch_size]
         if method == "softmax":
-            logits, _ = head_logits(st, chip, controller_pass(cfg, st, chip, st.layout.embed(xb, None)))
+            logits, _ = head_logits(st, chip, head_pass(cfg, st, chip, xb))
             out[start:start + xb.shape[0]] = logits.argmax(axis=1)
         else:
-            out[start:start + xb.shape[0]] = goodness_scores(cfg, st, chip, xb).argmax(axis=1)
+            assert scores is not None
+            out[start:start + xb.shape[0]] = scores(cfg, st, chip, xb).argmax(axis=1)
     return out
 
 

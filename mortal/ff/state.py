@@ -50,6 +50,9 @@ class ControllerState:
         The update policy's memory (empty for ``direct``).
     correction : list of float32 (n_out,) or None
         Drift correction factors applied to every measured output.
+    example_shape : tuple of int or None
+        The shape ``(H, W)`` or ``(H, W, C)`` of one example, if known (the unsupervised
+        mode's masks need it); checkpoints saved before it existed load with None.
     """
 
     sizes: tuple[int, ...]
@@ -66,6 +69,7 @@ class ControllerState:
     correction: Optional[list[np.ndarray]] = None
     epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    example_shape: Optional[tuple[int, ...]] = None
 
     @classmethod
     def fresh(cls, sizes: tuple[int, ...], layout: LabelLayout, readout_layers: list[int],
@@ -114,6 +118,7 @@ class ControllerState:
             "slope_widths": [float(w) for _, w in self.slopes],
             "n_accumulators": len(self.accumulators),
             "epoch": int(self.epoch), "history": self.history,
+            "example_shape": None if self.example_shape is None else [int(v) for v in self.example_shape],
         }
         return {"arrays": arrays, "meta": meta}
 
@@ -131,7 +136,8 @@ class ControllerState:
                 raise InputError(f"the saved label layout takes {layout.chip_width} inputs, the chip {sizes[0]}")
             readout = [_whole(i, "readout layer") for i in meta["readout_layers"]]
             head = [_whole(i, "head layer") for i in meta["head_layers"]]
-            if not readout or not head or any(not 0 <= i < n_layers for i in readout + head):
+            # A layout without label inputs (the unsupervised mode) has no goodness readout.
+            if (not readout and layout.copies > 0) or not head or any(not 0 <= i < n_layers for i in readout + head):
                 raise InputError(f"saved readout/head layers {readout}/{head} do not fit {n_layers} layers")
             n_acc = _whole(meta["n_accumulators"], "number of accumulators")
             if n_acc not in (0, n_layers):
@@ -163,6 +169,14 @@ class ControllerState:
             if not isinstance(meta["history"], list) or not all(isinstance(r, dict) for r in meta["history"]):
                 raise InputError("the saved history is not a list of epoch records")
             st.history = list(meta["history"])
+            shape = meta.get("example_shape")  # absent in checkpoints saved before it existed
+            if shape is not None:
+                if not isinstance(shape, list) or len(shape) not in (2, 3):
+                    raise InputError(f"the saved example shape {shape!r} is not (H, W) or (H, W, C)")
+                shape = tuple(_whole(v, "example shape") for v in shape)
+                if min(shape) < 1 or int(np.prod(shape)) != layout.n_data:
+                    raise InputError(f"the saved example shape {shape} does not hold {layout.n_data} values")
+                st.example_shape = shape
         except KeyError as exc:
             raise InputError(f"the saved controller state lacks {exc}") from None
         except (TypeError, ValueError, IndexError) as exc:
@@ -184,8 +198,9 @@ def _layout(data: Any) -> LabelLayout:
     if not isinstance(data, dict):
         raise InputError(f"the saved label layout {data!r} is not a mapping")
     lay = LabelLayout(**data)
-    if min(_whole(lay.n_data, "n_data"), _whole(lay.copies, "copies")) < 1 or _whole(lay.n_classes, "n_classes") < 2:
-        raise InputError(f"the saved label layout {data} has no data, fewer than 2 classes or no label copies")
+    # copies == 0: no label input at all (the unsupervised mode).
+    if _whole(lay.n_data, "n_data") < 1 or _whole(lay.copies, "copies") < 0 or _whole(lay.n_classes, "n_classes") < 2:
+        raise InputError(f"the saved label layout {data} has no data, fewer than 2 classes or negative label copies")
     if not isinstance(lay.append, bool) or (not lay.append and lay.n_label_inputs > lay.n_data):
         raise InputError(f"the saved label layout {data} does not fit its inputs")
     for name, lo, hi in (("strength", 0.0, 10.0), ("neutral_level", 0.0, 1.0)):

@@ -27,7 +27,7 @@ from .readout import controller_pass, head_logits, ledger_snapshot, lr_gain, upd
 from .state import ControllerState
 from .targets import NegativeSampler, Targets, sample_rows
 
-__all__ = ["train_epoch", "train_batch", "update_layer", "ANALOG_UPDATE_STREAM"]
+__all__ = ["train_epoch", "train_batch", "update_layer", "BatchFn", "ANALOG_UPDATE_STREAM"]
 
 #: Spawn key of the in-array updates' random stream: epoch e draws from
 #: ``SeedSequence(seed, spawn_key=(ANALOG_UPDATE_STREAM, e))``.
@@ -127,10 +127,18 @@ def train_batch(cfg: FFConfig, st: ControllerState, chip: Chip, x: np.ndarray, i
     return np.array([loss[0], loss[1], online_err, batch])
 
 
+#: ``batch(cfg, state, chip, x, idx, targets, sampler, gain, rng, update_rng) -> [loss+, loss-,
+#: online errors, examples]``: one batch of a mode (:func:`train_batch` is the supervised one).
+BatchFn = Callable[[FFConfig, ControllerState, Chip, np.ndarray, np.ndarray, Targets, NegativeSampler, float,
+                    np.random.Generator, "np.random.Generator | None"], np.ndarray]
+
+
 def train_epoch(cfg: FFConfig, st: ControllerState, chip: Chip, x: np.ndarray, targets: Targets,
                 sampler: NegativeSampler, show: bool,
-                refit: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
+                refit: Callable[[], dict[str, Any]] | None = None, batch: BatchFn = train_batch) -> dict[str, Any]:
     """Train epoch ``st.epoch`` over all of ``x`` (n, n_data); returns its record.
+
+    ``batch``: the mode's per-batch step (:func:`train_batch`: the supervised mode's).
 
     The epoch's shuffling and sampling stream is ``SeedSequence(seed, spawn_key=(epoch,))``; policy
     ``analog`` draws its coincidences from ``SeedSequence(seed, spawn_key=(ANALOG_UPDATE_STREAM, epoch))``.
@@ -157,7 +165,7 @@ def train_epoch(cfg: FFConfig, st: ControllerState, chip: Chip, x: np.ndarray, t
     bar = Progress(n_batches, f"epoch {e + 1}/{cfg.epochs}", enabled=show)
     for k in range(n_batches):
         idx = order[k * cfg.batch_size:(k + 1) * cfg.batch_size]
-        stats += train_batch(cfg, st, chip, x, idx, targets, sampler, gain, rng, update_rng)
+        stats += batch(cfg, st, chip, x, idx, targets, sampler, gain, rng, update_rng)
         bar.update(k + 1)
     bar.close()
     train_wall = time.perf_counter() - t_wall

@@ -1,0 +1,127 @@
+"""The FF modes as recipes on the one training loop (``FFConfig.mode``).
+
+A :class:`Mode` names what differs between modes: the per-batch step given to
+:func:`mortal.ff.train.train_epoch`, the pass whose normalized activities the softmax head
+reads, the per-label goodness readout (None where the mode has none), the hidden layers each
+readout uses, and whether labels enter the chip and whether the examples' spatial shape is
+needed.  :class:`~mortal.ff.learner.FFLearner` looks its mode up here (:func:`mode_recipe`)
+and never branches on the mode's name; a new mode is one more entry of :data:`MODE_RECIPES`.
+
+``supervised``    Hinton's recipe: the label written into the input (:mod:`mortal.ff.train`);
+``unsupervised``  examples against hybrid images, no label input (:mod:`mortal.ff.unsupervised`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from ..chip import Chip
+from ..errors import InputError
+from .config import FFConfig
+from .measure import LabelLayout, label_layout
+from .readout import PassFn, ScoreFn, goodness_scores, neutral_pass
+from .train import BatchFn, train_batch
+from .unsupervised import train_batch_unsupervised, unsupervised_roles
+
+__all__ = ["Mode", "MODE_RECIPES", "mode_recipe", "mode_layout", "settle_shape"]
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One FF mode (see the module docstring).
+
+    Attributes
+    ----------
+    name : str
+        The ``FFConfig.mode`` value.
+    train_batch : BatchFn
+        One training batch (:data:`mortal.ff.train.BatchFn`).
+    head_pass : PassFn
+        The pass of data (B, n_data) whose normalized activities feed the softmax head.
+    goodness_scores : ScoreFn or None
+        Per-label goodness float64 (B, k) of data (B, n_data); None: the mode has no such
+        readout (``predict(method="goodness")`` is refused, ``evaluate(method="both")``
+        reports the softmax head only).
+    layer_roles : callable
+        ``(cfg, n_layers) -> (readout layers, head layers)``, hidden layers 0-based.
+    label_inputs : bool
+        Whether labels are written into the chip's input (else the chip takes the data only).
+    needs_shape : bool
+        Whether training needs each example's spatial shape ``(H, W)`` or ``(H, W, C)``.
+    """
+
+    name: str
+    train_batch: BatchFn
+    head_pass: PassFn
+    goodness_scores: Optional[ScoreFn]
+    layer_roles: Callable[[FFConfig, int], tuple[list[int], list[int]]]
+    label_inputs: bool = True
+    needs_shape: bool = False
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The readouts this mode has, of ``goodness`` and ``softmax``."""
+        return ("goodness", "softmax") if self.goodness_scores is not None else ("softmax",)
+
+    def check_soft_rules(self, positives: str, weighting: str, min_confidence: float) -> None:
+        """InputError if soft-target rules that shape the layers' updates are set in a mode whose
+        layers never see a label (there the targets train only the head)."""
+        if not self.label_inputs and (positives != "argmax" or weighting != "none" or min_confidence > 0.0):
+            raise InputError(f"in mode {self.name!r} the targets train only the softmax head (the layers never see "
+                             "a label), so positives, weighting and min_confidence, which shape the layers' "
+                             "updates, must keep their defaults")
+
+    def check_method(self, method: str) -> None:
+        """InputError if this mode lacks the readout ``method`` (``both`` means those it has)."""
+        if method != "both" and method not in self.methods:
+            raise InputError(f"mode {self.name!r} has no per-label goodness readout (no label enters its chip); "
+                             "use method='softmax' (the softmax head)")
+
+
+MODE_RECIPES: dict[str, Mode] = {
+    "supervised": Mode("supervised", train_batch, neutral_pass, goodness_scores,
+                       lambda cfg, n: cfg.layer_roles(n)),
+    "unsupervised": Mode("unsupervised", train_batch_unsupervised, neutral_pass, None, unsupervised_roles,
+                         label_inputs=False, needs_shape=True),
+}
+
+
+def mode_recipe(cfg: FFConfig | str) -> Mode:
+    """The recipe of ``cfg.mode`` (or of the mode named); InputError for a mode not built yet."""
+    name = cfg if isinstance(cfg, str) else cfg.mode
+    try:
+        return MODE_RECIPES[name]
+    except KeyError:
+        raise InputError(f"mode {name!r} is not available in this version; available: "
+                         f"{', '.join(sorted(MODE_RECIPES))}") from None
+
+
+def settle_shape(mode: Mode, given: tuple[int, ...] | None, saved: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    """The examples' shape for a run: the one the inputs carry (``given``) or the one the state
+    kept (``saved``, e.g. from a checkpoint); InputError if they differ, or if ``mode`` needs a
+    shape and neither gives it."""
+    if given is not None and saved is not None and tuple(given) != tuple(saved):
+        raise InputError(f"the examples have shape {tuple(given)}, this learner was fitted on examples of shape "
+                         f"{tuple(saved)}")
+    shape = given if given is not None else saved
+    if mode.needs_shape and shape is None:
+        raise InputError(f"mode {mode.name!r} cuts each example with another along a random image mask, so it needs "
+                         "the examples' shape: give inputs as (n, H, W) or (n, H, W, C), or flat inputs with "
+                         "fit(..., example_shape=(H, W))")
+    return shape
+
+
+def mode_layout(mode: Mode, cfg: FFConfig, chip: Chip, n_data: int, n_classes: int) -> LabelLayout:
+    """Where labels enter ``chip``'s input in ``mode``: the layout that fits the chip's input width
+    (``labels`` settings), or, in a mode without label inputs, none (the chip must take the data only)."""
+    lab = cfg.labels
+    chip_inputs = int(chip.info.layer_sizes[0])
+    if mode.label_inputs:
+        copies = cfg.label_copies(not all(math.isinf(float(r)) for r in chip.info.weight_range))
+        return label_layout(chip_inputs, n_data, n_classes, copies, lab.placement, lab.strength, lab.neutral_level)
+    if chip_inputs != n_data:
+        raise InputError(f"mode {mode.name!r} writes no label into the chip's input, so the chip must take the "
+                         f"data's {n_data} values; it takes {chip_inputs}")
+    return LabelLayout(n_data, n_classes, 0, True, lab.strength, lab.neutral_level)
