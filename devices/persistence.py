@@ -19,14 +19,17 @@ from pydantic import ValidationError
 
 from .archive import FORMAT, LEGACY_FORMATS, read_npz, seal_status
 from .chip import AnalogChip, check_layer_sizes
+from .layout import check_top_down
 from .crossbar import Crossbar
 from .energy import CATEGORIES, UPDATE_CATEGORIES, Ledger
 from .spec import ChipSpec
 
-__all__ = ["load_chip", "META_KEYS"]
+__all__ = ["load_chip", "META_KEYS", "OPTIONAL_META_KEYS"]
 
-#: The metadata fields of a saved chip (``AnalogChip.payload``).
+#: The metadata fields of a saved chip (``AnalogChip.payload``); a chip with the top-down
+#: layout also saves ``top_down`` (one width per layer; absent means none).
 META_KEYS = {"format", "spec", "seed", "trainable", "layer_sizes", "layers", "read_rng", "write_rng", "ledger"}
+OPTIONAL_META_KEYS = {"top_down"}
 
 
 def load_chip(path: str | os.PathLike, *, legacy: bool = False) -> AnalogChip:
@@ -77,8 +80,9 @@ def load_chip(path: str | os.PathLike, *, legacy: bool = False) -> AnalogChip:
 
 def _chip_from(meta: dict[str, Any], entries: dict[str, np.ndarray]) -> AnalogChip:
     """The chip described by a saved archive's metadata and arrays, each field checked."""
-    if set(meta) != META_KEYS:
-        raise ValueError(f"metadata fields {sorted(meta)}, expected {sorted(META_KEYS)}")
+    if not META_KEYS <= set(meta) <= META_KEYS | OPTIONAL_META_KEYS:
+        raise ValueError(f"metadata fields {sorted(meta)}, expected {sorted(META_KEYS)} "
+                         f"(and optionally {sorted(OPTIONAL_META_KEYS)})")
     try:
         spec = ChipSpec.model_validate(meta["spec"])
     except ValidationError as exc:
@@ -88,6 +92,13 @@ def _chip_from(meta: dict[str, Any], entries: dict[str, np.ndarray]) -> AnalogCh
     if sizes is None:
         raise ValueError(f"layer_sizes {meta['layer_sizes']!r} is not a list")
     n_layers = len(sizes) - 1
+    if "top_down" in meta:
+        if not isinstance(meta["top_down"], list) or not any(meta["top_down"]):
+            raise ValueError(f"top_down {meta['top_down']!r} is not a list with some top-down input "
+                             "(a chip without one saves no top_down)")
+        down = check_top_down(sizes, meta["top_down"])
+    else:
+        down = (0,) * n_layers
     train = meta["trainable"]
     if not isinstance(train, list) or len(train) != n_layers or not all(isinstance(t, bool) for t in train):
         raise ValueError(f"trainable {train!r} is not one true/false per layer ({n_layers})")
@@ -110,10 +121,10 @@ def _chip_from(meta: dict[str, Any], entries: dict[str, np.ndarray]) -> AnalogCh
     for i, lm in enumerate(layers_meta):
         if not isinstance(lm, dict) or set(lm) != {"n_in", "n_out", "arrays", "scalars"}:
             raise ValueError(f"layer {i}: metadata {lm!r} is not n_in, n_out, arrays, scalars")
-        if (lm["n_in"], lm["n_out"]) != (sizes[i], sizes[i + 1]) \
+        if (lm["n_in"], lm["n_out"]) != (sizes[i] + down[i], sizes[i + 1]) \
                 or not all(type(v) is int for v in (lm["n_in"], lm["n_out"])):
             raise ValueError(f"layer {i}: n_in, n_out = {lm['n_in']!r}, {lm['n_out']!r} disagree with "
-                             f"layer_sizes {list(sizes)}")
+                             f"layer_sizes {list(sizes)} and top_down {list(down)}")
         keys = lm["arrays"]
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys) or len(set(keys)) != len(keys):
             raise ValueError(f"layer {i}: array names {keys!r} are not a list of distinct names")
@@ -122,7 +133,7 @@ def _chip_from(meta: dict[str, Any], entries: dict[str, np.ndarray]) -> AnalogCh
             raise ValueError(f"layer {i}: the archive lacks {missing}")
         names.update(f"L{i}_{k}" for k in keys)
         try:
-            L = Crossbar.from_state(spec, sizes[i], sizes[i + 1],
+            L = Crossbar.from_state(spec, sizes[i] + down[i], sizes[i + 1],
                                     {"arrays": {k: entries[f"L{i}_{k}"] for k in keys}, "scalars": lm["scalars"]})
         except ValueError as exc:
             raise ValueError(f"layer {i}: {exc}") from None
@@ -137,7 +148,8 @@ def _chip_from(meta: dict[str, Any], entries: dict[str, np.ndarray]) -> AnalogCh
             raise ValueError(f"layer {i}: {exc}") from None
     return AnalogChip.restore(spec, seed, sizes, tuple(train), layers,
                               read_rng=_generator_from(meta["read_rng"], "read_rng"),
-                              write_rng=_generator_from(meta["write_rng"], "write_rng"), ledger=ledger)
+                              write_rng=_generator_from(meta["write_rng"], "write_rng"), ledger=ledger,
+                              top_down=down)
 
 
 def _generator_from(state: Any, name: str) -> np.random.Generator:

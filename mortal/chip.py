@@ -17,7 +17,7 @@ from typing import Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Chip", "ChipInfo", "Ledger", "LEDGER_CATEGORIES", "UPDATE_CATEGORIES", "check_chip"]
+__all__ = ["Chip", "ChipInfo", "Ledger", "LEDGER_CATEGORIES", "UPDATE_CATEGORIES", "check_chip", "top_down_widths"]
 
 #: Energy and time categories every ledger reports (missing ones count as 0).
 LEDGER_CATEGORIES = ("dac", "array", "adc", "neuron", "program", "digital")
@@ -34,7 +34,8 @@ class ChipInfo(Protocol):
     layer_sizes : tuple of int
         ``(n_0, n_1, ..., n_L)``: input width then the width of each layer.
     weight_shapes : tuple of (int, int)
-        ``(n_in + 1, n_out)`` per layer; the last row is the bias line.
+        ``(n_in + 1, n_out)`` per layer; the last row is the bias line.  On a chip with
+        top-down inputs ``n_in = layer_sizes[i] + top_down[i]``.
     trainable : tuple of bool
         Whether ``program`` is accepted for each layer.
     input_range : tuple of float
@@ -50,6 +51,12 @@ class ChipInfo(Protocol):
         The fixed input level that drives the bias row.
     digital_op_energy_j, digital_op_time_s : float
         Cost of one digital operation in the controller next to the chip.
+    top_down : tuple of int, optional
+        Not a required member: per layer, the extra input rows of its array that carry the
+        activities of the layer above (0: none, else ``layer_sizes[i + 2]``); the top layer's
+        entry is the width of its label input.  A read of layer ``i`` then takes the
+        ``layer_sizes[i]`` bottom-up inputs followed by the ``top_down[i]`` top-down ones.
+        Chips without the member are plain feed-forward chains (:func:`top_down_widths`).
     """
 
     @property
@@ -125,11 +132,20 @@ class Chip(Protocol):
     def wait(self, seconds: float) -> None: ...
 
 
+def top_down_widths(info: ChipInfo) -> tuple[int, ...]:
+    """Per layer, the top-down input rows of a chip's datasheet: ``info.top_down``, or all 0 for
+    a datasheet without it (or with it empty)."""
+    n_layers = len(tuple(info.layer_sizes)) - 1
+    down = tuple(getattr(info, "top_down", ()) or ())
+    return tuple(int(t) for t in down) if down else (0,) * n_layers
+
+
 def check_chip(chip: object) -> Chip:
     """Return ``chip`` if it satisfies the protocol, else raise ``TypeError``.
 
     Checks the members of ``Chip`` and of its ``info`` and ``ledger``, and that
-    the datasheet's shapes agree with each other.
+    the datasheet's shapes agree with each other (top-down rows included, when the
+    datasheet has ``top_down``).
     """
     missing = [m for m in ("info", "ledger", "read", "program", "wait") if not hasattr(chip, m)]
     if missing:
@@ -141,9 +157,18 @@ def check_chip(chip: object) -> Chip:
         raise TypeError("chip.ledger does not provide the Ledger members")
     sizes = tuple(info.layer_sizes)
     n_layers = len(sizes) - 1
-    want = tuple((sizes[i] + 1, sizes[i + 1]) for i in range(n_layers))
+    raw = tuple(getattr(info, "top_down", ()) or ())
+    if raw:
+        ok = len(raw) == n_layers and all(
+            isinstance(t, (int, np.integer)) and not isinstance(t, (bool, np.bool_)) and t >= 0 for t in raw)
+        if not ok or any(raw[i] not in (0, sizes[i + 2]) for i in range(n_layers - 1)):
+            raise TypeError(f"chip.info.top_down {raw} is not one width per layer of {sizes}: 0 or the width of "
+                            "the layer above, the top layer's entry any integer >= 0")
+    down = top_down_widths(info)
+    want = tuple((sizes[i] + down[i] + 1, sizes[i + 1]) for i in range(n_layers))
     if tuple(tuple(s) for s in info.weight_shapes) != want:
-        raise TypeError(f"chip.info.weight_shapes {info.weight_shapes} do not match layer_sizes {sizes}")
+        extra = f" and top_down {down}" if any(down) else ""
+        raise TypeError(f"chip.info.weight_shapes {info.weight_shapes} do not match layer_sizes {sizes}{extra}")
     for name in ("trainable", "input_range", "weight_range", "pulse_step", "output_range"):
         if len(getattr(info, name)) != n_layers:
             raise TypeError(f"chip.info.{name} must have one entry per layer ({n_layers})")
