@@ -4,7 +4,8 @@
 ``mortal.chip.Chip`` (``info``, ``ledger``, ``read``, ``program``, ``wait``).
 Per-chip randomness comes from ``numpy.random.SeedSequence``: fabrication,
 reads, writes and the devices' failure times use separate streams addressed by ``spawn_key``, so extra
-reads never change which devices were fabricated.  Saving a chip is here (``AnalogChip.save``,
+reads never change which devices were fabricated.  A chip may have the top-down layout of
+:mod:`devices.layout` (``make_chip(..., top_down=...)``).  Saving a chip is here (``AnalogChip.save``,
 writing the archive of :mod:`devices.archive`); loading one back is :mod:`devices.persistence`.
 """
 
@@ -23,6 +24,7 @@ from . import archive
 from .crossbar import Crossbar
 from .parameters import state_bytes
 from .energy import Ledger, read_cost
+from .layout import check_top_down
 from .presets import get_preset
 from .spec import ChipSpec
 
@@ -50,6 +52,7 @@ class ChipInfo:
     digital_op_energy_j: float
     digital_op_time_s: float
     preset: str = ""
+    top_down: tuple[int, ...] = ()  # per layer, input rows from the layer above (devices.layout)
 
     @property
     def n_layers(self) -> int:
@@ -83,9 +86,10 @@ class AnalogChip:
     """
 
     def __init__(self, spec: ChipSpec, layer_sizes: Sequence[int], seed: Any,
-                 trainable: Sequence[bool] | None = None) -> None:
+                 trainable: Sequence[bool] | None = None, top_down: Sequence[int] | None = None) -> None:
         sizes = check_layer_sizes(layer_sizes)
-        _check_memory(spec, sizes)
+        down = check_top_down(sizes, top_down)
+        _check_memory(spec, sizes, down)
         root = _seed_sequence(seed)
         n_layers = len(sizes) - 1
         if trainable is None:
@@ -97,19 +101,19 @@ class AnalogChip:
         self.spec = spec
         self.seed = {"entropy": root.entropy, "spawn_key": list(root.spawn_key)}
         fab = _stream(root, _FAB)
-        self._layers = [Crossbar(spec, sizes[i], sizes[i + 1], fab) for i in range(n_layers)]
+        self._layers = [Crossbar(spec, sizes[i] + down[i], sizes[i + 1], fab) for i in range(n_layers)]
         age = failure_stream(root)
         for L in self._layers:
             L.draw_failures(age)
         self._read_rng = _stream(root, _READ)
         self._write_rng = _stream(root, _WRITE)
         self.ledger = Ledger(spec.energy.controller_op_j, spec.energy.digital_op_s)
-        self.info = self._make_info(sizes, train)
+        self.info = self._make_info(sizes, train, down)
 
     @classmethod
     def restore(cls, spec: ChipSpec, seed: dict, layer_sizes: tuple[int, ...], trainable: tuple[bool, ...],
                 layers: list[Crossbar], *, read_rng: np.random.Generator, write_rng: np.random.Generator,
-                ledger: Ledger) -> AnalogChip:
+                ledger: Ledger, top_down: tuple[int, ...] | None = None) -> AnalogChip:
         """The chip made of saved parts that the caller has checked (``devices.persistence``):
         nothing is fabricated or drawn."""
         chip = cls.__new__(cls)
@@ -119,15 +123,15 @@ class AnalogChip:
         chip._read_rng = read_rng
         chip._write_rng = write_rng
         chip.ledger = ledger
-        chip.info = chip._make_info(layer_sizes, trainable)
+        chip.info = chip._make_info(layer_sizes, trainable, check_top_down(layer_sizes, top_down))
         return chip
 
-    def _make_info(self, sizes: tuple[int, ...], train: tuple[bool, ...]) -> ChipInfo:
+    def _make_info(self, sizes: tuple[int, ...], train: tuple[bool, ...], down: tuple[int, ...]) -> ChipInfo:
         s = self.spec
         exact = s.programming.mode == "exact"
         return ChipInfo(
             layer_sizes=sizes,
-            weight_shapes=tuple((sizes[i] + 1, sizes[i + 1]) for i in range(len(sizes) - 1)),
+            weight_shapes=tuple((sizes[i] + down[i] + 1, sizes[i + 1]) for i in range(len(sizes) - 1)),
             trainable=train,
             input_range=tuple(float(s.dac.range) for _ in self._layers),
             weight_range=tuple(math.inf if exact else L.w_max for L in self._layers),
@@ -137,6 +141,7 @@ class AnalogChip:
             digital_op_energy_j=s.energy.controller_op_j,
             digital_op_time_s=s.energy.digital_op_s,
             preset=s.name,
+            top_down=down,
         )
 
     # -- the Chip protocol ----------------------------------------------------------------------
@@ -288,6 +293,8 @@ class AnalogChip:
             "write_rng": self._write_rng.bit_generator.state,
             "ledger": self.ledger.to_dict(),
         }
+        if any(self.info.top_down):  # written only for the top-down layout: plain chips' files are unchanged
+            meta["top_down"] = list(self.info.top_down)
         return arrays, meta
 
     def state_digest(self) -> str:
@@ -365,7 +372,7 @@ def memory_limit_bytes() -> int:
     return int(total) if total > 0 else FALLBACK_MEMORY_LIMIT
 
 
-def check_memory(spec: ChipSpec | str, layer_sizes: Sequence[int]) -> None:
+def check_memory(spec: ChipSpec | str, layer_sizes: Sequence[int], top_down: Sequence[int] | None = None) -> None:
     """ValueError if a chip of ``spec`` (a spec or a preset name) with ``layer_sizes`` could not
     hold its device state in this machine's memory (``memory_limit_bytes``), or if the layer
     sizes are not valid; ``make_chip`` runs the same check before it allocates anything, and
@@ -374,16 +381,18 @@ def check_memory(spec: ChipSpec | str, layer_sizes: Sequence[int]) -> None:
         spec = get_preset(spec)
     elif not isinstance(spec, ChipSpec):
         raise ValueError(f"spec must be a ChipSpec or a preset name, got {type(spec).__name__}")
-    _check_memory(spec, check_layer_sizes(layer_sizes))
+    sizes = check_layer_sizes(layer_sizes)
+    _check_memory(spec, sizes, check_top_down(sizes, top_down))
 
 
-def _check_memory(spec: ChipSpec, sizes: tuple[int, ...]) -> None:
+def _check_memory(spec: ChipSpec, sizes: tuple[int, ...], down: tuple[int, ...]) -> None:
     """ValueError before anything is allocated if the chip's state cannot fit in memory."""
     exact = spec.programming.mode == "exact"
-    need = sum(state_bytes(exact, sizes[i], sizes[i + 1]) for i in range(len(sizes) - 1))
+    rows = [sizes[i] + down[i] for i in range(len(sizes) - 1)]
+    need = sum(state_bytes(exact, rows[i], sizes[i + 1]) for i in range(len(sizes) - 1))
     limit = memory_limit_bytes()
     if need > limit:
-        weights = sum((sizes[i] + 1) * sizes[i + 1] for i in range(len(sizes) - 1))
+        weights = sum((rows[i] + 1) * sizes[i + 1] for i in range(len(sizes) - 1))
         raise ValueError(
             f"layer_sizes {list(sizes)} need {_bytes_text(need)} of device state ({weights:.3g} weights, "
             f"about {need / weights:.0f} bytes each in {spec.programming.mode} mode), more than this machine's "
@@ -398,7 +407,7 @@ def _bytes_text(n: int) -> str:
 
 
 def make_chip(spec: ChipSpec | str, layer_sizes: Sequence[int], seed: int | np.random.SeedSequence,
-              trainable: Sequence[bool] | None = None) -> AnalogChip:
+              trainable: Sequence[bool] | None = None, top_down: Sequence[int] | None = None) -> AnalogChip:
     """Fabricate one chip.
 
     Parameters
@@ -412,9 +421,12 @@ def make_chip(spec: ChipSpec | str, layer_sizes: Sequence[int], seed: int | np.r
         ``SeedSequence(root, spawn_key=(i,))``.
     trainable : sequence of bool, optional
         Per layer, whether ``program`` is accepted (default: all).
+    top_down : sequence of int, optional
+        Per layer, input rows that carry the layer above (:mod:`devices.layout`; default none,
+        ``devices.top_down_layout`` gives the full one); they are fabricated like any other row.
     """
     if isinstance(spec, str):
         spec = get_preset(spec)
     elif not isinstance(spec, ChipSpec):
         raise ValueError(f"spec must be a ChipSpec or a preset name, got {type(spec).__name__}")
-    return AnalogChip(spec, layer_sizes, seed, trainable)
+    return AnalogChip(spec, layer_sizes, seed, trainable, top_down)
