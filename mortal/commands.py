@@ -139,7 +139,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_checkpoint(cfg, chip, None, ckdir)  # before anything in --out is rewritten
     else:
         spec = devices.get_preset(args.preset)
-        chip = devices.make_chip(spec, (chip_input_width(spec, cfg, data),) + tuple(args.layers), args.seed)
+        sizes = (chip_input_width(spec, cfg, data),) + tuple(args.layers)
+        # mode recurrent: every layer also hears the one above, the top layer the label (devices.layout)
+        down = devices.top_down_layout(sizes, data.n_classes * cfg.label_copies(spec.programming.mode != "exact")) \
+            if cfg.mode == "recurrent" else None
+        chip = devices.make_chip(spec, sizes, args.seed, top_down=down)
     if out is None:
         return _train(args, cfg, chip, data, None)
     # The run starts writing as soon as fit has accepted its input (checkpoints first): the folder

@@ -144,6 +144,10 @@ class RecurrentConfig(_Group):
     """First step (counted from 1) whose goodness the per-label readout averages."""
     score_to: int = Field(5, ge=1, le=64)
     """Last step (counted from 1) whose goodness the per-label readout averages."""
+    train_steps: Literal["scored", "all"] = "scored"
+    """The steps whose measurements update the layers (each one more set of examples, averaged):
+    those the readout scores (score_from..score_to; the run stops at score_to) or every step
+    (1..iterations)."""
 
 
 #: The two default tables: dotted field -> value where they differ from the field defaults.

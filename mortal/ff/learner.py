@@ -25,7 +25,7 @@ from .checkpoint import CHIP_FILE, check_checkpoint, latest_checkpoint, save_che
 from .config import FFConfig
 from .hybrid import example_shape_from
 from .measure import Pass
-from .modes import mode_layout, mode_recipe, settle_shape
+from .modes import mode_layout, mode_recipe, mode_top_down, settle_shape
 from .state import ControllerState
 from .targets import Targets, negative_sampler
 from .train import train_epoch
@@ -99,7 +99,8 @@ class FFLearner:
         mode = mode_recipe(self.config)
         layout = mode_layout(mode, self.config, chip, n_data, n_classes)
         readout, head = mode.layer_roles(self.config, len(sizes) - 1)
-        return ControllerState.fresh(sizes, layout, readout, head, policy_memory(self.config.policy, chip))
+        down = mode_top_down(mode, self.config, chip, n_classes)
+        return ControllerState.fresh(sizes, layout, readout, head, policy_memory(self.config.policy, chip), down)
 
     def bind(self, chip: Chip, state: ControllerState) -> "FFLearner":
         """Bind this (unfitted) learner to ``chip`` with ``state`` (sizes must match)."""

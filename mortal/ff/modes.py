@@ -8,7 +8,9 @@ needed.  :class:`~mortal.ff.learner.FFLearner` looks its mode up here (:func:`mo
 and never branches on the mode's name; a new mode is one more entry of :data:`MODE_RECIPES`.
 
 ``supervised``    Hinton's recipe: the label written into the input (:mod:`mortal.ff.train`);
-``unsupervised``  examples against hybrid images, no label input (:mod:`mortal.ff.unsupervised`).
+``unsupervised``  examples against hybrid images, no label input (:mod:`mortal.ff.unsupervised`);
+``recurrent``     the image held for several steps, every layer hearing the one above, the label
+                  on top (:mod:`mortal.ff.recurrent`; a chip with the top-down layout).
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from .measure import LabelLayout, label_layout
 from .readout import PassFn, ScoreFn, goodness_scores, neutral_pass
 from .train import BatchFn, train_batch
 from .unsupervised import train_batch_unsupervised, unsupervised_roles
+from . import recurrent as _rec
+from ..chip import top_down_widths
 
-__all__ = ["Mode", "MODE_RECIPES", "mode_recipe", "mode_layout", "settle_shape"]
+__all__ = ["Mode", "MODE_RECIPES", "mode_recipe", "mode_layout", "mode_top_down", "settle_shape"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,9 @@ class Mode:
         Whether labels are written into the chip's input (else the chip takes the data only).
     needs_shape : bool
         Whether training needs each example's spatial shape ``(H, W)`` or ``(H, W, C)``.
+    top_down : bool
+        Whether the label reaches the layers from above, through the chip's top-down inputs
+        (which the mode then needs); other modes refuse a chip that has them.
     """
 
     name: str
@@ -59,6 +66,7 @@ class Mode:
     layer_roles: Callable[[FFConfig, int], tuple[list[int], list[int]]]
     label_inputs: bool = True
     needs_shape: bool = False
+    top_down: bool = False
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -68,7 +76,7 @@ class Mode:
     def check_soft_rules(self, positives: str, weighting: str, min_confidence: float) -> None:
         """InputError if soft-target rules that shape the layers' updates are set in a mode whose
         layers never see a label (there the targets train only the head)."""
-        if not self.label_inputs and (positives != "argmax" or weighting != "none" or min_confidence > 0.0):
+        if not self.label_inputs and not self.top_down and (positives != "argmax" or weighting != "none" or min_confidence > 0.0):
             raise InputError(f"in mode {self.name!r} the targets train only the softmax head (the layers never see "
                              "a label), so positives, weighting and min_confidence, which shape the layers' "
                              "updates, must keep their defaults")
@@ -85,6 +93,8 @@ MODE_RECIPES: dict[str, Mode] = {
                        lambda cfg, n: cfg.layer_roles(n)),
     "unsupervised": Mode("unsupervised", train_batch_unsupervised, neutral_pass, None, unsupervised_roles,
                          label_inputs=False, needs_shape=True),
+    "recurrent": Mode("recurrent", _rec.train_batch_recurrent, _rec.bottom_up_pass, _rec.goodness_scores,
+                      lambda cfg, n: cfg.layer_roles(n), label_inputs=False, top_down=True),
 }
 
 
@@ -125,3 +135,15 @@ def mode_layout(mode: Mode, cfg: FFConfig, chip: Chip, n_data: int, n_classes: i
         raise InputError(f"mode {mode.name!r} writes no label into the chip's input, so the chip must take the "
                          f"data's {n_data} values; it takes {chip_inputs}")
     return LabelLayout(n_data, n_classes, 0, True, lab.strength, lab.neutral_level)
+
+
+def mode_top_down(mode: Mode, cfg: FFConfig, chip: Chip, n_classes: int) -> tuple[int, ...]:
+    """The chip's top-down widths per layer: the full layout for a mode that needs it (checked,
+    InputError saying how to build one), else none (a chip that has them is refused)."""
+    if mode.top_down:
+        return _rec.check_recurrent(cfg, chip, n_classes)
+    down = top_down_widths(chip.info)
+    if any(down):
+        raise InputError(f"mode {mode.name!r} reads a plain feed-forward chain, but this chip's layers also take "
+                         f"top-down inputs {list(down)}; train it with mode 'recurrent' or use a chip without them")
+    return ()

@@ -53,6 +53,9 @@ class ControllerState:
     example_shape : tuple of int or None
         The shape ``(H, W)`` or ``(H, W, C)`` of one example, if known (the unsupervised
         mode's masks need it); checkpoints saved before it existed load with None.
+    top_down : tuple of int
+        Per layer, the chip's top-down input rows (``chip.info.top_down``, the recurrent mode);
+        ``smooth``, ``shadow`` and the accumulators count them.  Empty: none.
     """
 
     sizes: tuple[int, ...]
@@ -70,22 +73,27 @@ class ControllerState:
     epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     example_shape: Optional[tuple[int, ...]] = None
+    top_down: tuple[int, ...] = ()
 
     @classmethod
     def fresh(cls, sizes: tuple[int, ...], layout: LabelLayout, readout_layers: list[int],
-              head_layers: list[int], accumulators: list[np.ndarray]) -> "ControllerState":
-        """Zero memory for a chip of ``sizes`` (peer means start at 0.5, slopes nominal)."""
+              head_layers: list[int], accumulators: list[np.ndarray],
+              top_down: tuple[int, ...] = ()) -> "ControllerState":
+        """Zero memory for a chip of ``sizes`` (peer means start at 0.5, slopes nominal) and
+        ``top_down`` input rows per layer (empty or all 0: none)."""
         n_layers = len(sizes) - 1
+        down = tuple(int(t) for t in top_down) if any(top_down) else ()
+        rows = [sizes[i] + (down[i] if down else 0) for i in range(n_layers)]
         width = sum(sizes[i + 1] for i in head_layers)
         head = np.zeros((width, layout.n_classes), np.float32)
         return cls(
             sizes=tuple(sizes), layout=layout, readout_layers=list(readout_layers), head_layers=list(head_layers),
-            smooth=[np.zeros((sizes[i] + 1, sizes[i + 1]), np.float32) for i in range(n_layers)],
-            shadow=[np.zeros((sizes[i], sizes[i + 1]), np.float32) for i in range(n_layers)],
+            smooth=[np.zeros((rows[i] + 1, sizes[i + 1]), np.float32) for i in range(n_layers)],
+            shadow=[np.zeros((rows[i], sizes[i + 1]), np.float32) for i in range(n_layers)],
             peer_mean=[np.full(sizes[i + 1], 0.5, np.float64) for i in range(n_layers)],
             head=head, head_smooth=np.zeros_like(head),
             slopes=[(np.zeros((sizes[i + 1], 0), np.float32), 1.0) for i in range(n_layers)],
-            accumulators=accumulators,
+            accumulators=accumulators, top_down=down,
         )
 
     @property
@@ -120,6 +128,8 @@ class ControllerState:
             "epoch": int(self.epoch), "history": self.history,
             "example_shape": None if self.example_shape is None else [int(v) for v in self.example_shape],
         }
+        if self.top_down:  # saved only by the recurrent mode: other states are unchanged
+            meta["top_down"] = list(self.top_down)
         return {"arrays": arrays, "meta": meta}
 
     @classmethod
@@ -142,9 +152,12 @@ class ControllerState:
             n_acc = _whole(meta["n_accumulators"], "number of accumulators")
             if n_acc not in (0, n_layers):
                 raise InputError(f"{n_acc} saved accumulators for {n_layers} layers")
-            acc = [_shaped(arrays[f"acc{i}"], (sizes[i] + 1, sizes[i + 1]), f"acc{i}").astype(np.float32)
+            down = [_whole(t, "top-down width") for t in meta.get("top_down", [0] * n_layers)]
+            if len(down) != n_layers or min(down) < 0 or not all(t in (0, sizes[i + 2]) for i, t in enumerate(down[:-1])):
+                raise InputError(f"the saved top-down widths {down} do not fit layer sizes {sizes}")
+            acc = [_shaped(arrays[f"acc{i}"], (sizes[i] + down[i] + 1, sizes[i + 1]), f"acc{i}").astype(np.float32)
                    for i in range(n_acc)]
-            st = cls.fresh(sizes, layout, readout, head, acc)
+            st = cls.fresh(sizes, layout, readout, head, acc, tuple(down))
             st.head[...] = _shaped(arrays["head"], st.head.shape, "head")
             st.head_smooth[...] = _shaped(arrays["head_smooth"], st.head.shape, "head_smooth")
             widths = [float(w) for w in meta["slope_widths"]]
