@@ -212,3 +212,18 @@ def test_bad_settings_are_refused(mnist):
     x, y = mnist.train_images[:200], mnist.train_labels[:200]
     with pytest.raises(InputError, match="estimator='nominal'"):
         FFLearner(_cfg(epochs=1, estimator="perturbed")).fit(_chip((784, 20, 20), 10), x, y, progress=False)
+
+
+def test_cli_train_builds_the_top_down_layout_and_resumes(tmp_path, capsys):
+    from mortal.cli import main
+
+    out = tmp_path / "out"
+    args = ["train", "--preset", "ideal", "--layers", "20,15", "--epochs", "1", "--mini", "--train-size", "300",
+            "--quiet", "--set", "train.mode=recurrent", "--set", "train.recurrent.iterations=3",
+            "--set", "train.recurrent.score_from=1", "--set", "train.recurrent.score_to=2", "--out", str(out)]
+    assert main(args) == 0, capsys.readouterr().err
+    chip = devices.load_chip(latest_checkpoint(out / "checkpoints") / CHIP_FILE)
+    assert chip.info.layer_sizes == (784, 20, 15)
+    assert chip.info.top_down == (15, 10)  # ideal weights: one label copy
+    assert main(args[:6] + ["2"] + args[7:] + ["--resume"]) == 0, capsys.readouterr().err
+    assert latest_checkpoint(out / "checkpoints").name == "epoch-0002"
