@@ -9,6 +9,11 @@ Accuracy run (Hinton's recipe; hold-out as in his code is not used, the
 instead (the split on which settings are chosen before a test-set run); ``--save-dir DIR``
 saves the trained learner and chip as a checkpoint (for ``bench_refit.py``).
 
+``--mode unsupervised`` trains Hinton's unsupervised recipe (examples against hybrid images,
+no label input, the softmax head over the top ``--head-last`` hidden layers; ``--mask-blurs``
+sets the masks' blur passes); ``--mode recurrent`` the recurrent one, where the version has it.
+Reported errors are then those of the softmax head only (the mode has no goodness readout).
+
 ``--defaults hinton`` (the default) builds the learner's settings on Hinton's plain recipe
 and the ``direct`` update policy unless ``--policy`` says otherwise: the settings under which
 the figures in ``benchmarks/RESULTS.md`` were made.  ``--defaults measured`` starts from the
@@ -48,14 +53,25 @@ import devices  # noqa: E402
 from _common import MNIST_CLASSES, ff_config, gemm_peak_gflops, machine_line, split_holdout  # noqa: E402
 from mortal.data import load_mnist  # noqa: E402
 from mortal.ff import FFConfig, FFLearner  # noqa: E402
+from mortal.ff.config import MODES  # noqa: E402
 from mortal.ops import head_width, training_macs  # noqa: E402
 from mortal.updates import policy_memory  # noqa: E402
 
 
-def training_flops(sizes: tuple[int, ...], n_images: int, batch: int, head_layers: list[int]) -> float:
+#: Forward passes per batch by mode (supervised: neutral, positive, negative; unsupervised: the
+#: positive pass also feeds the head).
+PASSES = {"supervised": 3, "unsupervised": 2}
+
+
+def training_flops(sizes: tuple[int, ...], n_images: int, batch: int, head_layers: list[int],
+                   mode: str = "supervised") -> float:
     """Floating-point operations of the GEMMs of one training epoch (two per multiply-accumulate);
-    ``head_layers``: the hidden layers the softmax head reads."""
-    return 2.0 * training_macs(sizes, n_images, batch, 1, head_width(sizes, head_layers), MNIST_CLASSES)
+    ``head_layers``: the hidden layers the softmax head reads; ``mode``: ``training_macs`` counts
+    three forward passes per batch, a mode with fewer (``PASSES``) has the rest taken off."""
+    macs = training_macs(sizes, n_images, batch, 1, head_width(sizes, head_layers), MNIST_CLASSES)
+    fewer = 3 - PASSES.get(mode, 3)
+    macs -= fewer * (n_images // batch) * batch * sum(sizes[i] * sizes[i + 1] for i in range(len(sizes) - 1))
+    return 2.0 * macs
 
 
 def _median_train_s(history: list[dict]) -> float:
@@ -89,7 +105,7 @@ def run(preset: str, sizes: tuple[int, ...], cfg: FFConfig, split, n_train: int,
     xtr, ytr, xev, yev = split
     kw = {"test_inputs": xev, "test_labels": yev} if eval_test else {}
     learner.fit(chip, xtr[:n_train], ytr[:n_train], n_classes=MNIST_CLASSES, eval_every=eval_every,
-                checkpoint_dir=save_dir, log=log, progress=False, **kw)
+                checkpoint_dir=save_dir, log=log, progress=False, **kw)  # the images carry their shape
     return learner, chip
 
 
@@ -111,6 +127,13 @@ def main() -> None:
     ap.add_argument("--bl", type=int, default=None,
                     help="with --policy analog: pulse slots per sample (FFConfig bit_length; default 10)")
     ap.add_argument("--estimator", choices=("nominal", "perturbed"), default="nominal")
+    ap.add_argument("--mode", choices=MODES, default="supervised",
+                    help="what the layers learn from (FFConfig.mode): labels written in, real against hybrid "
+                         "images (unsupervised), or the recurrent network")
+    ap.add_argument("--head-last", type=int, default=None,
+                    help="with --mode unsupervised: the head reads this many top hidden layers (default 3)")
+    ap.add_argument("--mask-blurs", type=int, default=None,
+                    help="with --mode unsupervised: blur passes of the hybrid masks (default 6)")
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", default=None, help="MNIST .npz or folder (default: MORTAL_DATA)")
@@ -136,6 +159,12 @@ def main() -> None:
     extra = {"lr": args.lr} if args.lr is not None else {}
     if args.bl is not None:
         extra["bit_length"] = args.bl
+    extra["mode"] = args.mode
+    unsup = {k: v for k, v in (("head_last", args.head_last), ("mask_blurs", args.mask_blurs)) if v is not None}
+    if unsup:
+        if args.mode != "unsupervised":
+            ap.error("--head-last and --mask-blurs apply to --mode unsupervised")
+        extra["unsupervised"] = unsup
     if args.eval_every < 0:
         ap.error("--eval-every must be >= 0")
     try:
@@ -173,7 +202,8 @@ def main() -> None:
             for entry, (preset, entry_cfg) in configs.items():
                 learner, _ = run(preset, sizes, entry_cfg, split, n_trained, None, eval_test=False)
                 runs[entry].append(_median_train_s(learner.history))
-                flops = training_flops(sizes, n_trained, entry_cfg.batch_size, learner.state.head_layers)
+                flops = training_flops(sizes, n_trained, entry_cfg.batch_size, learner.state.head_layers,
+                                       entry_cfg.mode)
                 gf = flops / runs[entry][-1] / 1e9
                 print(f"| {entry} (run {rep + 1}) | {runs[entry][-1]:.2f} s/epoch | {gf:.1f} GFLOP/s | "
                       f"{gf / peak:.1%} of peak |", flush=True)
@@ -188,16 +218,17 @@ def main() -> None:
     learner, chip = run(args.preset, sizes, cfg, split, n_trained, log_path, eval_every=args.eval_every,
                         save_dir=args.save_dir)
     train_s = _median_train_s(learner.history)
-    gf = training_flops(sizes, n_trained, cfg.batch_size, learner.state.head_layers) / train_s / 1e9
+    gf = training_flops(sizes, n_trained, cfg.batch_size, learner.state.head_layers, cfg.mode) / train_s / 1e9
     summary = {
         "preset": args.preset, "layers": list(sizes), "epochs": args.epochs, "defaults": cfg.defaults,
         "policy": cfg.policy, "bit_length": cfg.bit_length, "lr": cfg.optimizer.lr,
-        "estimator": cfg.measurement.estimator, "seed": args.seed, "train_size": n_trained, "batch_size": cfg.batch_size,
+        "estimator": cfg.measurement.estimator, "mode": cfg.mode, "seed": args.seed, "train_size": n_trained, "batch_size": cfg.batch_size,
         "evaluated_on": f"last {args.holdout} training images" if args.holdout else "test set",
         "test_error": learner.history[-1].get("test_error"),
         "refit_epochs": cfg.refit.epochs, "refit_weight_cost": cfg.refit.weight_cost,
         "refit_settle_s": cfg.refit.settle_s,
-        "head_layers": cfg.recipe.head_layers,
+        "head_layers": cfg.recipe.head_layers, "head_layer_indices": list(learner.state.head_layers),
+        **({"unsupervised": cfg.unsupervised.model_dump()} if cfg.mode == "unsupervised" else {}),
         "test_error_before_refit": learner.history[-1].get("test_error_before_refit"),
         "best_test_error": {m: min(r["test_error"][m] for r in learner.history if "test_error" in r)
                             for m in learner.history[-1].get("test_error", {})},

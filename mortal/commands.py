@@ -155,6 +155,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, cfg, chip, data, out: Path | None) -> int:
     """Fit ``chip`` as ``cmd_train`` has set it up; write into ``out`` (claimed) if given."""
+    from .config import image_shape
     from .ff import FFLearner
 
     ckdir = out / "checkpoints" if out is not None else None
@@ -192,7 +193,8 @@ def _train(args: argparse.Namespace, cfg, chip, data, out: Path | None) -> int:
         learner.fit(chip, data.train_inputs, data.train_labels, n_classes=data.n_classes,
                     test_inputs=data.test_inputs, test_labels=data.test_labels, eval_every=args.eval_every,
                     checkpoint_dir=ckdir, checkpoint_every=args.checkpoint_every,
-                    resume=ckdir if args.resume else None, log=show, progress=False if args.quiet else None)
+                    resume=ckdir if args.resume else None, log=show, progress=False if args.quiet else None,
+                    example_shape=image_shape(data))
     except InputError as exc:
         if not (started or shown):  # refused before the run began: bad input (exit 2)
             raise
@@ -253,7 +255,8 @@ def cmd_fleet(args: argparse.Namespace, sweep: bool) -> int:
             return
         if rec.get("status") == "ok":
             e = rec["result"]["test_error"]
-            print(f"{rec['key']}: softmax {100 * e['softmax']:.2f}%  goodness {100 * e['goodness']:.2f}%  "
+            good = "-" if e["goodness"] is None else f"{100 * e['goodness']:.2f}%"
+            print(f"{rec['key']}: softmax {100 * e['softmax']:.2f}%  goodness {good}  "
                   f"{rec['result']['train_energy_total_j']:.3g} J", flush=True)
         else:
             print(f"{rec['key']}: FAILED {rec.get('error')}", flush=True)

@@ -250,7 +250,7 @@ def _distill(args: argparse.Namespace, stack: ExitStack, out: Path | None, teach
                      copy_chip.ledger.total_energy_j))
         scratch = devices.make_chip(teacher.spec, sizes, args.seed)
         sc = FFLearner(s_cfg).fit(scratch, data.train_inputs, data.train_labels, n_classes=data.n_classes,
-                                  progress=False)
+                                  progress=False, example_shape=t_learner.state.example_shape)
         rows.append(("student from labels", sc.evaluate(scratch, xt, yt).errors, scratch.ledger.total_energy_j))
     summary = {"teacher": str(teacher_dir), "student_seed": args.seed, "epochs": s_cfg.epochs,
                "distill": d_cfg.model_dump(), "train": s_cfg.model_dump(mode="json"), "transfer_images": int(n_t),
@@ -261,6 +261,7 @@ def _distill(args: argparse.Namespace, stack: ExitStack, out: Path | None, teach
         print(f"{'':<24} {'goodness':>9} {'softmax':>9} {'energy':>12}")
         for what, err, joules in rows:
             e = "" if joules is None else f"{joules:.4g} J"
-            print(f"{what:<24} {100 * err['goodness']:>8.2f}% {100 * err['softmax']:>8.2f}% {e:>12}")
+            good = f"{100 * err['goodness']:>8.2f}%" if "goodness" in err else f"{'-':>9}"  # a mode may lack it
+            print(f"{what:<24} {good} {100 * err['softmax']:>8.2f}% {e:>12}")
         print(f"teacher reads {sum(res.teacher_energy_j.values()):.4g} J, agreement {100 * res.agreement:.1f} %")
     return EXIT_OK

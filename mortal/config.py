@@ -59,7 +59,7 @@ from .options import format_validation_error, merge
 from .ff import FFConfig
 
 __all__ = ["ConfigError", "ChipConfig", "DataConfig", "ExperimentConfig", "SweepPoint", "load_config",
-           "SWEEP_KEYS", "MAX_CHIP_RUNS", "chip_input_width", "load_data"]
+           "SWEEP_KEYS", "MAX_CHIP_RUNS", "chip_input_width", "image_shape", "load_data"]
 
 #: Sweep keys outside ``train.*`` and what they change.
 SWEEP_KEYS = ("chip.preset", "chip.layers", "chip.adc_bits", "chip.dac_bits")
@@ -153,8 +153,13 @@ def chip_input_width(spec: devices.ChipSpec, train: FFConfig, data: Any) -> int:
 
     ``placement = "auto"`` writes the label over the first inputs when those are nearly blank
     (at most 1 % of their values in the training set nonzero; 0.27 % for the 80 inputs that
-    MNIST's 8 label copies take, in its top rows) and appends it otherwise.
+    MNIST's 8 label copies take, in its top rows) and appends it otherwise.  A mode that writes
+    no label into the chip (``unsupervised``) takes the data's width.
     """
+    from .ff.modes import mode_recipe
+
+    if not mode_recipe(train).label_inputs:
+        return data.n_inputs
     lab = train.labels
     copies = train.label_copies(bounded_weights=spec.programming.mode != "exact")
     width = data.n_classes * copies
@@ -164,6 +169,12 @@ def chip_input_width(spec: devices.ChipSpec, train: FFConfig, data: Any) -> int:
         blank = width <= d and float(np.count_nonzero(data.train_inputs[:, :width])) <= 0.01 * data.n_train * width
         placement = "first" if blank else "append"
     return d if placement == "first" else d + width
+
+
+def image_shape(data: Any) -> Optional[tuple[int, ...]]:
+    """The examples' shape of ``data`` (a ``Dataset``) if they are images, (H, W) or (H, W, C);
+    else None (``FFLearner.fit``'s ``example_shape``: the unsupervised mode's masks need it)."""
+    return tuple(data.shape) if len(data.shape) in (2, 3) else None
 
 
 class SweepPoint(_Model):

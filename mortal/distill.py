@@ -16,6 +16,18 @@ copied as weights.  :func:`distill` passes it on by teaching:
    probabilities of the wrong labels), and the softmax head fitted to ``p``.
 
 Every teacher read and every student step is charged to that chip's ledger.
+
+Modes (``FFConfig.mode``): a teacher of a mode without the per-label goodness readout
+(``unsupervised``) teaches through its softmax head only (``teacher_readout="softmax"``;
+``goodness`` and ``combined`` are refused before any read).  A student of such a mode needs
+no label for its layers: they learn the transfer images against their hybrids, exactly as
+when training from labels, and its softmax head (trained alongside, then refitted) is fitted
+to the teacher's probabilities; ``positives``, ``negatives``, ``weighting`` and
+``min_confidence``, which shape a supervised student's layer updates, must keep their
+defaults there (refused otherwise, before any read).  Its hybrid masks need the images'
+shape: that of ``transfer_inputs`` if they are images, else ``example_shape``, else the one
+the teacher's learner kept.  Teacher and student may be of different modes when their chips
+have the same layer sizes (a supervised teacher's labels over its first inputs).
 """
 
 from __future__ import annotations
@@ -30,6 +42,8 @@ from . import ops
 from .chip import Chip, check_chip
 from .errors import InputError
 from .ff import FFConfig, FFLearner, energy_since, ledger_snapshot, log_sink
+from .ff.hybrid import example_shape_from
+from .ff.modes import mode_recipe, settle_shape
 from .validate import as_inputs, as_labels, both_or_neither, real_in
 
 __all__ = ["DistillConfig", "DistillResult", "distill", "teacher_probabilities", "check_alive"]
@@ -140,7 +154,7 @@ def teacher_probabilities(teacher: Chip, teacher_learner: FFLearner, inputs: Any
 def distill(teacher: Chip, student: Chip, teacher_learner: FFLearner, student_learner: FFLearner,
             transfer_inputs: Any, config: DistillConfig | None = None, *, test_inputs: Any = None,
             test_labels: Any = None, log: Callable[[dict[str, Any]], None] | str | None = None,
-            progress: bool | None = None) -> DistillResult:
+            progress: bool | None = None, example_shape: Any = None) -> DistillResult:
     """Train ``student`` from ``teacher`` on unlabelled ``transfer_inputs``; both through ``Chip`` only.
 
     Parameters
@@ -156,6 +170,9 @@ def distill(teacher: Chip, student: Chip, teacher_learner: FFLearner, student_le
         Unlabelled examples; they may differ from the teacher's training data.
     test_inputs, test_labels : optional
         Evaluated on the student during training, for reporting only.
+    example_shape : tuple of int, optional
+        The images' shape (H, W) or (H, W, C) for flat ``transfer_inputs`` (a student of mode
+        ``unsupervised`` needs it; default: the teacher learner's).
 
     Everything is validated before either chip is read or programmed.
     """
@@ -185,6 +202,15 @@ def distill(teacher: Chip, student: Chip, teacher_learner: FFLearner, student_le
     if student_learner.fitted:
         raise InputError("student_learner has been used already; distill needs a fresh FFLearner")
     st = teacher_learner.check_bound(teacher)
+    t_mode, s_mode = mode_recipe(teacher_learner.config), mode_recipe(student_learner.config)
+    if cfg.teacher_readout != "softmax" and "goodness" not in t_mode.methods:
+        raise InputError(f"teacher_readout={cfg.teacher_readout!r} needs the teacher's per-label goodness, which its "
+                         f"mode {t_mode.name!r} does not have; use teacher_readout='softmax'")
+    if not s_mode.label_inputs and cfg.negatives != "own":
+        raise InputError(f"the student's mode {s_mode.name!r} learns against hybrid images, not wrong labels; "
+                         "negatives must keep its default 'own'")
+    s_mode.check_soft_rules(cfg.positives, cfg.weighting, cfg.min_confidence)
+    shape = settle_shape(s_mode, example_shape_from(transfer_inputs, example_shape) or st.example_shape, None)
     x = as_inputs(transfer_inputs, "transfer_inputs", st.layout.n_data)
     if x.shape[0] < student_learner.config.batch_size:
         raise InputError(f"{x.shape[0]} transfer examples is fewer than one student batch "
@@ -208,7 +234,7 @@ def distill(teacher: Chip, student: Chip, teacher_learner: FFLearner, student_le
     student_learner.fit_soft(student, x, probs, positives=cfg.positives, min_confidence=cfg.min_confidence,
                              negatives="targets" if cfg.negatives == "teacher" else cfg.negatives,
                              weighting=cfg.weighting, test_inputs=test_inputs, test_labels=test_labels,
-                             log=sink, progress=progress)
+                             log=sink, progress=progress, example_shape=shape)
     s_energy, s_time = energy_since(student, s0)
     agreement = float(np.mean(student_learner.predict(student, x, "softmax") == probs.argmax(axis=1)))
     return DistillResult(

@@ -48,10 +48,11 @@ import numpy as np
 
 import devices
 
-from .config import DataConfig, ExperimentConfig, SweepPoint, chip_input_width, load_data
+from .config import DataConfig, ExperimentConfig, SweepPoint, chip_input_width, image_shape, load_data
 from .errors import InputError
 from .executors import SCHEDULER_SCHEMES, dask_executor, local_pool, scheduler_address
 from .ff import FFLearner
+from .ff.modes import mode_recipe
 from .progress import Progress
 from .records import (CONFIG_FILE, RECORDS_FILE, REJECTED_FILE, load_run, outside_config, pareto_front, read_records,
                       record_problem, scan_records, summarize)
@@ -121,12 +122,13 @@ def run_chip(task: ChipTask) -> dict[str, Any]:
             learner = FFLearner(point.train.changed(seed=rec["learner_seed"]))
             # checkpoint_dir alone: one checkpoint, at the end of training
             learner.fit(chip, data.train_inputs, data.train_labels, n_classes=data.n_classes, eval_every=0,
-                        checkpoint_dir=ckdir, progress=False)
+                        checkpoint_dir=ckdir, progress=False, example_shape=image_shape(data))
             train_energy = dict(chip.ledger.energy_j)
             train_time = float(chip.ledger.total_time_s)
             pulses = int(chip.ledger.counts.get("pulses", 0))
-            errors, infer = {}, {}
-            for method in ("softmax", "goodness"):
+            # A readout the mode lacks (goodness in mode unsupervised) is recorded as None.
+            errors, infer = {"softmax": None, "goodness": None}, {"softmax": None, "goodness": None}
+            for method in mode_recipe(learner.config).methods:
                 ev = learner.evaluate(chip, data.test_inputs, data.test_labels, method)
                 errors[method] = ev.errors[method]
                 infer[method] = ev.total_energy_j / ev.n

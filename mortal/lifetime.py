@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 import devices
 
 from .care import SECONDS_PER_DAY, SECONDS_PER_YEAR, DriftCompensator, HealthMonitor
-from .config import chip_input_width, known_preset, positive_widths
+from .config import chip_input_width, image_shape, known_preset, positive_widths
 from .distill import DistillConfig, distill
 from .errors import InputError
 from .ff import FFConfig, FFLearner
@@ -204,7 +204,7 @@ def run_lifetime(config: LifetimeConfig, data: Any, emit: Callable[[dict[str, An
     t_wall = time.perf_counter()
     chip = fabricate(0)
     learner = FFLearner(cfg.train.changed(seed=cfg.seed))
-    learner.fit(chip, fit_x, fit_y, n_classes=k, progress=progress)
+    learner.fit(chip, fit_x, fit_y, n_classes=k, progress=progress, example_shape=image_shape(data))
     birth = 0.0  # simulated time at which the current chip was fabricated
     put({"event": "trained", "generation": 0, "time_s": birth + chip.clock_s, "age_s": chip.clock_s,
          "test_error": test_errors(chip, learner), "energy_j": chip.ledger.total_energy_j,

@@ -75,11 +75,13 @@ def plot_fleet_errors(records: Sequence[dict[str, Any]], stem: str | Path, metho
     points = sorted({r["point"] for r in ok})
     fig, ax = plt.subplots(figsize=(max(4.5, 1.2 * len(points) + 2), 4.0))
     for k, p in enumerate(points):
-        errs = [100 * r["result"]["test_error"][method] for r in ok if r["point"] == p]
-        chips = [r["chip"] for r in ok if r["point"] == p]
+        mine = [r for r in ok if r["point"] == p and r["result"]["test_error"][method] is not None]
+        errs = [100 * r["result"]["test_error"][method] for r in mine]
+        chips = [r["chip"] for r in mine]
         jitter = [(c % 7 - 3) * 0.04 for c in chips]
         ax.scatter([k + j for j in jitter], errs, s=22, alpha=0.8)
-        ax.hlines(sum(errs) / len(errs), k - 0.3, k + 0.3, color="k", lw=1.5)
+        if errs:
+            ax.hlines(sum(errs) / len(errs), k - 0.3, k + 0.3, color="k", lw=1.5)
     names = [(labels or {}).get(p, _point_label(ok, p)) for p in points]
     ax.set_xticks(range(len(points)), names, rotation=20 if len(points) > 3 else 0, ha="right" if len(points) > 3 else "center", fontsize=8)
     ax.set_ylabel(f"test error, {method} readout (%)")

@@ -40,16 +40,18 @@ def _count(x: Any, least: int = 0) -> bool:
 
 
 def _errors(v: Any) -> bool:
-    return isinstance(v, dict) and all(_number(v.get(m)) for m in ("softmax", "goodness"))
+    # goodness is None for a mode without that readout (unsupervised)
+    return isinstance(v, dict) and _number(v.get("softmax")) and (_number(v.get("goodness")) or
+                                                                  ("goodness" in v and v["goodness"] is None))
 
 
 #: What the reports read of an ``ok`` record's ``result``: the check and what the value should be.
 _RESULT_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "test_error": (_errors, "softmax and goodness error rates"),
+    "test_error": (_errors, "softmax and goodness error rates (goodness may be null)"),
     "train_energy_j": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and _number(x) for k, x in v.items()),
                        "energies (J) by category"),
     "train_energy_total_j": (_number, "a number"),
-    "inference_energy_per_image_j": (_errors, "softmax and goodness energies"),
+    "inference_energy_per_image_j": (_errors, "softmax and goodness energies (goodness may be null)"),
     "pulses": (_count, "a count"),
     "stuck_fraction": (_number, "a number"),
     "n_train": (lambda v: _count(v, 1), "a positive count"),
@@ -222,15 +224,18 @@ def summarize(config: ExperimentConfig, records: list[dict[str, Any]], method: s
             raise InputError(f"record {i + 1}{f' ({key})' if isinstance(key, str) else ''}: {problem}")
     rows = []
     for p in config.points():
-        ok = [r["result"] for r in records if r["point"] == p.index and r.get("status") == "ok"]
+        done = [r["result"] for r in records if r["point"] == p.index and r.get("status") == "ok"]
+        ok = [r for r in done if r["test_error"][method] is not None]  # a mode may lack the readout
         n_failed = sum(1 for r in records if r["point"] == p.index and r.get("status") != "ok")
-        row: dict[str, Any] = {"point": p.index, "params": p.params, "chips_ok": len(ok), "chips_failed": n_failed}
+        row: dict[str, Any] = {"point": p.index, "params": p.params, "chips_ok": len(done), "chips_failed": n_failed}
         if ok:
             err = np.array([r["test_error"][method] for r in ok])
             row.update({
                 "error_mean": float(err.mean()), "error_std": float(err.std(ddof=1)) if len(err) > 1 else 0.0,
                 "error_min": float(err.min()), "error_max": float(err.max()),
-                "goodness_error_mean": float(np.mean([r["test_error"]["goodness"] for r in ok])),
+                "goodness_error_mean": (float(np.mean(good)) if (good := [r["test_error"]["goodness"] for r in ok
+                                                                         if r["test_error"]["goodness"] is not None])
+                                        else None),
                 "train_energy_j": float(np.mean([r["train_energy_total_j"] for r in ok])),
                 "inference_energy_j": float(np.mean([r["inference_energy_per_image_j"][method] for r in ok])),
                 "pulses": float(np.mean([r["pulses"] for r in ok])),

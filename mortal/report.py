@@ -29,6 +29,10 @@ def _fmt_e(x: float) -> str:
     return f"{x:.3g}"
 
 
+def _percent(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
 def fleet_table(records: list[dict[str, Any]]) -> str:
     """One line per chip: seed, errors, energies, pulses, stuck fraction, wall time (or its error)."""
     head = (f"{'point':>5} {'chip':>5} {'softmax err':>11} {'goodness err':>12} {'train E (J)':>11} "
@@ -41,7 +45,7 @@ def fleet_table(records: list[dict[str, Any]]) -> str:
         res = r["result"]
         wall = r.get("timing", {}).get("wall_s", float("nan"))
         lines.append(f"{r['point']:>5} {r['chip']:>5} {100 * res['test_error']['softmax']:>10.2f}% "
-                     f"{100 * res['test_error']['goodness']:>11.2f}% {_fmt_e(res['train_energy_total_j']):>11} "
+                     f"{_percent(res['test_error']['goodness']):>12} {_fmt_e(res['train_energy_total_j']):>11} "
                      f"{_fmt_e(res['inference_energy_per_image_j']['softmax']):>15} {res['pulses']:>12,} "
                      f"{100 * res['stuck_fraction']:>6.2f}% {wall:>8.1f}")
     return "\n".join(lines)

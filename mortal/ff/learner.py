@@ -26,6 +26,7 @@ from .config import FFConfig
 from .hybrid import example_shape_from
 from .measure import Pass
 from .modes import mode_layout, mode_recipe, mode_top_down, settle_shape
+from .recurrent import bottom_up
 from .state import ControllerState
 from .targets import Targets, negative_sampler
 from .train import train_epoch
@@ -149,8 +150,10 @@ class FFLearner:
         """Measure embedded inputs ``x`` (B, n_0) through ``chip`` with this learner's measurement
         settings; ``correction``: the state's drift correction, or the factors given (None: none)."""
         st = self.check_bound(chip)
-        return R.controller_pass(self.config, st, chip, x, n_layers,
-                                 st.correction if isinstance(correction, str) else correction)
+        corr = st.correction if isinstance(correction, str) else correction
+        if st.top_down:  # a chip with top-down inputs: its bottom-up pass (mortal.ff.recurrent)
+            return bottom_up(self.config, st, chip, x, n_layers, corr)
+        return R.controller_pass(self.config, st, chip, x, n_layers, corr)
 
     # -- training ---------------------------------------------------------------------------------
     def fit(self, chip: Chip, inputs: Any, labels: Any, *, n_classes: int | None = None, test_inputs: Any = None,

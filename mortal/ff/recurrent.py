@@ -110,7 +110,8 @@ def recurrent_step_ops(batch: int, sizes: tuple[int, ...], corrected: bool) -> i
     return ops.forward_ops(batch, sizes, n_layers, corrected) + 3 * batch * sum(sizes[1:])
 
 
-def _read(cfg: FFConfig, st: ControllerState, chip: Chip, layer: int, sent: np.ndarray, s: float) -> np.ndarray:
+def _read(cfg: FFConfig, st: ControllerState, chip: Chip, layer: int, sent: np.ndarray, s: float,
+          correction: list[np.ndarray] | None) -> np.ndarray:
     """The measured outputs of ``layer`` for unit-RMS inputs ``sent``: averaged reads, drift correction."""
     reads = cfg.measurement.reads
     x = sent * np.float32(s) if s != 1.0 else sent
@@ -121,8 +122,8 @@ def _read(cfg: FFConfig, st: ControllerState, chip: Chip, layer: int, sent: np.n
             y += chip.read(layer, x)
         y *= np.float32(1.0 / reads)
         chip.ledger.charge_digital(ops.averaging_ops(reads, y.size))
-    if st.correction is not None:
-        y = y * st.correction[layer]
+    if correction is not None:
+        y = y * correction[layer]
     return y
 
 
@@ -142,23 +143,30 @@ def _image(x: np.ndarray) -> np.ndarray:
     return h
 
 
-def bottom_up(cfg: FFConfig, st: ControllerState, chip: Chip, x: np.ndarray) -> Step:
+_STATE = object()
+
+
+def bottom_up(cfg: FFConfig, st: ControllerState, chip: Chip, x: np.ndarray, n_layers: int | None = None,
+              correction: object = _STATE) -> Step:
     """Step 0 for data ``x`` float32 (B, n_data): one bottom-up pass with every top-down input (the
-    label's too) at 0; each layer's state is what was measured."""
+    label's too) at 0; each layer's state is what was measured.  ``n_layers``: the first layers
+    only; ``correction``: drift correction factors per layer instead of the state's (None: none)."""
     scales = input_scales(chip, cfg.measurement.input_clip_rms)
+    corr = st.correction if correction is _STATE else correction
+    n_layers = len(st.sizes) - 1 if n_layers is None else n_layers
     down = st.top_down
     batch = x.shape[0]
     step = Step()
     below = _image(x)
-    for layer in range(len(st.sizes) - 1):
+    for layer in range(n_layers):
         sent = np.zeros((batch, below.shape[1] + down[layer]), np.float32)
         sent[:, : below.shape[1]] = below
-        y = _read(cfg, st, chip, layer, sent, scales[layer])
+        y = _read(cfg, st, chip, layer, sent, scales[layer], corr)  # type: ignore[arg-type]
         step.inputs.append(sent)
         step.outputs.append(y)
         _measure(step, y, scales[layer])
         below = step.normed[-1]
-    chip.ledger.charge_digital(ops.forward_ops(batch, st.sizes, len(st.sizes) - 1, st.correction is not None))
+    chip.ledger.charge_digital(ops.forward_ops(batch, st.sizes, n_layers, corr is not None))
     return step
 
 
@@ -179,7 +187,7 @@ def iterate(cfg: FFConfig, st: ControllerState, chip: Chip, x: np.ndarray, start
             below = image if layer == 0 else prev.normed[layer - 1]
             above = label if layer == n_layers - 1 else prev.normed[layer + 1]
             sent = np.concatenate([below, above], axis=1)
-            y = _read(cfg, st, chip, layer, sent, scales[layer])
+            y = _read(cfg, st, chip, layer, sent, scales[layer], st.correction)
             state = d * prev.states[layer] + (np.float32(1.0) - d) * y
             step.inputs.append(sent)
             step.outputs.append(y)
