@@ -227,3 +227,23 @@ def test_cli_train_builds_the_top_down_layout_and_resumes(tmp_path, capsys):
     assert chip.info.top_down == (15, 10)  # ideal weights: one label copy
     assert main(args[:6] + ["2"] + args[7:] + ["--resume"]) == 0, capsys.readouterr().err
     assert latest_checkpoint(out / "checkpoints").name == "epoch-0002"
+
+
+def test_drift_compensation_reads_the_bottom_up_pass(mnist):
+    from mortal.care import DriftCompensator
+
+    sizes = (784, 30, 20)
+    x, y = mnist.train_images[:200], mnist.train_labels[:200]
+    chip = devices.make_chip("pcm", sizes, 2, top_down=devices.top_down_layout(sizes, 80))
+    learner = FFLearner(_cfg(epochs=1, seed=1, recurrent={"iterations": 2, "score_from": 1, "score_to": 2})).fit(
+        chip, x, y, progress=False)
+    p = learner.forward(chip, learner.embed(x[:10]), n_layers=1)
+    assert len(p.outputs) == 1 and p.inputs[0].shape == (10, 784 + 20)
+    assert not p.inputs[0][:, 784:].any()  # top-down inputs at 0
+    comp = DriftCompensator(x[:100])
+    comp.calibrate(chip, learner)
+    chip.wait(1e6)
+    factors = comp.update(chip, learner)
+    assert [f.shape for f in factors] == [(30,), (20,)]
+    assert learner.state.correction is not None and np.mean(factors[0]) > 1.0  # pcm conductances drift down
+    assert learner.goodness_scores(chip, x[:10]).shape == (10, 10)
