@@ -72,7 +72,7 @@ def _data_paths(args: argparse.Namespace) -> tuple[Path, ...]:
 def cmd_train(args: argparse.Namespace) -> int:
     import devices
     from . import runfolder
-    from .config import chip_input_width
+    from .config import chip_input_width, chip_top_down
     from .ff import CHIP_FILE, FFConfig, latest_checkpoint
     from .ff.checkpoint import check_checkpoint, saved_config
 
@@ -140,10 +140,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         spec = devices.get_preset(args.preset)
         sizes = (chip_input_width(spec, cfg, data),) + tuple(args.layers)
-        # mode recurrent: every layer also hears the one above, the top layer the label (devices.layout)
-        down = devices.top_down_layout(sizes, data.n_classes * cfg.label_copies(spec.programming.mode != "exact")) \
-            if cfg.mode == "recurrent" else None
-        chip = devices.make_chip(spec, sizes, args.seed, top_down=down)
+        chip = devices.make_chip(spec, sizes, args.seed, top_down=chip_top_down(spec, cfg, data.n_classes, sizes))
     if out is None:
         return _train(args, cfg, chip, data, None)
     # The run starts writing as soon as fit has accepted its input (checkpoints first): the folder

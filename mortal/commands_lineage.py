@@ -212,8 +212,11 @@ def _distill(args: argparse.Namespace, stack: ExitStack, out: Path | None, teach
     from .ff import FFLearner
     from .lifetime import weight_copy
 
+    from .config import chip_top_down
+
     sizes = teacher.info.layer_sizes
-    student = devices.make_chip(teacher.spec, sizes, args.seed)
+    s_down = chip_top_down(teacher.spec, s_cfg, data.n_classes, sizes)  # a recurrent student's layout
+    student = devices.make_chip(teacher.spec, sizes, args.seed, top_down=s_down)
     s_learner = FFLearner(s_cfg)
     opened: list = []
     logged: list = []  # the student's epochs so far
@@ -244,11 +247,11 @@ def _distill(args: argparse.Namespace, stack: ExitStack, out: Path | None, teach
     rows = [("teacher", t_learner.evaluate(teacher, xt, yt).errors, None),
             ("student, distilled", s_learner.evaluate(student, xt, yt).errors, res.total_energy_j)]
     if args.baselines:
-        copy_chip = devices.make_chip(teacher.spec, sizes, args.seed)
+        copy_chip = devices.make_chip(teacher.spec, sizes, args.seed, top_down=teacher.info.top_down)
         c_learner = weight_copy(teacher, copy_chip, t_learner)
         rows.append(("weight copy (immortal)", c_learner.evaluate(copy_chip, xt, yt).errors,
                      copy_chip.ledger.total_energy_j))
-        scratch = devices.make_chip(teacher.spec, sizes, args.seed)
+        scratch = devices.make_chip(teacher.spec, sizes, args.seed, top_down=s_down)
         sc = FFLearner(s_cfg).fit(scratch, data.train_inputs, data.train_labels, n_classes=data.n_classes,
                                   progress=False, example_shape=t_learner.state.example_shape)
         rows.append(("student from labels", sc.evaluate(scratch, xt, yt).errors, scratch.ledger.total_energy_j))

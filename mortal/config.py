@@ -59,7 +59,7 @@ from .options import format_validation_error, merge
 from .ff import FFConfig
 
 __all__ = ["ConfigError", "ChipConfig", "DataConfig", "ExperimentConfig", "SweepPoint", "load_config",
-           "SWEEP_KEYS", "MAX_CHIP_RUNS", "chip_input_width", "image_shape", "load_data"]
+           "SWEEP_KEYS", "MAX_CHIP_RUNS", "chip_input_width", "chip_top_down", "image_shape", "load_data"]
 
 #: Sweep keys outside ``train.*`` and what they change.
 SWEEP_KEYS = ("chip.preset", "chip.layers", "chip.adc_bits", "chip.dac_bits")
@@ -169,6 +169,17 @@ def chip_input_width(spec: devices.ChipSpec, train: FFConfig, data: Any) -> int:
         blank = width <= d and float(np.count_nonzero(data.train_inputs[:, :width])) <= 0.01 * data.n_train * width
         placement = "first" if blank else "append"
     return d if placement == "first" else d + width
+
+
+def chip_top_down(spec: devices.ChipSpec, train: FFConfig, n_classes: int,
+                  sizes: tuple[int, ...]) -> Optional[tuple[int, ...]]:
+    """The top-down layout of a chip of ``sizes`` for ``train``'s mode (``make_chip(top_down=...)``):
+    for mode ``recurrent`` every layer hears the layer above and the top layer the label
+    (``n_classes`` x the label copies), else none."""
+    if train.mode != "recurrent":
+        return None
+    copies = train.label_copies(bounded_weights=spec.programming.mode != "exact")
+    return devices.top_down_layout(sizes, n_classes * copies)
 
 
 def image_shape(data: Any) -> Optional[tuple[int, ...]]:

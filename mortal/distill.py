@@ -27,7 +27,9 @@ to the teacher's probabilities; ``positives``, ``negatives``, ``weighting`` and
 defaults there (refused otherwise, before any read).  Its hybrid masks need the images'
 shape: that of ``transfer_inputs`` if they are images, else ``example_shape``, else the one
 the teacher's learner kept.  Teacher and student may be of different modes when their chips
-have the same layer sizes (a supervised teacher's labels over its first inputs).
+have the same layer sizes (a supervised teacher's labels over its first inputs).  A teacher or
+student of mode ``recurrent`` takes part like a supervised one (its layers learn from the wrong
+labels on top); its chip must have the top-down layout (refused otherwise, saying how to build one).
 """
 
 from __future__ import annotations
@@ -206,7 +208,7 @@ def distill(teacher: Chip, student: Chip, teacher_learner: FFLearner, student_le
     if cfg.teacher_readout != "softmax" and "goodness" not in t_mode.methods:
         raise InputError(f"teacher_readout={cfg.teacher_readout!r} needs the teacher's per-label goodness, which its "
                          f"mode {t_mode.name!r} does not have; use teacher_readout='softmax'")
-    if not s_mode.label_inputs and cfg.negatives != "own":
+    if not s_mode.label_inputs and not s_mode.top_down and cfg.negatives != "own":
         raise InputError(f"the student's mode {s_mode.name!r} learns against hybrid images, not wrong labels; "
                          "negatives must keep its default 'own'")
     s_mode.check_soft_rules(cfg.positives, cfg.weighting, cfg.min_confidence)

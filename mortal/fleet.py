@@ -48,7 +48,7 @@ import numpy as np
 
 import devices
 
-from .config import DataConfig, ExperimentConfig, SweepPoint, chip_input_width, image_shape, load_data
+from .config import DataConfig, ExperimentConfig, SweepPoint, chip_input_width, chip_top_down, image_shape, load_data
 from .errors import InputError
 from .executors import SCHEDULER_SCHEMES, dask_executor, local_pool, scheduler_address
 from .ff import FFLearner
@@ -117,7 +117,7 @@ def run_chip(task: ChipTask) -> dict[str, Any]:
             point = task.point
             spec = point.chip.build_spec()
             sizes = point.chip.sizes(chip_input_width(spec, point.train, data))
-            chip = devices.make_chip(spec, sizes, seq)
+            chip = devices.make_chip(spec, sizes, seq, top_down=chip_top_down(spec, point.train, data.n_classes, sizes))
             ckdir = Path(task.save_dir) / task.key if task.save_dir is not None else None
             learner = FFLearner(point.train.changed(seed=rec["learner_seed"]))
             # checkpoint_dir alone: one checkpoint, at the end of training

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 import devices
 
 from .care import SECONDS_PER_DAY, SECONDS_PER_YEAR, DriftCompensator, HealthMonitor
-from .config import chip_input_width, image_shape, known_preset, positive_widths
+from .config import chip_input_width, chip_top_down, image_shape, known_preset, positive_widths
 from .distill import DistillConfig, distill
 from .errors import InputError
 from .ff import FFConfig, FFLearner
@@ -196,7 +196,8 @@ def run_lifetime(config: LifetimeConfig, data: Any, emit: Callable[[dict[str, An
     transfer = fit_x[:n_transfer]
 
     def fabricate(g: int) -> devices.AnalogChip:
-        return devices.make_chip(spec, sizes, np.random.SeedSequence(cfg.seed, spawn_key=(g,)))
+        return devices.make_chip(spec, sizes, np.random.SeedSequence(cfg.seed, spawn_key=(g,)),
+                                 top_down=chip_top_down(spec, cfg.train, data.n_classes, sizes))
 
     def test_errors(chip: devices.AnalogChip, learner: FFLearner, method: str = "both") -> dict[str, float]:
         return learner.evaluate(chip, test_x, test_y, method=method).errors

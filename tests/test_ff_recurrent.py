@@ -247,3 +247,22 @@ def test_drift_compensation_reads_the_bottom_up_pass(mnist):
     assert [f.shape for f in factors] == [(30,), (20,)]
     assert learner.state.correction is not None and np.mean(factors[0]) > 1.0  # pcm conductances drift down
     assert learner.goodness_scores(chip, x[:10]).shape == (10, 10)
+
+
+def test_distillation_between_recurrent_chips(mnist):
+    from mortal.distill import DistillConfig, distill
+
+    sizes = (784, 30, 20)
+    x, y = mnist.train_images[:300], mnist.train_labels[:300]
+    cfg = _cfg(epochs=1, seed=1, recurrent={"iterations": 2, "score_from": 1, "score_to": 2})
+    teacher = _chip(sizes, 10, seed=1)
+    t_learner = FFLearner(cfg).fit(teacher, x, y, progress=False)
+    student = _chip(sizes, 10, seed=2)
+    s_learner = FFLearner(cfg)
+    res = distill(teacher, student, t_learner, s_learner, x,
+                  DistillConfig(teacher_readout="combined", negatives="mixed", positives="sample"), progress=False)
+    assert s_learner.epoch == 1 and s_learner.state.top_down == (20, 10)
+    assert res.total_energy_j >= 0
+    # a student chip without the layout is refused with the way to build one
+    with pytest.raises(InputError, match="top_down_layout"):
+        distill(teacher, devices.make_chip("ideal", sizes, 3), t_learner, FFLearner(cfg), x, progress=False)

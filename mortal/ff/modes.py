@@ -76,7 +76,8 @@ class Mode:
     def check_soft_rules(self, positives: str, weighting: str, min_confidence: float) -> None:
         """InputError if soft-target rules that shape the layers' updates are set in a mode whose
         layers never see a label (there the targets train only the head)."""
-        if not self.label_inputs and not self.top_down and (positives != "argmax" or weighting != "none" or min_confidence > 0.0):
+        if not self.label_inputs and not self.top_down and (positives != "argmax" or weighting != "none"
+                                                            or min_confidence > 0.0):
             raise InputError(f"in mode {self.name!r} the targets train only the softmax head (the layers never see "
                              "a label), so positives, weighting and min_confidence, which shape the layers' "
                              "updates, must keep their defaults")

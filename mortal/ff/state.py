@@ -153,7 +153,8 @@ class ControllerState:
             if n_acc not in (0, n_layers):
                 raise InputError(f"{n_acc} saved accumulators for {n_layers} layers")
             down = [_whole(t, "top-down width") for t in meta.get("top_down", [0] * n_layers)]
-            if len(down) != n_layers or min(down) < 0 or not all(t in (0, sizes[i + 2]) for i, t in enumerate(down[:-1])):
+            if len(down) != n_layers or min(down) < 0 \
+                    or not all(t in (0, sizes[i + 2]) for i, t in enumerate(down[:-1])):
                 raise InputError(f"the saved top-down widths {down} do not fit layer sizes {sizes}")
             acc = [_shaped(arrays[f"acc{i}"], (sizes[i] + down[i] + 1, sizes[i + 1]), f"acc{i}").astype(np.float32)
                    for i in range(n_acc)]
