@@ -24,6 +24,7 @@ from .spec import (
     NeuronSpec,
     ProgrammingSpec,
     ReadNoiseSpec,
+    StageSpec,
     WireSpec,
 )
 
@@ -31,5 +32,5 @@ __all__ = [
     "AnalogChip", "ChipInfo", "ChipState", "LayerState", "Ledger", "PRESETS",
     "check_memory", "get_preset", "inspect", "limit_threads", "load_chip", "make_chip", "top_down_layout", "variant",
     "ADCSpec", "ChipSpec", "ConductanceSpec", "DACSpec", "DriftSpec", "EnergySpec",
-    "FaultSpec", "NeuronSpec", "ProgrammingSpec", "ReadNoiseSpec", "WireSpec",
+    "FaultSpec", "NeuronSpec", "ProgrammingSpec", "ReadNoiseSpec", "StageSpec", "WireSpec",
 ]

@@ -27,6 +27,7 @@ from .energy import Ledger, read_cost
 from .layout import check_top_down
 from .presets import get_preset
 from .spec import ChipSpec
+from .stages import build_stages, layer_specs, read_stage
 
 __all__ = ["AnalogChip", "ChipInfo", "make_chip", "memory_limit_bytes", "check_memory", "check_layer_sizes",
            "failure_stream"]
@@ -101,7 +102,9 @@ class AnalogChip:
         self.spec = spec
         self.seed = {"entropy": root.entropy, "spawn_key": list(root.spawn_key)}
         fab = _stream(root, _FAB)
-        self._layers = [Crossbar(spec, sizes[i] + down[i], sizes[i + 1], fab) for i in range(n_layers)]
+        specs = layer_specs(spec, train)  # a stage's crossbar has the stage's weight spread
+        self._layers = [Crossbar(specs[i], sizes[i] + down[i], sizes[i + 1], fab) for i in range(n_layers)]
+        self._stages = build_stages(spec, root, sizes, train)
         age = failure_stream(root)
         for L in self._layers:
             L.draw_failures(age)
@@ -120,6 +123,8 @@ class AnalogChip:
         chip.spec = spec
         chip.seed = seed
         chip._layers = list(layers)
+        root = np.random.SeedSequence(seed["entropy"], spawn_key=tuple(seed["spawn_key"]))
+        chip._stages = build_stages(spec, root, layer_sizes, trainable)  # drawn again from the seed
         chip._read_rng = read_rng
         chip._write_rng = write_rng
         chip.ledger = ledger
@@ -164,7 +169,8 @@ class AnalogChip:
             raise ValueError("x must hold at least one input vector (batch >= 1)")
         self._age()
         seed = int(self._read_rng.integers(0, 2**63))
-        y, drive = L.read(x, self.clock_s, seed)
+        units = self._stages.get(int(layer))  # a fixed black-box stage (devices.stages)
+        y, drive = L.read(x, self.clock_s, seed) if units is None else read_stage(L, units, x, self.clock_s, seed)
         cost = read_cost(self.spec, x.shape[0], L.n_in, L.n_out, drive,
                          float(L.row_gsum[:-1].mean()), float(L.row_gsum[-1]))
         cost.book(self.ledger, x.shape[0], L.n_out)
@@ -430,3 +436,4 @@ def make_chip(spec: ChipSpec | str, layer_sizes: Sequence[int], seed: int | np.r
     elif not isinstance(spec, ChipSpec):
         raise ValueError(f"spec must be a ChipSpec or a preset name, got {type(spec).__name__}")
     return AnalogChip(spec, layer_sizes, seed, trainable, top_down)
+

@@ -21,6 +21,7 @@ from .spec import (
     NeuronSpec,
     ProgrammingSpec,
     ReadNoiseSpec,
+    StageSpec,
     WireSpec,
 )
 
@@ -267,8 +268,52 @@ WILD = ChipSpec(
     energy=PCM.energy,
 )
 
+PCM_BLACKBOX = PCM.model_copy(update=dict(
+    name="pcm_blackbox",
+    citation=(
+        "The 'pcm' preset whose non-trainable layers are fixed analog stages: weights set at "
+        "fabrication on the chip's PCM devices (they drift as those do), read through analog units "
+        "with per-unit mismatch after Pelgrom et al. (IEEE JSSC 1989) and Kinget (IEEE JSSC 2005) "
+        "and a threshold that wanders by bias-temperature instability (Schroder & Babcock, J. Appl. "
+        "Phys. 2003; Kaczer et al., IRPS 2010)."
+    ),
+    stage=StageSpec(
+        # A unit-gain random projection (as the chip's as-fabricated layers, init_weight_std_fan_in 1).
+        weight_std_fan_in=1.0,
+        # The units' input span: a unit-RMS input at a quarter of the DAC range through a unit-gain
+        # projection gives column currents of RMS 0.25 = 0.125 of the ADC full scale (2); one width
+        # is that RMS, so a typical input sweeps a unit across its curve [derived].
+        width=0.125,
+        # Units built as weak-inversion differential pairs: their linear range is about 2 n U_T =
+        # 2 x 1.3 x 26 mV = 68 mV [derived], one width.  Offset: A_VT = 3.5 mV um at 65 nm (Kinget,
+        # JSSC 2005) on devices of 4x the minimum area (0.02 um^2 -> sigma_VT = 25 mV), sqrt(2) for
+        # the pair: 35 mV = 0.5 width [derived].  Mean threshold half a width above the mean input,
+        # so that most units sit on their lower half (a design choice).
+        threshold_mean=0.5,
+        threshold_dtod=0.5,
+        # Slope set by the tail current, a weak-inversion mirror: sigma_I / I = sigma_VT / (n U_T) =
+        # 25 mV / 34 mV = 0.7, taken as a log-normal sigma of 0.5 for a mirror of two devices of that
+        # area sharing their gradient [derived, Kinget 2005].
+        gain_dtod=0.5,
+        # Output swing 0.8 of the ADC full scale (headroom); its spread from the load's current
+        # factor mismatch, A_beta = 1 % um (Kinget 2005) on 0.02 um^2: 7 %, rounded to 10 % [derived].
+        amplitude_mean=0.8,
+        amplitude_dtod=0.1,
+        # The exponent of each unit's curve spreads so that no single curve family fits every unit
+        # (a design choice for a black box; the same order as the gain spread).
+        power_dtod=0.3,
+        # BTI: Delta V_T = A t^n with n = 0.16-0.25 (Schroder & Babcock, J. Appl. Phys. 2003), taken as
+        # 0.2; 30 mV after 10 years, a usual end-of-life criterion (ibid.), = 0.44 width -> 0.4;
+        # per-unit shifts exponential (Kaczer et al., IRPS 2010).
+        bti_shift=0.4,
+        bti_exponent=0.2,
+        bti_ref_s=3.156e8,
+    ),
+))
+PCM_BLACKBOX = ChipSpec.model_validate(PCM_BLACKBOX.model_dump())
+
 #: Registry of presets by name.
-PRESETS: Mapping[str, ChipSpec] = {spec.name: spec for spec in (IDEAL, PCM, RRAM, WILD)}
+PRESETS: Mapping[str, ChipSpec] = {spec.name: spec for spec in (IDEAL, PCM, RRAM, WILD, PCM_BLACKBOX)}
 
 
 def get_preset(name: str) -> ChipSpec:

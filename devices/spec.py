@@ -21,6 +21,8 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .stage_spec import StageSpec
+
 __all__ = [
     "SpecModel",
     "ConductanceSpec",
@@ -33,6 +35,7 @@ __all__ = [
     "NeuronSpec",
     "FaultSpec",
     "EnergySpec",
+    "StageSpec",
     "ChipSpec",
     "CONTROLLER_MULTIPLY_ADD_J",
 ]
@@ -381,9 +384,19 @@ class ChipSpec(SpecModel):
     neuron: NeuronSpec = NeuronSpec()
     faults: FaultSpec = FaultSpec()
     energy: EnergySpec = EnergySpec()
+    # Left out of a dump when absent: a spec without stages saves and digests as before the section existed.
+    stage: Optional[StageSpec] = Field(None, exclude_if=lambda v: v is None)
+    """Fixed black-box stages: how the layers a chip marks non-trainable are built (None: those
+    layers are ordinary crossbars that only refuse programming)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> "ChipSpec":
+        if self.stage is not None:
+            if self.adc.range == float("inf"):
+                raise ValueError("a stage needs a finite ADC range (its units' scale R)")
+            if self.stage.weight_std_fan_in > 0.5 * self.conductance.weight_range_fan_in:
+                raise ValueError(f"stage.weight_std_fan_in ({self.stage.weight_std_fan_in}) must be at most half of "
+                                 f"conductance.weight_range_fan_in ({self.conductance.weight_range_fan_in})")
         if self.bias_level > self.dac.range:
             raise ValueError(f"bias_level {self.bias_level} exceeds the DAC range {self.dac.range}")
         if self.faults.stuck_on_prob + self.faults.stuck_off_prob > 0.5:
