@@ -7,6 +7,9 @@ The package, by concern:
 ``measure``     the forward pass through a chip, input scaling, label layout;
 ``targets``     labels or soft targets, and the negative samplers;
 ``train``       the one training loop;
+``modes``       the FF modes as recipes on that loop (:func:`~mortal.ff.modes.mode_recipe`);
+``hybrid``      the unsupervised mode's negatives: two examples cut along a blurred random mask;
+``unsupervised`` the unsupervised mode's batch step;
 ``readout``     per-label goodness, the softmax head, evaluation, head refits;
 ``checkpoint``  saving and restoring learner and chip together;
 ``learner``     :class:`FFLearner`, which ties them together, and :func:`load_learner`;
