@@ -19,8 +19,8 @@ everything up to the deployed chip) and of the evaluation, wall time.
         --width 500 --out runs/blackbox.json
 
 ``--other-readouts`` evaluates ``ff_stage``'s per-label goodness also summed over layers [1, 2]
-(Hinton's rule: all but the first), [2] and [0]; the learner sums every trainable layer ([0, 2]) on
-a chip with fixed layers.
+(Hinton's rule: all but the first), [2] and [0, 2]; on a chip with a fixed layer the learner sums
+the layers before the first fixed one ([0]), the best of these on held-out images.
 
 ``--holdout N`` evaluates on the last N training images (never trained on) instead of the test
 set: the split on which settings are chosen.  ``--train-size`` takes the first images of the
@@ -64,7 +64,7 @@ def run_ff(name: str, args, x, y, xe, ye) -> dict:
     others = {}
     if args.other_readouts and name == "ff_stage":  # the goodness readout over other layer sets
         chosen = list(learner.state.readout_layers)
-        for layers in ([1, 2], [2], [0]):
+        for layers in ([1, 2], [2], [0, 2]):
             learner.state.readout_layers = layers
             others[str(layers)] = learner.evaluate(chip, xe, ye, "goodness").errors["goodness"]
         learner.state.readout_layers = chosen
@@ -114,7 +114,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="learners' seed")
     ap.add_argument("--chip-seed", type=int, default=1, help="every chip's fabrication seed")
     ap.add_argument("--other-readouts", action="store_true",
-                    help="ff_stage: also the goodness error summed over layers [1, 2], [2] and [0]")
+                    help="ff_stage: also the goodness error summed over layers [1, 2], [2] and [0, 2]")
     ap.add_argument("--out", default=None, help="JSON file of the results")
     args = ap.parse_args()
     runs = [r for r in args.runs.split(",") if r]

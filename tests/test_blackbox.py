@@ -167,7 +167,10 @@ def test_the_goodness_readout_leaves_fixed_layers_out():
     cfg = FFConfig(epochs=1)
     chip = devices.make_chip("pcm_blackbox", (784, 20, 20, 20), seed=SEED, trainable=STAGE)
     st = FFLearner(cfg).new_state(chip, 784, 10)
-    assert st.readout_layers == [0, 2] and st.head_layers == [0, 1, 2]
+    assert st.readout_layers == [0] and st.head_layers == [0, 1, 2]
+    # A fixed first layer leaves the trainable ones.
+    chip = devices.make_chip("pcm_blackbox", (784, 20, 20, 20), seed=SEED, trainable=(False, True, True))
+    assert FFLearner(cfg).new_state(chip, 784, 10).readout_layers == [1, 2]
     st = FFLearner(cfg).new_state(devices.make_chip("pcm", (784, 20, 20, 20), seed=SEED), 784, 10)
     assert st.readout_layers == [1, 2]
 

@@ -100,8 +100,8 @@ class FFLearner:
         mode = mode_recipe(self.config)
         layout = mode_layout(mode, self.config, chip, n_data, n_classes)
         readout, head = mode.layer_roles(self.config, len(sizes) - 1)
-        if not all(chip.info.trainable) and any(chip.info.trainable):  # fixed layers learn no goodness:
-            readout = [i for i, t in enumerate(chip.info.trainable) if t]  # all others (bench_blackbox.py)
+        if not all(tr := chip.info.trainable) and any(tr):  # a fixed layer: read out goodness before it
+            readout = list(range(list(tr).index(False))) or [i for i, t in enumerate(tr) if t]  # bench_blackbox.py
         down = mode_top_down(mode, self.config, chip, n_classes)
         return ControllerState.fresh(sizes, layout, readout, head, policy_memory(self.config.policy, chip), down)
 
