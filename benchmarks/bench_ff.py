@@ -54,24 +54,17 @@ from _common import MNIST_CLASSES, ff_config, gemm_peak_gflops, machine_line, sp
 from mortal.data import load_mnist  # noqa: E402
 from mortal.ff import FFConfig, FFLearner  # noqa: E402
 from mortal.ff.config import MODES  # noqa: E402
+from mortal.ff.modes import mode_recipe  # noqa: E402
 from mortal.ops import head_width, training_macs  # noqa: E402
 from mortal.updates import policy_memory  # noqa: E402
-
-
-#: Forward passes per batch by mode (supervised: neutral, positive, negative; unsupervised: the
-#: positive pass also feeds the head).
-PASSES = {"supervised": 3, "unsupervised": 2}
 
 
 def training_flops(sizes: tuple[int, ...], n_images: int, batch: int, head_layers: list[int],
                    mode: str = "supervised") -> float:
     """Floating-point operations of the GEMMs of one training epoch (two per multiply-accumulate);
-    ``head_layers``: the hidden layers the softmax head reads; ``mode``: ``training_macs`` counts
-    three forward passes per batch, a mode with fewer (``PASSES``) has the rest taken off."""
-    macs = training_macs(sizes, n_images, batch, 1, head_width(sizes, head_layers), MNIST_CLASSES)
-    fewer = 3 - PASSES.get(mode, 3)
-    macs -= fewer * (n_images // batch) * batch * sum(sizes[i] * sizes[i + 1] for i in range(len(sizes) - 1))
-    return 2.0 * macs
+    ``head_layers``: the hidden layers the softmax head reads; ``mode``: its forward passes per batch."""
+    return 2.0 * training_macs(sizes, n_images, batch, 1, head_width(sizes, head_layers), MNIST_CLASSES,
+                               passes=mode_recipe(mode).passes)
 
 
 def _median_train_s(history: list[dict]) -> float:

@@ -89,10 +89,11 @@ def head_width(sizes: Sequence[int], head_layers: Sequence[int]) -> int:
 
 
 def training_macs(sizes: Sequence[int], n_images: int, batch: int, epochs: int, head_features: int,
-                  n_classes: int = 10, refit_epochs: int = 0) -> float:
+                  n_classes: int = 10, refit_epochs: int = 0, passes: int = 3) -> float:
     """Multiply-accumulates of the same training on a digital machine.
 
-    Per batch and layer three forward passes (neutral, positive, negative) and the weight
+    Per batch and layer ``passes`` forward passes (supervised: neutral, positive, negative; the
+    unsupervised mode's positive pass is also the head's, so 2) and the weight
     gradient of both phases (bias row included), plus the head's logits and gradient over
     ``head_features`` features; with ``refit_epochs``, the head refit at the end: one neutral
     pass of every image and, per refit epoch, the head's logits and gradient.
@@ -101,7 +102,7 @@ def training_macs(sizes: Sequence[int], n_images: int, batch: int, epochs: int, 
     per_batch = 0.0
     for i in range(len(sizes) - 1):
         n_in, n_out = sizes[i], sizes[i + 1]
-        per_batch += 3 * batch * n_in * n_out
+        per_batch += passes * batch * n_in * n_out
         per_batch += (2 * batch) * (n_in + 1) * n_out
     per_batch += 2 * batch * head_features * n_classes
     total = per_batch * n_batches * epochs

@@ -19,6 +19,7 @@ import devices
 
 from .config import ExperimentConfig
 from .errors import InputError
+from .ff.modes import mode_recipe
 from .records import RECORDS_FILE, load_run, summarize
 from .ops import head_width, training_macs
 
@@ -74,7 +75,8 @@ def digital_reference(config: ExperimentConfig, records: list[dict[str, Any]]) -
 
     The layer sizes are those of the chips as built (recorded in each result: the input width
     follows from the data and the label layout); the head reads the layers the point's
-    ``recipe.head_layers`` names (``FFConfig.layer_roles``), and the head refit.
+    mode names (``recipe.head_layers`` in the supervised mode), the mode's forward passes per batch,
+    and the head refit.
     """
     mac_j = devices.get_preset("ideal").energy.mac_j
     train, infer = {}, {}
@@ -85,9 +87,10 @@ def digital_reference(config: ExperimentConfig, records: list[dict[str, Any]]) -
         res = ok[0]["result"]
         sizes = tuple(int(s) for s in res["layer_sizes"])
         n_classes = int(res.get("n_classes", 10))
-        head = head_width(sizes, p.train.layer_roles(len(sizes) - 1)[1])
+        mode = mode_recipe(p.train)
+        head = head_width(sizes, mode.layer_roles(p.train, len(sizes) - 1)[1])
         macs = training_macs(sizes, int(res["n_train"]), p.train.batch_size, p.train.epochs, head, n_classes,
-                             p.train.refit.epochs)
+                             p.train.refit.epochs, mode.passes)
         label = f"GPU, {'x'.join(map(str, sizes[1:]))}, {p.train.epochs} ep"
         train[label] = macs * mac_j
         infer[f"GPU, {'x'.join(map(str, sizes[1:]))}"] = sum(sizes[i] * sizes[i + 1] for i in range(len(sizes) - 1)) * mac_j

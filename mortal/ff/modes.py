@@ -57,6 +57,9 @@ class Mode:
     top_down : bool
         Whether the label reaches the layers from above, through the chip's top-down inputs
         (which the mode then needs); other modes refuse a chip that has them.
+    passes : int
+        Forward passes through every layer per training batch (the digital reference's count,
+        ``mortal.ops.training_macs``).
     """
 
     name: str
@@ -67,6 +70,7 @@ class Mode:
     label_inputs: bool = True
     needs_shape: bool = False
     top_down: bool = False
+    passes: int = 3
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -93,7 +97,7 @@ MODE_RECIPES: dict[str, Mode] = {
     "supervised": Mode("supervised", train_batch, neutral_pass, goodness_scores,
                        lambda cfg, n: cfg.layer_roles(n)),
     "unsupervised": Mode("unsupervised", train_batch_unsupervised, neutral_pass, None, unsupervised_roles,
-                         label_inputs=False, needs_shape=True),
+                         label_inputs=False, needs_shape=True, passes=2),
     "recurrent": Mode("recurrent", _rec.train_batch_recurrent, _rec.bottom_up_pass, _rec.goodness_scores,
                       lambda cfg, n: cfg.layer_roles(n), label_inputs=False, top_down=True),
 }
