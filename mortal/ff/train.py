@@ -54,6 +54,8 @@ def update_layer(cfg: FFConfig, st: ControllerState, chip: Chip, layer: int, pos
     z_pos = (pos.goodness[layer] - theta) / temp
     z_neg = (neg.goodness[layer] - theta) / temp
     p_pos, p_neg = _sigmoid(z_pos), _sigmoid(z_neg)
+    if not chip.info.trainable[layer]:  # a fixed layer: no update to compute (nor to charge)
+        return np.array([np.logaddexp(0.0, -z_pos).mean(), np.logaddexp(0.0, z_neg).mean()])
     mean_act = pos.outputs[layer].mean(axis=0, dtype=np.float64) / s
     st.peer_mean[layer] = 0.9 * st.peer_mean[layer] + 0.1 * mean_act
     peer = (opt.peer_strength * (st.peer_mean[layer].mean() - st.peer_mean[layer])).astype(np.float32)
