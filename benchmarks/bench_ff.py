@@ -215,7 +215,8 @@ def main() -> None:
     summary = {
         "preset": args.preset, "layers": list(sizes), "epochs": args.epochs, "defaults": cfg.defaults,
         "policy": cfg.policy, "bit_length": cfg.bit_length, "lr": cfg.optimizer.lr,
-        "estimator": cfg.measurement.estimator, "mode": cfg.mode, "seed": args.seed, "train_size": n_trained, "batch_size": cfg.batch_size,
+        "estimator": cfg.measurement.estimator, "mode": cfg.mode, "seed": args.seed, "train_size": n_trained,
+        "batch_size": cfg.batch_size,
         "evaluated_on": f"last {args.holdout} training images" if args.holdout else "test set",
         "test_error": learner.history[-1].get("test_error"),
         "refit_epochs": cfg.refit.epochs, "refit_weight_cost": cfg.refit.weight_cost,

@@ -51,8 +51,7 @@ import devices
 from .config import DataConfig, ExperimentConfig, SweepPoint, chip_input_width, chip_top_down, image_shape, load_data
 from .errors import InputError
 from .executors import SCHEDULER_SCHEMES, dask_executor, local_pool, scheduler_address
-from .ff import FFLearner
-from .ff.modes import mode_recipe
+from .ff import FFLearner, mode_recipe
 from .progress import Progress
 from .records import (CONFIG_FILE, RECORDS_FILE, REJECTED_FILE, load_run, outside_config, pareto_front, read_records,
                       record_problem, scan_records, summarize)
@@ -126,8 +125,7 @@ def run_chip(task: ChipTask) -> dict[str, Any]:
             train_energy = dict(chip.ledger.energy_j)
             train_time = float(chip.ledger.total_time_s)
             pulses = int(chip.ledger.counts.get("pulses", 0))
-            # A readout the mode lacks (goodness in mode unsupervised) is recorded as None.
-            errors, infer = {"softmax": None, "goodness": None}, {"softmax": None, "goodness": None}
+            errors, infer = dict.fromkeys(("softmax", "goodness")), dict.fromkeys(("softmax", "goodness"))
             for method in mode_recipe(learner.config).methods:
                 ev = learner.evaluate(chip, data.test_inputs, data.test_labels, method)
                 errors[method] = ev.errors[method]

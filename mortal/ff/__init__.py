@@ -20,6 +20,7 @@ from .checkpoint import CHIP_FILE, LEARNER_FILE, latest_checkpoint, read_history
 from .config import DEFAULTS, FFConfig, LabelConfig, MeasurementConfig, OptimizerConfig, RecipeConfig, RefitConfig
 from .learner import FFLearner, load_learner, log_sink
 from .measure import LabelLayout, Pass, forward, input_scales
+from .modes import MODE_RECIPES, Mode, mode_recipe
 from .readout import EvalResult, ledger_snapshot, energy_since
 from .state import ControllerState
 from .targets import SAMPLERS, Targets, negative_sampler
@@ -27,4 +28,5 @@ from .targets import SAMPLERS, Targets, negative_sampler
 __all__ = ["FFConfig", "RecipeConfig", "LabelConfig", "OptimizerConfig", "MeasurementConfig", "RefitConfig",
            "DEFAULTS", "FFLearner", "load_learner", "EvalResult", "ControllerState", "Pass", "LabelLayout",
            "forward", "input_scales", "Targets", "SAMPLERS", "negative_sampler", "CHIP_FILE", "LEARNER_FILE",
-           "latest_checkpoint", "read_history", "save_checkpoint", "ledger_snapshot", "energy_since", "log_sink"]
+           "latest_checkpoint", "read_history", "save_checkpoint", "ledger_snapshot", "energy_since", "log_sink",
+           "Mode", "MODE_RECIPES", "mode_recipe"]

@@ -17,8 +17,8 @@ from .config import FFConfig
 from .measure import Pass, forward, input_scales
 from .state import ControllerState
 
-__all__ = ["EvalResult", "controller_pass", "neutral_pass", "PassFn", "ScoreFn", "features", "head_logits", "update_head", "goodness_scores",
-           "predict", "head_features", "fit_head", "lr_gain", "ledger_snapshot", "energy_since"]
+__all__ = ["EvalResult", "controller_pass", "neutral_pass", "PassFn", "ScoreFn", "features", "head_logits",
+           "update_head", "goodness_scores", "predict", "head_features", "fit_head", "lr_gain", "ledger_snapshot", "energy_since"]
 
 
 @dataclass

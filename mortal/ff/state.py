@@ -53,9 +53,9 @@ class ControllerState:
     example_shape : tuple of int or None
         The shape ``(H, W)`` or ``(H, W, C)`` of one example, if known (the unsupervised
         mode's masks need it); checkpoints saved before it existed load with None.
-    top_down : tuple of int
+    top_down : tuple of int or None
         Per layer, the chip's top-down input rows (``chip.info.top_down``, the recurrent mode);
-        ``smooth``, ``shadow`` and the accumulators count them.  Empty: none.
+        ``smooth``, ``shadow`` and the accumulators count them.  None: none.
     """
 
     sizes: tuple[int, ...]
@@ -73,7 +73,7 @@ class ControllerState:
     epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     example_shape: Optional[tuple[int, ...]] = None
-    top_down: tuple[int, ...] = ()
+    top_down: Optional[tuple[int, ...]] = None
 
     @classmethod
     def fresh(cls, sizes: tuple[int, ...], layout: LabelLayout, readout_layers: list[int],
@@ -82,7 +82,7 @@ class ControllerState:
         """Zero memory for a chip of ``sizes`` (peer means start at 0.5, slopes nominal) and
         ``top_down`` input rows per layer (empty or all 0: none)."""
         n_layers = len(sizes) - 1
-        down = tuple(int(t) for t in top_down) if any(top_down) else ()
+        down = tuple(int(t) for t in top_down) if any(top_down) else None
         rows = [sizes[i] + (down[i] if down else 0) for i in range(n_layers)]
         width = sum(sizes[i + 1] for i in head_layers)
         head = np.zeros((width, layout.n_classes), np.float32)
