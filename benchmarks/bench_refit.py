@@ -8,7 +8,8 @@ Run on chips saved by ``bench_mortality.py`` (``--teacher-dir``, ``--student-dir
 
 Each setting ``E:W`` is a refit of ``E`` epochs at head weight cost ``W``, made on a
 fresh load of the saved chip, so that every setting starts from the same state
-(``--head-layers all``: the refitted heads read all hidden layers):
+(``--head-layers all``: the refitted heads read all hidden layers; ``--head-last N``, for chips
+trained in mode ``unsupervised``: they read the top N hidden layers):
 
 1. the teacher as saved, and refitted to the true labels with each setting;
 2. with ``--student-dir``: the student refitted, with each setting, to the teacher's
@@ -52,12 +53,15 @@ def parse_settings(text: str) -> list[tuple[int, float]]:
     return out
 
 
-def load(directory: str, head_layers: str | None = None):
-    """A fresh load of a saved chip and its learner; ``head_layers``: the copy to refit reads those."""
+def load(directory: str, head_layers: str | None = None, head_last: int | None = None):
+    """A fresh load of a saved chip and its learner; ``head_layers`` (``head_last`` in mode
+    unsupervised): the copy to refit reads those."""
     chip = devices.load_chip(latest_checkpoint(directory) / CHIP_FILE)
     learner = load_learner(directory, chip)
     if head_layers is not None and head_layers != learner.config.recipe.head_layers:
         learner = learner.copy_controller(chip, head_layers=head_layers)
+    if head_last is not None and head_last != learner.config.unsupervised.head_last:
+        learner = learner.copy_controller(chip, unsupervised={"head_last": head_last})
     return chip, learner
 
 
@@ -72,6 +76,8 @@ def main() -> None:
     ap.add_argument("--head-layers", choices=("readout", "all"), default="readout",
                     help="the layers every refitted head reads (FFConfig recipe.head_layers; the heads saved "
                          "by the benchmarks' default runs read the readout layers)")
+    ap.add_argument("--head-last", type=int, default=None,
+                    help="chips trained in mode unsupervised: every refitted head reads this many top hidden layers")
     ap.add_argument("--settle", default="0", help="comma-separated idle seconds before each teacher refit")
     ap.add_argument("--recheck-after", type=float, default=0.0,
                     help="evaluate each refitted teacher again after this many more idle seconds")
@@ -94,6 +100,7 @@ def main() -> None:
     print(machine_line(), flush=True)
     where = f"last {args.holdout} training images" if args.holdout else "test set"
     result: dict = {"command": " ".join(sys.argv), "errors_on": where, "head_layers": args.head_layers,
+                    "head_last": args.head_last,
                     "teacher": {}, "student": {}}
 
     def error(learner, chip) -> float:
@@ -109,7 +116,7 @@ def main() -> None:
         ``settle``: idle seconds before the refit (named in the key when not 0); ``recheck``:
         if not 0, the error again after that many more idle seconds."""
         for epochs, cost in settings:
-            chip, learner = load(directory, args.head_layers)
+            chip, learner = load(directory, args.head_layers, args.head_last)
             if settle:
                 chip.wait(settle)
             learner.refit_head(chip, xtr, targets, epochs, weight_cost=cost)
