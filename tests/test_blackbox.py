@@ -175,6 +175,22 @@ def test_the_goodness_readout_leaves_fixed_layers_out():
     assert st.readout_layers == [1, 2]
 
 
+def test_a_fixed_layers_update_is_neither_computed_nor_charged():
+    from mortal import ops
+    rng = np.random.default_rng(0)
+    x = (rng.random((400, 30)) * 255).astype(np.uint8)
+    y = rng.integers(0, 4, 400)
+    cfg = FFConfig(epochs=1, refit={"epochs": 0}, labels={"copies": 1})
+    charged = {}
+    for tr in (STAGE, (True, True, True)):
+        chip = devices.make_chip("pcm", (30, 12, 12, 12), seed=1, trainable=tr)
+        FFLearner(cfg).fit(chip, x, y, n_classes=4, eval_every=0, progress=False)
+        charged[tr] = chip.ledger.counts["digital_ops"]
+    # The only difference: layer 1's update (4 batches) and its mixed-policy accumulation.
+    per_batch = ops.layer_update_ops(100, 12, 12) + ops.mixed_program_ops(13 * 12)
+    assert charged[(True, True, True)] - charged[STAGE] == 4 * per_batch
+
+
 # -- backpropagation ----------------------------------------------------------------------------------
 def test_backprop_never_imports_devices():
     path = Path(B.__file__)
