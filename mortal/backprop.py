@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .chip import Chip, check_chip
 from .errors import InputError
+from .validate import as_inputs, as_labels
 from .ff.readout import lr_gain
 from .stage_model import StageFitConfig, StageModel, fit_stage_model, rms_norm, stage_fit_ops, stream
 
@@ -276,20 +277,16 @@ def _train(net: BPNetwork, chip: Chip, x: np.ndarray, y: np.ndarray, cfg: BPConf
 
 
 def _check_data(chip: Chip, x: Any, y: Any, n_classes: Optional[int]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Examples as float32 (n, d) in [0, 1] of the chip's input width, int64 labels, the class count."""
     check_chip(chip)
-    x = np.asarray(x)
-    x = x.reshape(x.shape[0], -1).astype(np.float32)
-    if x.dtype.kind == "f" and x.size and x.max() > 1.5:
-        x = x / np.float32(255.0)
+    x = as_inputs(x, "x", int(chip.info.layer_sizes[0]))
     y = np.asarray(y)
-    if y.dtype.kind not in "iu" or y.shape != (x.shape[0],):
-        raise InputError(f"labels must be integers, one per example ({x.shape[0]}), got {y.dtype} {y.shape}")
-    if x.shape[1] != chip.info.layer_sizes[0]:
-        raise InputError(f"the chip takes {chip.info.layer_sizes[0]} inputs, the data has {x.shape[1]}")
-    k = int(y.max()) + 1 if n_classes is None else int(n_classes)
-    if k < 2 or y.min() < 0 or y.max() >= k:
-        raise InputError(f"labels must lie in 0..{k - 1} with at least 2 classes")
-    return x, y.astype(np.int64), k
+    if y.dtype.kind not in "iu":
+        raise InputError(f"labels have dtype {y.dtype}, expected integers 0..k-1")
+    k = max(int(y.max()) + 1 if y.size else 2, 2) if n_classes is None else int(n_classes)
+    if k < 2:
+        raise InputError(f"training needs at least 2 classes, got {k}")
+    return x, as_labels(y, x.shape[0], k), k
 
 
 def _deploy(chip: Chip, net: BPNetwork) -> None:

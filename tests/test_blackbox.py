@@ -293,3 +293,17 @@ def test_the_model_route_runs_end_to_end_and_charges_energy():
     # The trainable layers hold the programmed weights (to program-and-verify's error).
     w = devices.inspect(chip).layers[0].device_weights
     assert np.corrcoef(w.ravel(), res.network.weights[0].ravel())[0, 1] > 0.9
+
+
+@pytest.mark.parametrize("x, y, match", [
+    (np.zeros((5, 19)), np.zeros(5, int), "take 20"),
+    (np.zeros((5, 20)), np.zeros(4, int), "expected \\(5,\\)"),
+    (np.full((5, 20), 2.0), np.zeros(5, int), "within \\[0, 1\\]"),
+    (np.zeros((5, 20)), np.array([0, 1, 2, 3, 9]), "0..3"),
+    (np.zeros((5, 20)), np.zeros(5), "integers"),
+])
+def test_bad_data_is_refused_before_any_work(x, y, match):
+    chip = devices.make_chip("ideal", (20, 8, 8), seed=1)
+    with pytest.raises(InputError, match=match):
+        B.train_digital(chip, x, y, n_classes=4)
+    assert chip.ledger.total_energy_j == 0.0
