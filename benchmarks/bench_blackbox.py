@@ -22,6 +22,9 @@ everything up to the deployed chip) and of the evaluation, wall time.
 (Hinton's rule: all but the first), [2] and [0, 2]; on a chip with a fixed layer the learner sums
 the layers before the first fixed one ([0]), the best of these on held-out images.
 
+``--age SECONDS`` evaluates each trained chip again after it idled that long (drift of its devices
+and of the stage's thresholds; no drift compensation, no retraining).
+
 ``--holdout N`` evaluates on the last N training images (never trained on) instead of the test
 set: the split on which settings are chosen.  ``--train-size`` takes the first images of the
 training set (after the held-out ones are cut off).
@@ -47,6 +50,14 @@ RUNS = ("ff_stage", "ff_plain", "bp_digital", "bp_model")
 
 def _energy(ledger_before: dict, ledger_after: dict) -> dict:
     return {c: float(ledger_after[c]) - float(ledger_before.get(c, 0.0)) for c in ledger_after}
+
+
+def aged(args, chip, evaluate) -> dict:
+    """With ``--age``: the errors after the chip idled that long since the end of training (no care)."""
+    if not args.age:
+        return {}
+    chip.wait(args.age)
+    return {"age_s": args.age, "aged_errors": evaluate()}
 
 
 def run_ff(name: str, args, x, y, xe, ye) -> dict:
@@ -75,7 +86,8 @@ def run_ff(name: str, args, x, y, xe, ye) -> dict:
             "train_energy_j": train_energy, "train_energy_total_j": float(sum(train_energy.values())),
             "eval_energy_total_j": res.total_energy_j, "eval_energy_j": res.energy_j, "wall_s": wall,
             "pulses": int(chip.ledger.counts["pulses"]),
-            "train_error_online_last": learner.history[-1]["train_error_online"], "other_readouts": others}
+            "train_error_online_last": learner.history[-1]["train_error_online"], "other_readouts": others,
+            **aged(args, chip, lambda: learner.evaluate(chip, xe, ye).errors)}
 
 
 def run_bp(name: str, args, x, y, xe, ye) -> dict:
@@ -95,7 +107,8 @@ def run_bp(name: str, args, x, y, xe, ye) -> dict:
             "error": ev["error"], "train_energy_j": train_energy, "train_energy_total_j": res.total_energy_j,
             "train_ops": res.train_ops, "eval_energy_total_j": ev["total_energy_j"], "eval_energy_j": ev["energy_j"],
             "wall_s": res.wall_s, "fits": res.fits, "history_last": res.history[-1] if res.history else None,
-            "train_error_online_last_bp_epoch": res.history[args.epochs_bp - 1]["train_error_online"]}
+            "train_error_online_last_bp_epoch": res.history[args.epochs_bp - 1]["train_error_online"],
+            **aged(args, chip, lambda: {"error": B.evaluate_on_chip(chip, res.network, xe, ye)["error"]})}
 
 
 def main() -> None:
@@ -115,6 +128,8 @@ def main() -> None:
     ap.add_argument("--chip-seed", type=int, default=1, help="every chip's fabrication seed")
     ap.add_argument("--other-readouts", action="store_true",
                     help="ff_stage: also the goodness error summed over layers [1, 2], [2] and [0, 2]")
+    ap.add_argument("--age", type=float, default=0.0,
+                    help="also evaluate after the chip idled this many seconds (no drift compensation)")
     ap.add_argument("--out", default=None, help="JSON file of the results")
     args = ap.parse_args()
     runs = [r for r in args.runs.split(",") if r]
@@ -140,7 +155,9 @@ def main() -> None:
               + "(" + ", ".join(f"{k} {v:.3g}" for k, v in sorted(rec["train_energy_j"].items(),
                                                                    key=lambda kv: -kv[1]) if v > 0) + ")"
               + f", evaluation {rec['eval_energy_total_j']:.3g} J, {rec['wall_s']:.0f} s"
-              + "".join(f"; goodness over {k}: {100 * v:.2f} %" for k, v in rec.get("other_readouts", {}).items()),
+              + "".join(f"; goodness over {k}: {100 * v:.2f} %" for k, v in rec.get("other_readouts", {}).items())
+              + "".join(f"; after {rec['age_s']:.3g} s idle, {k} {100 * v:.2f} %"
+                        for k, v in rec.get("aged_errors", {}).items()),
               flush=True)
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
