@@ -99,7 +99,8 @@ MODE_RECIPES: dict[str, Mode] = {
     "unsupervised": Mode("unsupervised", train_batch_unsupervised, neutral_pass, None, unsupervised_roles,
                          label_inputs=False, needs_shape=True, passes=2),
     "recurrent": Mode("recurrent", _rec.train_batch_recurrent, _rec.bottom_up_pass, _rec.goodness_scores,
-                      lambda cfg, n: cfg.layer_roles(n), label_inputs=False, top_down=True),
+                      lambda cfg, n: cfg.layer_roles(n), label_inputs=False, top_down=True,
+                      passes=11),  # default schedule: bottom-up + 5 steps x (positive, negative); no top-down rows
 }
 
 
