@@ -82,7 +82,8 @@ def test_the_default_tables():
     assert measured.policy == hinton.policy == "mixed"
     dm, dh = measured.model_dump(), hinton.model_dump()
     diff = {(g, f) for g in dm if isinstance(dm[g], dict) for f in dm[g] if dm[g][f] != dh[g][f]}
-    assert diff == {("recipe", "head_layers"), ("refit", "epochs")}
+    assert diff == {("recipe", "head_layers"), ("refit", "epochs"), ("unsupervised", "head_last")}
+    assert measured.unsupervised.head_last is None and hinton.unsupervised.head_last == 3
     assert set(DEFAULTS) == {"measured", "hinton"}
     for dotted, value in DEFAULTS["hinton"].items():
         group, field = dotted.split(".")

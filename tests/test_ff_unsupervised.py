@@ -142,8 +142,10 @@ def test_no_label_enters_the_chip_and_the_head_reads_the_top_layers(trained):
     learner, chip = trained
     st = learner.state
     assert chip.info.layer_sizes[0] == 784 and st.layout.n_label_inputs == 0 and st.layout.chip_width == 784
-    assert st.head_layers == [1, 2, 3] and st.readout_layers == []
-    assert st.head.shape == (240, 10) and st.example_shape == (28, 28)
+    assert st.head_layers == [0, 1, 2, 3] and st.readout_layers == []  # measured default: every layer
+    assert st.head.shape == (320, 10) and st.example_shape == (28, 28)
+    top3 = FFLearner(FFConfig(defaults="hinton", mode="unsupervised")).new_state(chip, 784, 10)
+    assert top3.head_layers == [1, 2, 3]  # Hinton's recipe: the top three
     small = FFLearner(_cfg(unsupervised={"head_last": 5})).new_state(devices.make_chip("ideal", (784, 8, 8), 0), 784,
                                                                      10)
     assert small.head_layers == [0, 1]  # all, if fewer

@@ -126,9 +126,11 @@ class UnsupervisedConfig(_Group):
     becomes the mask (more passes: larger regions of each image)."""
     mask_threshold: float = Field(0.5, gt=0.0, lt=1.0)
     """The blurred bit image is 1 where it exceeds this level (the mask), else 0."""
-    head_last: int = Field(3, ge=1, le=1000)
+    head_last: Optional[int] = Field(None, ge=1, le=1000)
     """The softmax head reads the normalized activities of this many top hidden layers (all of
-    them if the chip has fewer)."""
+    them if the chip has fewer); None: every hidden layer (measured on held-out images: 1.73 %
+    over all four of 4 x 1000 against 1.82 % over the top three; Hinton's recipe, and
+    ``defaults="hinton"``, read the top three)."""
 
 
 class RecurrentConfig(_Group):
@@ -153,7 +155,7 @@ class RecurrentConfig(_Group):
 #: The two default tables: dotted field -> value where they differ from the field defaults.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "measured": {},
-    "hinton": {"recipe.head_layers": "readout", "refit.epochs": 0},
+    "hinton": {"recipe.head_layers": "readout", "refit.epochs": 0, "unsupervised.head_last": 3},
 }
 
 _GROUPS = {"recipe": RecipeConfig, "labels": LabelConfig, "optimizer": OptimizerConfig,

@@ -8,7 +8,8 @@ training set along a blurred random mask); then every layer is updated from the 
 by :func:`mortal.ff.train.update_layer` (any update policy).  The labels train only the head.
 
 The head reads the normalized activities of the top ``unsupervised.head_last`` hidden layers
-(all of them if the chip has fewer).  There is no per-label goodness readout in this mode.
+(all of them if the chip has fewer, or if it is None: the measured default; Hinton's recipe reads
+the top three).  There is no per-label goodness readout in this mode.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ __all__ = ["train_batch_unsupervised", "unsupervised_roles"]
 
 
 def unsupervised_roles(cfg: FFConfig, n_layers: int) -> tuple[list[int], list[int]]:
-    """No goodness readout; the head reads the top ``head_last`` hidden layers (0-based)."""
-    last = min(cfg.unsupervised.head_last, n_layers)
+    """No goodness readout; the head reads the top ``head_last`` hidden layers (0-based), or
+    every hidden layer if ``head_last`` is None."""
+    head_last = cfg.unsupervised.head_last
+    last = n_layers if head_last is None else min(head_last, n_layers)
     return [], list(range(n_layers - last, n_layers))
 
 
