@@ -54,7 +54,7 @@ from .executors import SCHEDULER_SCHEMES, dask_executor, local_pool, scheduler_a
 from .ff import FFLearner, mode_recipe
 from .progress import Progress
 from .records import (CONFIG_FILE, RECORDS_FILE, REJECTED_FILE, load_run, outside_config, pareto_front, read_records,
-                      record_problem, scan_records, summarize)
+                      record_problem, same_run_config, scan_records, summarize)
 from .runfolder import check_out, claim
 
 # The record files' readers and the executors live in mortal.records and mortal.executors; they
@@ -225,11 +225,7 @@ def _open_run(config: ExperimentConfig, out: Path, resume: bool) -> dict[str, di
         before = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read {cfg_path} to resume: {exc}") from None
-    now = json.loads(json.dumps(config.resolved()))
-    if isinstance(before, dict):
-        before.pop("workers", None)
-    now.pop("workers", None)
-    if before != now:
+    if not same_run_config(before, config):
         raise InputError(f"{out} holds a run of another config; resume needs the same config")
     good, bad = scan_records(rec_path)
     kept = []

@@ -23,7 +23,7 @@ from .config import ConfigError, ExperimentConfig, config_from_dict
 from .errors import InputError
 
 __all__ = ["RECORDS_FILE", "CONFIG_FILE", "REJECTED_FILE", "record_problem", "scan_records", "read_records",
-           "load_run", "outside_config", "pareto_front", "summarize"]
+           "load_run", "outside_config", "same_run_config", "pareto_front", "summarize"]
 
 RECORDS_FILE = "records.jsonl"
 CONFIG_FILE = "config.resolved.json"
@@ -154,6 +154,26 @@ def outside_config(config: ExperimentConfig, rec: dict[str, Any]) -> Optional[st
     if rec["point"] >= n_points or rec["chip"] >= config.chips:
         return f"chip {rec['key']} is not one of the config's ({n_points} points x {config.chips} chips)"
     return None
+
+
+def same_run_config(saved: Any, config: ExperimentConfig) -> bool:
+    """Whether ``saved`` (a run's ``config.resolved.json``, parsed) is ``config``'s resolved
+    config, ``workers`` aside.  A run written before some setting existed has no entry for it:
+    it is read back (that setting at its default, every saved value kept) and compared again,
+    so such a run still resumes under the same config."""
+    def plain(data: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in json.loads(json.dumps(data)).items() if k != "workers"}
+
+    now = plain(config.resolved())
+    if not isinstance(saved, dict):
+        return False
+    if plain(saved) == now:
+        return True
+    try:
+        again = config_from_dict({k: v for k, v in saved.items() if k not in ("points", "workers")})
+    except ConfigError:
+        return False
+    return plain(again.resolved()) == now
 
 
 def load_run(out_dir: str | Path, *, skipped: list[tuple[int, str]] | None = None

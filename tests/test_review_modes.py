@@ -1,0 +1,46 @@
+"""Review of the modes, top-down chips, black-box stages and BP references: one test per fix."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import devices
+from mortal.errors import InputError
+
+RAW = {"name": "old", "seed": 5, "chips": 1, "chip": {"preset": "pcm", "layers": [12, 10]},
+       "train": {"epochs": 1, "batch_size": 50}, "data": {"source": "mini", "train_size": 200, "test_size": 100}}
+
+
+def _without(data, keys):
+    """``data`` with every entry named in ``keys`` removed, at every depth."""
+    if isinstance(data, dict):
+        return {k: _without(v, keys) for k, v in data.items() if k not in keys}
+    if isinstance(data, list):
+        return [_without(v, keys) for v in data]
+    return data
+
+
+def test_a_fleet_run_written_before_the_mode_settings_resumes(tmp_path):
+    from mortal.config import config_from_dict
+    from mortal.fleet import CONFIG_FILE, run_fleet
+
+    out = tmp_path / "run"
+    with ThreadPoolExecutor(1) as ex:
+        run_fleet(config_from_dict(json.loads(json.dumps(RAW))), out, ex)
+    saved = json.loads((out / CONFIG_FILE).read_text())
+    assert saved["train"]["mode"] == "supervised"
+    # the file as a run made before train.mode, train.unsupervised and train.recurrent wrote it
+    (out / CONFIG_FILE).write_text(json.dumps(_without(saved, {"mode", "unsupervised", "recurrent"}), indent=2))
+    with ThreadPoolExecutor(1) as ex:
+        res = run_fleet(config_from_dict(json.loads(json.dumps(RAW))), out, ex, resume=True)
+    assert res.ran == 0 and len(res.ok) == 1
+    # a saved value that differs is still another config, even in an old file
+    old = _without(saved, {"mode", "unsupervised", "recurrent"})
+    old["train"]["optimizer"]["lr"] = 0.5
+    (out / CONFIG_FILE).write_text(json.dumps(old, indent=2))
+    with ThreadPoolExecutor(1) as ex, pytest.raises(InputError, match="another config"):
+        run_fleet(config_from_dict(json.loads(json.dumps(RAW))), out, ex, resume=True)
