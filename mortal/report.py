@@ -90,8 +90,10 @@ def digital_reference(config: ExperimentConfig, records: list[dict[str, Any]]) -
         mode = mode_recipe(p.train)
         head = head_width(sizes, mode.layer_roles(p.train, len(sizes) - 1)[1])
         macs = training_macs(sizes, int(res["n_train"]), p.train.batch_size, p.train.epochs, head, n_classes,
-                             p.train.refit.epochs, mode.passes)
-        label = f"GPU, {'x'.join(map(str, sizes[1:]))}, {p.train.epochs} ep"
+                             p.train.refit.epochs, mode.forward_passes(p.train))
+        # a mode other than the supervised one is named: points of several modes differ in passes
+        named = "" if mode.name == "supervised" else f", {mode.name}"
+        label = f"GPU, {'x'.join(map(str, sizes[1:]))}, {p.train.epochs} ep{named}"
         train[label] = macs * mac_j
         infer[f"GPU, {'x'.join(map(str, sizes[1:]))}"] = sum(sizes[i] * sizes[i + 1] for i in range(len(sizes) - 1)) * mac_j
     return train, infer

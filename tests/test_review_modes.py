@@ -44,3 +44,29 @@ def test_a_fleet_run_written_before_the_mode_settings_resumes(tmp_path):
     (out / CONFIG_FILE).write_text(json.dumps(old, indent=2))
     with ThreadPoolExecutor(1) as ex, pytest.raises(InputError, match="another config"):
         run_fleet(config_from_dict(json.loads(json.dumps(RAW))), out, ex, resume=True)
+
+
+def test_the_digital_reference_counts_each_modes_passes_and_names_the_mode():
+    from mortal.config import config_from_dict
+    from mortal.ff import FFConfig
+    from mortal.ff.modes import mode_recipe
+    from mortal.ops import training_macs
+    from mortal.report import digital_reference
+
+    raw = json.loads(json.dumps(RAW))
+    raw["sweep"] = {"train.mode": ["supervised", "unsupervised", "recurrent"]}
+    raw["train"]["recurrent"] = {"train_steps": "all"}  # 8 steps: 1 + 2 x 8 passes per batch
+    config = config_from_dict(raw)
+    records = [{"point": i, "status": "ok", "result": {"layer_sizes": [784, 12, 10], "n_train": 200, "n_classes": 10}}
+               for i in range(3)]
+    train, _ = digital_reference(config, records)
+    # one figure per mode (the same sizes and epochs no longer hide two of them)
+    assert sorted(train) == ["GPU, 12x10, 1 ep", "GPU, 12x10, 1 ep, recurrent", "GPU, 12x10, 1 ep, unsupervised"]
+    assert train["GPU, 12x10, 1 ep, unsupervised"] < train["GPU, 12x10, 1 ep"] < train["GPU, 12x10, 1 ep, recurrent"]
+    rec = FFConfig(mode="recurrent", recurrent={"train_steps": "all"})
+    assert mode_recipe(rec).forward_passes(rec) == 17
+    assert mode_recipe(rec).forward_passes(FFConfig(mode="recurrent")) == mode_recipe("recurrent").passes == 11
+    mac_j = devices.get_preset("ideal").energy.mac_j
+    head = 12 + 10  # the head reads every hidden layer
+    want = training_macs((784, 12, 10), 200, 50, 1, head, 10, 30, passes=17) * mac_j
+    assert train["GPU, 12x10, 1 ep, recurrent"] == pytest.approx(want, rel=1e-12)

@@ -59,7 +59,10 @@ class Mode:
         (which the mode then needs); other modes refuse a chip that has them.
     passes : int
         Forward passes through every layer per training batch (the digital reference's count,
-        ``mortal.ops.training_macs``).
+        ``mortal.ops.training_macs``) with the mode's default settings; :meth:`forward_passes`
+        gives the count for given settings.
+    passes_of : callable or None
+        ``cfg -> passes`` where the count depends on the settings (None: always ``passes``).
     """
 
     name: str
@@ -71,6 +74,11 @@ class Mode:
     needs_shape: bool = False
     top_down: bool = False
     passes: int = 3
+    passes_of: Optional[Callable[[FFConfig], int]] = None
+
+    def forward_passes(self, cfg: FFConfig) -> int:
+        """Forward passes through every layer per training batch with the settings ``cfg``."""
+        return self.passes if self.passes_of is None else int(self.passes_of(cfg))
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -100,7 +108,8 @@ MODE_RECIPES: dict[str, Mode] = {
                          label_inputs=False, needs_shape=True, passes=2),
     "recurrent": Mode("recurrent", _rec.train_batch_recurrent, _rec.bottom_up_pass, _rec.goodness_scores,
                       lambda cfg, n: cfg.layer_roles(n), label_inputs=False, top_down=True,
-                      passes=11),  # default schedule: bottom-up + 5 steps x (positive, negative); no top-down rows
+                      passes=11,  # default schedule: bottom-up + 5 steps x (positive, negative); no top-down rows
+                      passes_of=lambda cfg: 1 + 2 * max(_rec.train_step_numbers(cfg))),
 }
 
 
