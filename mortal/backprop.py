@@ -289,6 +289,12 @@ def _check_data(chip: Chip, x: Any, y: Any, n_classes: Optional[int]) -> tuple[n
     return x, as_labels(y, x.shape[0], k), k
 
 
+def _check_batches(x: np.ndarray, cfg: BPConfig) -> None:
+    """InputError if ``x`` holds fewer examples than one batch (no step would be taken)."""
+    if x.shape[0] < cfg.batch_size:
+        raise InputError(f"{x.shape[0]} training examples is fewer than one batch ({cfg.batch_size})")
+
+
 def _deploy(chip: Chip, net: BPNetwork) -> None:
     deploy = getattr(chip, "program_verify", None)
     if not callable(deploy):
@@ -309,6 +315,7 @@ def train_digital(chip: Chip, x: Any, y: Any, cfg: BPConfig | None = None,
     """
     cfg = cfg or BPConfig()
     x, y, k = _check_data(chip, x, y, n_classes)
+    _check_batches(x, cfg)
     if not all(chip.info.trainable):
         raise InputError("the digital reference trains every layer; this chip has fixed layers "
                          "(use train_through_model)")
@@ -358,6 +365,7 @@ def train_through_model(chip: Chip, x: Any, y: Any, cfg: BPConfig | None = None,
     cfg = cfg or BPConfig()
     fit = fit or StageFitConfig(seed=cfg.seed)
     x, y, k = _check_data(chip, x, y, n_classes)
+    _check_batches(x, cfg)
     t0 = time.perf_counter()
     scales = _scales(chip, cfg)
     stages, reports = {}, []

@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from .chip import Chip, check_chip
+from .errors import InputError
 from .ff.readout import lr_gain
 
 __all__ = ["StageFitConfig", "StageModel", "fit_stage_model", "stage_fit_ops", "rms_norm", "stream"]
@@ -149,6 +150,12 @@ def fit_stage_model(chip: Chip, layer: int, cfg: StageFitConfig, data: Optional[
     """
     check_chip(chip)
     info = chip.info
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 0 <= layer < len(info.trainable):
+        raise InputError(f"layer must be one of the chip's layers 0..{len(info.trainable) - 1}, got {layer!r}")
+    n_fit = cfg.probes - max(1, int(round(cfg.holdout * cfg.probes)))
+    if n_fit < cfg.batch_size:
+        raise InputError(f"the fit keeps {n_fit} of the {cfg.probes} probes (holdout {cfg.holdout}), fewer than one "
+                         f"batch ({cfg.batch_size}): no step would be taken; use more probes or a smaller batch_size")
     n_in, n_out = info.weight_shapes[layer][0] - 1, info.weight_shapes[layer][1]
     s = scale if scale is not None else (float(info.input_range[layer]) / 4.0
                                          if math.isfinite(info.input_range[layer]) else 1.0)

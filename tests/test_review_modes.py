@@ -70,3 +70,25 @@ def test_the_digital_reference_counts_each_modes_passes_and_names_the_mode():
     head = 12 + 10  # the head reads every hidden layer
     want = training_macs((784, 12, 10), 200, 50, 1, head, 10, 30, passes=17) * mac_j
     assert train["GPU, 12x10, 1 ep, recurrent"] == pytest.approx(want, rel=1e-12)
+
+
+def test_backprop_refuses_fewer_examples_than_a_batch_before_any_work():
+    from mortal import backprop as B
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((50, 20)).astype(np.float32), rng.integers(0, 4, 50)
+    chip = devices.make_chip("ideal", (20, 8), seed=1)
+    # it used to train nothing and report a loss and an online error of 0
+    with pytest.raises(InputError, match="fewer than one batch"):
+        B.train_digital(chip, x, y, B.BPConfig(batch_size=100), n_classes=4)
+    stage = devices.make_chip("pcm_blackbox", (20, 8, 8, 4), seed=1, trainable=(True, False, True))
+    with pytest.raises(InputError, match="fewer than one batch"):
+        B.train_through_model(stage, x, y, B.BPConfig(batch_size=100), n_classes=4)
+    # a stage fit whose probes (after the held-out share) fill no batch would report the linear start as fitted
+    with pytest.raises(InputError, match="fewer than one batch"):
+        B.fit_stage_model(stage, 1, B.StageFitConfig(probes=100, batch_size=100))
+    with pytest.raises(InputError, match="layer must be one of"):
+        B.fit_stage_model(stage, 3, B.StageFitConfig())
+    assert chip.ledger.total_energy_j == 0.0 and stage.ledger.total_energy_j == 0.0
+    res = B.train_digital(chip, x, y, B.BPConfig(batch_size=25, epochs=1), n_classes=4)
+    assert res.train_ops > 0 and res.history[0]["loss"] > 0
