@@ -48,7 +48,7 @@ from .ff.hybrid import example_shape_from
 from .ff.modes import mode_recipe, settle_shape
 from .validate import as_inputs, as_labels, both_or_neither, real_in
 
-__all__ = ["DistillConfig", "DistillResult", "distill", "teacher_probabilities", "check_alive"]
+__all__ = ["DistillConfig", "DistillResult", "distill", "teacher_probabilities", "check_alive", "check_modes"]
 
 
 class DistillConfig(BaseModel):
@@ -153,6 +153,20 @@ def teacher_probabilities(teacher: Chip, teacher_learner: FFLearner, inputs: Any
     return p.astype(np.float32)
 
 
+def check_modes(cfg: DistillConfig, teacher: FFConfig, student: FFConfig) -> None:
+    """InputError if the transfer settings ``cfg`` do not fit the teacher's and the student's
+    modes (see the module docstring): a goodness readout the teacher's mode lacks, or rules for
+    the layers' negatives and positives in a student mode whose layers never see a label."""
+    t_mode, s_mode = mode_recipe(teacher), mode_recipe(student)
+    if cfg.teacher_readout != "softmax" and "goodness" not in t_mode.methods:
+        raise InputError(f"teacher_readout={cfg.teacher_readout!r} needs the teacher's per-label goodness, which its "
+                         f"mode {t_mode.name!r} does not have; use teacher_readout='softmax'")
+    if not s_mode.label_inputs and not s_mode.top_down and cfg.negatives != "own":
+        raise InputError(f"the student's mode {s_mode.name!r} learns against hybrid images, not wrong labels; "
+                         "negatives must keep its default 'own'")
+    s_mode.check_soft_rules(cfg.positives, cfg.weighting, cfg.min_confidence)
+
+
 def distill(teacher: Chip, student: Chip, teacher_learner: FFLearner, student_learner: FFLearner,
             transfer_inputs: Any, config: DistillConfig | None = None, *, test_inputs: Any = None,
             test_labels: Any = None, log: Callable[[dict[str, Any]], None] | str | None = None,
@@ -204,14 +218,8 @@ def distill(teacher: Chip, student: Chip, teacher_learner: FFLearner, student_le
     if student_learner.fitted:
         raise InputError("student_learner has been used already; distill needs a fresh FFLearner")
     st = teacher_learner.check_bound(teacher)
-    t_mode, s_mode = mode_recipe(teacher_learner.config), mode_recipe(student_learner.config)
-    if cfg.teacher_readout != "softmax" and "goodness" not in t_mode.methods:
-        raise InputError(f"teacher_readout={cfg.teacher_readout!r} needs the teacher's per-label goodness, which its "
-                         f"mode {t_mode.name!r} does not have; use teacher_readout='softmax'")
-    if not s_mode.label_inputs and not s_mode.top_down and cfg.negatives != "own":
-        raise InputError(f"the student's mode {s_mode.name!r} learns against hybrid images, not wrong labels; "
-                         "negatives must keep its default 'own'")
-    s_mode.check_soft_rules(cfg.positives, cfg.weighting, cfg.min_confidence)
+    check_modes(cfg, teacher_learner.config, student_learner.config)
+    s_mode = mode_recipe(student_learner.config)
     shape = settle_shape(s_mode, example_shape_from(transfer_inputs, example_shape) or st.example_shape, None)
     x = as_inputs(transfer_inputs, "transfer_inputs", st.layout.n_data)
     if x.shape[0] < student_learner.config.batch_size:

@@ -35,7 +35,7 @@ import devices
 
 from .care import SECONDS_PER_DAY, SECONDS_PER_YEAR, DriftCompensator, HealthMonitor
 from .config import chip_input_width, chip_top_down, image_shape, known_preset, positive_widths
-from .distill import DistillConfig, distill
+from .distill import DistillConfig, check_modes, distill
 from .errors import InputError
 from .ff import FFConfig, FFLearner
 
@@ -169,9 +169,12 @@ def run_lifetime(config: LifetimeConfig, data: Any, emit: Callable[[dict[str, An
     spec = devices.get_preset(cfg.preset)
     sizes = (chip_input_width(spec, cfg.train, data),) + tuple(cfg.layers)
     try:
-        devices.check_memory(spec, sizes)
+        devices.check_memory(spec, sizes, chip_top_down(spec, cfg.train, data.n_classes, sizes))
     except ValueError as exc:
         raise InputError(f"layers: {exc}") from None
+    # Every transfer's settings against the modes, before generation 0 trains (its students
+    # train with the teacher's settings: distill.student_config).
+    check_modes(cfg.distill, cfg.train, cfg.distill.student_config(cfg.train, cfg.seed))
     n = data.n_train
     if cfg.probe_size + cfg.reference_size > n - 1:
         raise InputError(f"probe_size + reference_size ({cfg.probe_size} + {cfg.reference_size}) must leave "

@@ -92,3 +92,26 @@ def test_backprop_refuses_fewer_examples_than_a_batch_before_any_work():
     assert chip.ledger.total_energy_j == 0.0 and stage.ledger.total_energy_j == 0.0
     res = B.train_digital(chip, x, y, B.BPConfig(batch_size=25, epochs=1), n_classes=4)
     assert res.train_ops > 0 and res.history[0]["loss"] > 0
+
+
+@pytest.mark.parametrize("distill_settings, match", [
+    ({"teacher_readout": "goodness"}, "teacher_readout='goodness'"),
+    ({"teacher_readout": "combined"}, "teacher_readout='combined'"),
+    ({"negatives": "teacher"}, "hybrid images"),
+    ({"weighting": "confidence"}, "train only the softmax head"),
+])
+def test_lifetime_refuses_transfer_settings_its_mode_cannot_take_before_training(distill_settings, match,
+                                                                                  monkeypatch):
+    import mortal.lifetime as lifetime
+    from mortal.data import load_mnist_mini, mnist_dataset
+    from mortal.distill import DistillConfig
+    from mortal.ff import FFConfig
+
+    made = []
+    monkeypatch.setattr(lifetime.devices, "make_chip", lambda *a, **k: made.append(a) or pytest.fail("made a chip"))
+    cfg = lifetime.LifetimeConfig(layers=(20,), train=FFConfig(mode="unsupervised", epochs=1),
+                                  distill=DistillConfig(**distill_settings))
+    # these used to be refused by the first transfer, after generation 0 had trained and aged
+    with pytest.raises(InputError, match=match):
+        lifetime.run_lifetime(cfg, mnist_dataset(load_mnist_mini()).subset(1500))
+    assert not made
