@@ -115,3 +115,27 @@ def test_lifetime_refuses_transfer_settings_its_mode_cannot_take_before_training
     with pytest.raises(InputError, match=match):
         lifetime.run_lifetime(cfg, mnist_dataset(load_mnist_mini()).subset(1500))
     assert not made
+
+
+def test_a_controller_is_bound_or_copied_only_to_a_chip_of_its_top_down_layout():
+    from mortal.data import load_mnist_mini
+    from mortal.ff import FFConfig, FFLearner
+
+    d = load_mnist_mini()
+    x, y = d.train_images[:200], d.train_labels[:200]
+    sizes = (784, 20, 20)
+    cfg = FFConfig(mode="recurrent", epochs=1, recurrent={"iterations": 2, "score_from": 1, "score_to": 2})
+    chip = devices.make_chip("pcm", sizes, 1, top_down=devices.top_down_layout(sizes, 80))
+    learner = FFLearner(cfg).fit(chip, x, y, progress=False)
+    # another label width (10 inputs, not 80): the copy used to keep the 80 and fail at its first read
+    other = devices.make_chip("pcm", sizes, 2, top_down=devices.top_down_layout(sizes, 10))
+    with pytest.raises(InputError, match=r"top-down inputs are \[20, 10\], the controller's \[20, 80\]"):
+        learner.copy_controller(other)
+    with pytest.raises(InputError, match=r"top-down inputs are \[0, 0\], the controller's \[20, 80\]"):
+        FFLearner(cfg).bind(devices.make_chip("pcm", sizes, 3), learner.state.copy())
+    with pytest.raises(InputError, match=r"top-down inputs are \[20, 80\], the controller's none"):
+        FFLearner(FFConfig()).bind(chip, FFLearner(FFConfig(labels={"placement": "first"})).new_state(
+            devices.make_chip("pcm", sizes, 4), 784, 10))
+    same = devices.make_chip("pcm", sizes, 5, top_down=devices.top_down_layout(sizes, 80))
+    copy = learner.copy_controller(same)
+    assert copy.state.top_down == (20, 80) and copy.goodness_scores(same, x[:4]).shape == (4, 10)

@@ -25,7 +25,7 @@ from .checkpoint import CHIP_FILE, check_checkpoint, latest_checkpoint, save_che
 from .config import FFConfig
 from .hybrid import example_shape_from
 from .measure import Pass
-from .modes import mode_layout, mode_recipe, mode_top_down, settle_shape
+from .modes import mode_layout, mode_recipe, mode_top_down, same_layout, settle_shape
 from .recurrent import bottom_up
 from .state import ControllerState
 from .targets import Targets, negative_sampler
@@ -106,10 +106,9 @@ class FFLearner:
         return ControllerState.fresh(sizes, layout, readout, head, policy_memory(self.config.policy, chip), down)
 
     def bind(self, chip: Chip, state: ControllerState) -> "FFLearner":
-        """Bind this (unfitted) learner to ``chip`` with ``state`` (sizes must match)."""
+        """Bind this (unfitted) learner to ``chip`` with ``state`` (sizes and top-down inputs must match)."""
         check_chip(chip)
-        if tuple(int(s) for s in chip.info.layer_sizes) != tuple(state.sizes):
-            raise InputError(f"the chip has layer sizes {tuple(chip.info.layer_sizes)}, the state {state.sizes}")
+        same_layout(chip, state.sizes, state.top_down)
         self._chip, self.state = chip, state
         return self
 

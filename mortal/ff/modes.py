@@ -29,7 +29,7 @@ from .unsupervised import train_batch_unsupervised, unsupervised_roles
 from . import recurrent as _rec
 from ..chip import top_down_widths
 
-__all__ = ["Mode", "MODE_RECIPES", "mode_recipe", "mode_layout", "mode_top_down", "settle_shape"]
+__all__ = ["Mode", "MODE_RECIPES", "mode_recipe", "mode_layout", "mode_top_down", "same_layout", "settle_shape"]
 
 
 @dataclass(frozen=True)
@@ -162,3 +162,14 @@ def mode_top_down(mode: Mode, cfg: FFConfig, chip: Chip, n_classes: int) -> tupl
         raise InputError(f"mode {mode.name!r} reads a plain feed-forward chain, but this chip's layers also take "
                          f"top-down inputs {list(down)}; train it with mode 'recurrent' or use a chip without them")
     return ()
+
+
+def same_layout(chip: Chip, sizes: tuple[int, ...], top_down: tuple[int, ...] | None) -> None:
+    """InputError unless ``chip`` has the layer sizes and top-down inputs a controller state counts
+    (``ControllerState.sizes`` and ``.top_down``; None: no top-down input)."""
+    if tuple(int(s) for s in chip.info.layer_sizes) != tuple(sizes):
+        raise InputError(f"the chip has layer sizes {tuple(chip.info.layer_sizes)}, the state {tuple(sizes)}")
+    down = top_down_widths(chip.info)
+    if down != (tuple(top_down) if top_down else (0,) * len(down)):
+        raise InputError(f"the chip's top-down inputs are {list(down)}, the controller's "
+                         f"{list(top_down) if top_down else 'none'}: build the chip with the same layout")
