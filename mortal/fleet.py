@@ -201,11 +201,12 @@ def check_chips(config: ExperimentConfig, data: Any = None) -> None:
             spec = p.chip.build_spec()
             width = chip_input_width(spec, p.train, data) if data is not None else 1
             sizes = p.chip.sizes(width)
-            once = json.dumps([spec.programming.mode, list(sizes)])
+            down = chip_top_down(spec, p.train, data.n_classes, sizes) if data is not None else None  # recurrent
+            once = json.dumps([spec.programming.mode, list(sizes), down])
             if once in seen:
                 continue
             seen.add(once)
-            devices.check_memory(spec, sizes)
+            devices.check_memory(spec, sizes, down)
         except ValueError as exc:
             where = f"sweep point [{_params_text(p.params)}]: " if p.params else ""
             raise InputError(f"{where}chip.layers: {exc}") from None

@@ -139,3 +139,24 @@ def test_a_controller_is_bound_or_copied_only_to_a_chip_of_its_top_down_layout()
     same = devices.make_chip("pcm", sizes, 5, top_down=devices.top_down_layout(sizes, 80))
     copy = learner.copy_controller(same)
     assert copy.state.top_down == (20, 80) and copy.goodness_scores(same, x[:4]).shape == (4, 10)
+
+
+def test_fleet_memory_check_counts_the_recurrent_chips_top_down_rows(monkeypatch):
+    import devices.chip as device_chip
+    from devices.parameters import state_bytes
+    from mortal.config import config_from_dict, load_data
+    from mortal.fleet import check_chips
+
+    raw = json.loads(json.dumps(RAW))
+    raw["chip"]["layers"] = [300, 300]
+    raw["sweep"] = {"train.mode": ["supervised", "recurrent"]}
+    config = config_from_dict(raw)
+    data = load_data(config.data)
+    plain = state_bytes(False, 784, 300) + state_bytes(False, 300, 300)
+    recurrent = state_bytes(False, 784 + 300, 300) + state_bytes(False, 300 + 80, 300)  # pcm: 8 label copies
+    monkeypatch.setattr(device_chip, "memory_limit_bytes", lambda: (plain + recurrent) // 2)
+    # the recurrent point's chips (same sizes as the supervised one's) used to be checked without their rows
+    with pytest.raises(InputError, match=r"sweep point \[train.mode = 'recurrent'\]"):
+        check_chips(config, data)
+    monkeypatch.setattr(device_chip, "memory_limit_bytes", lambda: recurrent)
+    check_chips(config, data)
