@@ -160,3 +160,25 @@ def test_fleet_memory_check_counts_the_recurrent_chips_top_down_rows(monkeypatch
         check_chips(config, data)
     monkeypatch.setattr(device_chip, "memory_limit_bytes", lambda: recurrent)
     check_chips(config, data)
+
+
+def test_recurrent_iterations_matter_only_when_every_step_trains():
+    """As RecurrentConfig.iterations says: with train_steps="scored" a batch stops at score_to."""
+    from mortal.ff import FFConfig, FFLearner
+    from mortal.ff import recurrent as R
+    from mortal.ff.targets import Targets, negative_sampler
+
+    sizes = (12, 9, 7)
+    x = np.random.default_rng(3).random((4, 12)).astype(np.float32)
+    reads = {}
+    for steps in ("scored", "all"):
+        for iterations in (5, 8):
+            cfg = FFConfig(mode="recurrent", batch_size=4, recurrent={"iterations": iterations, "train_steps": steps})
+            chip = devices.make_chip("ideal", sizes, 4, top_down=devices.top_down_layout(sizes, 4))
+            learner = FFLearner(cfg)
+            learner.bind(chip, learner.new_state(chip, 12, 4))
+            R.train_batch_recurrent(cfg, learner.state, chip, x, np.arange(4), Targets(np.arange(4), 4),
+                                    negative_sampler("own"), 1.0, np.random.default_rng(0))
+            reads[steps, iterations] = chip.ledger.counts["reads"]
+    assert reads["scored", 5] == reads["scored", 8] == 2 + 5 * 2  # bottom-up, then steps 1..score_to
+    assert (reads["all", 5], reads["all", 8]) == (2 + 5 * 2, 2 + 8 * 2)

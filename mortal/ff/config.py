@@ -139,7 +139,9 @@ class RecurrentConfig(_Group):
     (the label, one-hot, above the top layer) at the step before, then damped."""
 
     iterations: int = Field(8, ge=1, le=64)
-    """Synchronous steps after the first bottom-up pass."""
+    """Synchronous steps after the first bottom-up pass that training runs with
+    ``train_steps="all"``; otherwise only an upper bound on score_to (the readout and the
+    ``scored`` training stop at score_to)."""
     damping: float = Field(0.3, ge=0.0, lt=1.0)
     """Share of a layer's old state kept at each step: new = damping * old + (1 - damping) * computed."""
     score_from: int = Field(3, ge=1, le=64)
