@@ -11,8 +11,9 @@ saves the trained learner and chip as a checkpoint (for ``bench_refit.py``).
 
 ``--mode unsupervised`` trains Hinton's unsupervised recipe (examples against hybrid images,
 no label input, the softmax head over the top ``--head-last`` hidden layers; ``--mask-blurs``
-sets the masks' blur passes); ``--mode recurrent`` the recurrent one, where the version has it.
-Reported errors are then those of the softmax head only (the mode has no goodness readout).
+sets the masks' blur passes; reported errors are then those of the softmax head only: the mode
+has no goodness readout); ``--mode recurrent`` the recurrent one, on a chip with the top-down
+layout (``benchmarks/bench_recurrent.py`` has its schedule's settings).
 
 ``--defaults hinton`` (the default) builds the learner's settings on Hinton's plain recipe
 and the ``direct`` update policy unless ``--policy`` says otherwise: the settings under which
@@ -51,6 +52,7 @@ import numpy as np  # noqa: E402
 
 import devices  # noqa: E402
 from _common import MNIST_CLASSES, ff_config, gemm_peak_gflops, machine_line, split_holdout  # noqa: E402
+from mortal.config import chip_top_down  # noqa: E402
 from mortal.data import load_mnist  # noqa: E402
 from mortal.ff import FFConfig, FFLearner  # noqa: E402
 from mortal.ff.config import MODES  # noqa: E402
@@ -60,11 +62,13 @@ from mortal.updates import policy_memory  # noqa: E402
 
 
 def training_flops(sizes: tuple[int, ...], n_images: int, batch: int, head_layers: list[int],
-                   mode: str = "supervised") -> float:
+                   cfg: FFConfig | None = None) -> float:
     """Floating-point operations of the GEMMs of one training epoch (two per multiply-accumulate);
-    ``head_layers``: the hidden layers the softmax head reads; ``mode``: its forward passes per batch."""
+    ``head_layers``: the hidden layers the softmax head reads; ``cfg``: the settings whose mode
+    gives the forward passes per batch (None: the supervised mode's)."""
+    cfg = FFConfig() if cfg is None else cfg
     return 2.0 * training_macs(sizes, n_images, batch, 1, head_width(sizes, head_layers), MNIST_CLASSES,
-                               passes=mode_recipe(mode).passes)
+                               passes=mode_recipe(cfg).forward_passes(cfg))
 
 
 def _median_train_s(history: list[dict]) -> float:
@@ -83,7 +87,8 @@ def run(preset: str, sizes: tuple[int, ...], cfg: FFConfig, split, n_train: int,
     (``split_holdout``'s four arrays), evaluating on its last two (reported as ``test_error``)
     every ``eval_every`` epochs and at the end; ``save_dir``: checkpoint learner and chip there
     at the end."""
-    chip = devices.make_chip(preset, sizes, cfg.seed)
+    spec = devices.get_preset(preset)  # mode recurrent: the top-down layout
+    chip = devices.make_chip(spec, sizes, cfg.seed, top_down=chip_top_down(spec, cfg, MNIST_CLASSES, sizes))
     learner = FFLearner(cfg)
 
     def log(rec: dict) -> None:
@@ -196,7 +201,7 @@ def main() -> None:
                 learner, _ = run(preset, sizes, entry_cfg, split, n_trained, None, eval_test=False)
                 runs[entry].append(_median_train_s(learner.history))
                 flops = training_flops(sizes, n_trained, entry_cfg.batch_size, learner.state.head_layers,
-                                       entry_cfg.mode)
+                                       entry_cfg)
                 gf = flops / runs[entry][-1] / 1e9
                 print(f"| {entry} (run {rep + 1}) | {runs[entry][-1]:.2f} s/epoch | {gf:.1f} GFLOP/s | "
                       f"{gf / peak:.1%} of peak |", flush=True)
@@ -211,7 +216,7 @@ def main() -> None:
     learner, chip = run(args.preset, sizes, cfg, split, n_trained, log_path, eval_every=args.eval_every,
                         save_dir=args.save_dir)
     train_s = _median_train_s(learner.history)
-    gf = training_flops(sizes, n_trained, cfg.batch_size, learner.state.head_layers, cfg.mode) / train_s / 1e9
+    gf = training_flops(sizes, n_trained, cfg.batch_size, learner.state.head_layers, cfg) / train_s / 1e9
     summary = {
         "preset": args.preset, "layers": list(sizes), "epochs": args.epochs, "defaults": cfg.defaults,
         "policy": cfg.policy, "bit_length": cfg.bit_length, "lr": cfg.optimizer.lr,

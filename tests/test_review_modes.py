@@ -182,3 +182,28 @@ def test_recurrent_iterations_matter_only_when_every_step_trains():
             reads[steps, iterations] = chip.ledger.counts["reads"]
     assert reads["scored", 5] == reads["scored", 8] == 2 + 5 * 2  # bottom-up, then steps 1..score_to
     assert (reads["all", 5], reads["all", 8]) == (2 + 5 * 2, 2 + 8 * 2)
+
+
+def test_bench_ff_counts_the_modes_passes_and_builds_a_recurrent_chip(monkeypatch):
+    import importlib
+    import sys
+    from pathlib import Path
+
+    from mortal.ff import FFConfig
+    from mortal.ops import training_macs
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    bench = importlib.import_module("bench_ff")
+    sizes, head = (784, 20, 20), [0, 1]
+    rec = FFConfig(mode="recurrent", recurrent={"train_steps": "all"})
+    assert bench.training_flops(sizes, 100, 50, head, rec) == 2.0 * training_macs(sizes, 100, 50, 1, 40, 10,
+                                                                                   passes=17)
+    assert bench.training_flops(sizes, 100, 50, head) == 2.0 * training_macs(sizes, 100, 50, 1, 40, 10, passes=3)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (120, 784)).astype(np.uint8)
+    y = rng.integers(0, 10, 120)
+    cfg = FFConfig(mode="recurrent", epochs=1, batch_size=60, refit={"epochs": 0},
+                   recurrent={"iterations": 2, "score_from": 1, "score_to": 2})
+    learner, chip = bench.run("ideal", sizes, cfg, (x, y, x[:60], y[:60]), 120, None, eval_test=False)
+    assert chip.info.top_down == (20, 10) and learner.epoch == 1
+    sys.modules.pop("bench_ff", None)
