@@ -36,7 +36,7 @@ from typing import Any, Optional
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from .chip import Chip, check_chip
+from .chip import Chip, check_chip, top_down_widths
 from .errors import InputError
 from .validate import as_inputs, as_labels
 from .ff.readout import lr_gain
@@ -279,6 +279,9 @@ def _train(net: BPNetwork, chip: Chip, x: np.ndarray, y: np.ndarray, cfg: BPConf
 def _check_data(chip: Chip, x: Any, y: Any, n_classes: Optional[int]) -> tuple[np.ndarray, np.ndarray, int]:
     """Examples as float32 (n, d) in [0, 1] of the chip's input width, int64 labels, the class count."""
     check_chip(chip)
+    if any(top_down_widths(chip.info)):
+        raise InputError(f"backpropagation here trains a feed-forward chain; this chip's layers also take top-down "
+                         f"inputs {list(top_down_widths(chip.info))} (the recurrent layout): use a chip without them")
     x = as_inputs(x, "x", int(chip.info.layer_sizes[0]))
     y = np.asarray(y)
     if y.dtype.kind not in "iu":

@@ -207,3 +207,17 @@ def test_bench_ff_counts_the_modes_passes_and_builds_a_recurrent_chip(monkeypatc
     learner, chip = bench.run("ideal", sizes, cfg, (x, y, x[:60], y[:60]), 120, None, eval_test=False)
     assert chip.info.top_down == (20, 10) and learner.epoch == 1
     sys.modules.pop("bench_ff", None)
+
+
+def test_backprop_refuses_a_chip_with_top_down_inputs_before_any_work():
+    from mortal import backprop as B
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((100, 20)).astype(np.float32), rng.integers(0, 4, 100)
+    chip = devices.make_chip("ideal", (20, 8, 6), seed=1, top_down=devices.top_down_layout((20, 8, 6), 4))
+    # it used to fail inside the first product with a shape error
+    for call in (lambda: B.train_digital(chip, x, y, n_classes=4),
+                 lambda: B.train_through_model(chip, x, y, n_classes=4)):
+        with pytest.raises(InputError, match=r"top-down inputs \[6, 4\]"):
+            call()
+    assert chip.ledger.total_energy_j == 0.0
