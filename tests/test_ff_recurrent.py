@@ -114,11 +114,9 @@ def test_scores_average_the_scored_steps_over_the_readout_layers():
     # one shared bottom-up pass, then score_to steps per label (steps after score_to are not run)
     assert chip.ledger.counts["reads"] - reads == 3 + K * 4 * 3
     want = _reference_run(chip, cfg, x, 0, 1, 4)  # label 0; the chip is not programmed between
-    s = input_scales(chip, cfg.measurement.input_clip_rms)
     g0 = np.mean([sum(((want[t][i] ** 2).sum(axis=1)) for i in (1, 2)) for t in (2, 3, 4)], axis=0)
     np.testing.assert_allclose(got[:, 0], g0, rtol=5e-4)
     assert got.shape == (5, K) and not np.allclose(got[:, 0], got[:, 1])
-    assert s  # scales were used by the reference
 
 
 def test_train_steps_choose_which_steps_update():
@@ -262,7 +260,7 @@ def test_distillation_between_recurrent_chips(mnist):
     res = distill(teacher, student, t_learner, s_learner, x,
                   DistillConfig(teacher_readout="combined", negatives="mixed", positives="sample"), progress=False)
     assert s_learner.epoch == 1 and s_learner.state.top_down == (20, 10)
-    assert res.total_energy_j >= 0
+    assert res.total_energy_j > 0 and res.student_energy_j["program"] > 0
     # a student chip without the layout is refused with the way to build one
     with pytest.raises(InputError, match="top_down_layout"):
         distill(teacher, devices.make_chip("ideal", sizes, 3), t_learner, FFLearner(cfg), x, progress=False)
