@@ -173,6 +173,14 @@ def test_the_goodness_readout_leaves_fixed_layers_out():
     assert FFLearner(cfg).new_state(chip, 784, 10).readout_layers == [1, 2]
     st = FFLearner(cfg).new_state(devices.make_chip("pcm", (784, 20, 20, 20), seed=SEED), 784, 10)
     assert st.readout_layers == [1, 2]
+    # A head over the goodness readout's layers (Hinton's recipe) follows the rule.
+    chip = devices.make_chip("pcm_blackbox", (784, 20, 20, 20), seed=SEED, trainable=STAGE)
+    st = FFLearner(FFConfig(defaults="hinton")).new_state(chip, 784, 10)
+    assert st.readout_layers == [0] and st.head_layers == [0]
+    # A mode without a goodness readout keeps none.
+    chip = devices.make_chip("pcm_blackbox", (784, 20, 20, 20), seed=SEED, trainable=STAGE)
+    st = FFLearner(FFConfig(mode="unsupervised")).new_state(chip, 784, 10)
+    assert st.readout_layers == [] and st.head_layers == [0, 1, 2]
 
 
 def test_a_fixed_layers_update_is_neither_computed_nor_charged():

@@ -100,8 +100,14 @@ class FFLearner:
         mode = mode_recipe(self.config)
         layout = mode_layout(mode, self.config, chip, n_data, n_classes)
         readout, head = mode.layer_roles(self.config, len(sizes) - 1)
-        if not all(tr := chip.info.trainable) and any(tr):  # a fixed layer: read out goodness before it
-            readout = list(range(list(tr).index(False))) or [i for i, t in enumerate(tr) if t]  # bench_blackbox.py
+        tr = list(chip.info.trainable)
+        if readout and not all(tr) and any(tr):
+            # A chip with a fixed layer: the goodness readout sums the layers before the first fixed
+            # one (held-out images, RESULTS "Black-box stages"), else every trainable layer; a head
+            # that reads the goodness readout's layers (recipe.head_layers="readout") follows it.
+            fixed = list(range(tr.index(False))) or [i for i, t in enumerate(tr) if t]
+            head = fixed if head == readout else head
+            readout = fixed
         down = mode_top_down(mode, self.config, chip, n_classes)
         return ControllerState.fresh(sizes, layout, readout, head, policy_memory(self.config.policy, chip), down)
 
