@@ -25,7 +25,7 @@ from .checkpoint import CHIP_FILE, check_checkpoint, latest_checkpoint, save_che
 from .config import FFConfig
 from .hybrid import example_shape_from
 from .measure import Pass
-from .modes import mode_layout, mode_recipe, mode_top_down, same_layout, settle_shape
+from .modes import around_fixed_layers, mode_layout, mode_recipe, mode_top_down, same_layout, settle_shape
 from .recurrent import bottom_up
 from .state import ControllerState
 from .targets import Targets, negative_sampler
@@ -99,15 +99,7 @@ class FFLearner:
             raise InputError(f"training needs at least 2 classes, got {n_classes}")
         mode = mode_recipe(self.config)
         layout = mode_layout(mode, self.config, chip, n_data, n_classes)
-        readout, head = mode.layer_roles(self.config, len(sizes) - 1)
-        tr = list(chip.info.trainable)
-        if readout and not all(tr) and any(tr):
-            # A chip with a fixed layer: the goodness readout sums the layers before the first fixed
-            # one (held-out images, RESULTS "Black-box stages"), else every trainable layer; a head
-            # that reads the goodness readout's layers (recipe.head_layers="readout") follows it.
-            fixed = list(range(tr.index(False))) or [i for i, t in enumerate(tr) if t]
-            head = fixed if head == readout else head
-            readout = fixed
+        readout, head = around_fixed_layers(*mode.layer_roles(self.config, len(sizes) - 1), chip.info.trainable)
         down = mode_top_down(mode, self.config, chip, n_classes)
         return ControllerState.fresh(sizes, layout, readout, head, policy_memory(self.config.policy, chip), down)
 

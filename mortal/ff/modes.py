@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from ..chip import Chip
 from ..errors import InputError
@@ -29,7 +29,7 @@ from .unsupervised import train_batch_unsupervised, unsupervised_roles
 from . import recurrent as _rec
 from ..chip import top_down_widths
 
-__all__ = ["Mode", "MODE_RECIPES", "mode_recipe", "mode_layout", "mode_top_down", "same_layout", "settle_shape"]
+__all__ = ["around_fixed_layers", "Mode", "MODE_RECIPES", "mode_recipe", "mode_layout", "mode_top_down", "same_layout", "settle_shape"]
 
 
 @dataclass(frozen=True)
@@ -173,3 +173,17 @@ def same_layout(chip: Chip, sizes: tuple[int, ...], top_down: tuple[int, ...] | 
     if down != (tuple(top_down) if top_down else (0,) * len(down)):
         raise InputError(f"the chip's top-down inputs are {list(down)}, the controller's "
                          f"{list(top_down) if top_down else 'none'}: build the chip with the same layout")
+
+
+def around_fixed_layers(readout: list[int], head: list[int],
+                        trainable: Sequence[bool]) -> tuple[list[int], list[int]]:
+    """The readout and head layers on a chip whose ``trainable`` flags name a fixed layer: the
+    goodness readout sums the layers before the first fixed one (held-out images, RESULTS
+    "Black-box stages"), else every trainable layer; a head that reads the goodness readout's
+    layers (``recipe.head_layers="readout"``) follows it.  A mode without a goodness readout
+    (``readout`` empty), or a chip without fixed layers, keeps ``readout`` and ``head``."""
+    tr = [bool(t) for t in trainable]
+    if not readout or all(tr) or not any(tr):
+        return readout, head
+    fixed = list(range(tr.index(False))) or [i for i, t in enumerate(tr) if t]
+    return fixed, (fixed if head == readout else head)
