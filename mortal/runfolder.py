@@ -2,8 +2,9 @@
 
 A run folder holds a marker, ``.mortal-run`` (JSON: the kind of run, e.g. ``"train"`` or
 ``"fleet"``), and while a run writes into it, an exclusive lock on ``.mortal-lock`` (an
-``fcntl`` lock, released by the operating system when the process ends, even by ``kill -9``;
-the file holds the process id of the run that took it last).
+``fcntl`` lock, released by the operating system when the process ends, even by ``kill -9``,
+and not kept by the workers it forked; the file holds the process id of the run that took it
+last).
 
 * :func:`check_out` refuses, before anything is written, an ``--out`` that cannot be a folder
   (an empty path, a file, a path under a file, a place that cannot be written), a folder
@@ -206,6 +207,24 @@ def check_out(out: str | os.PathLike | None, kind: str, *, resume: bool = False,
     return path
 
 
+#: Descriptors of the locks this process holds (inside :func:`claim`).  A forked child (a fleet
+#: worker) closes its copies at once: an ``flock`` lock lasts while any copy of its descriptor is
+#: open, so a worker that outlived the claim would otherwise keep the folder "in use".
+_HELD: set[int] = set()
+
+
+def _close_held_in_child() -> None:
+    for fd in list(_HELD):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_in_child)
+
+
 def _lock(fd: int, out: Path) -> None:
     """Take the exclusive lock, waiting a moment out a check_out that probes it at this instant."""
     deadline = time.monotonic() + 0.5
@@ -272,6 +291,7 @@ def claim(out: Path, kind: str, *, overwrite: bool = False, resume: bool | None 
             os.close(fd)
             raise
         if (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino):
+            _HELD.add(fd)
             break
         os.close(fd)
     try:
@@ -329,4 +349,5 @@ def claim(out: Path, kind: str, *, overwrite: bool = False, resume: bool | None 
                 undo(wrote_marker, previous)
             raise
     finally:
-        os.close(fd)  # closing the descriptor releases the lock
+        _HELD.discard(fd)
+        os.close(fd)  # closing the descriptor releases the lock (children closed their copies)

@@ -160,6 +160,36 @@ def test_a_claim_checks_the_folder_again_under_the_lock(tmp_path):
     assert tree_digest(out) == before
 
 
+def test_a_child_forked_during_a_claim_does_not_keep_the_folder_in_use(tmp_path):
+    """A fleet worker forked while a folder is claimed outlives the claim; the folder is free once
+    the claim ends (the child closed its copy of the lock's descriptor at the fork)."""
+    out = tmp_path / "r"
+    read_end, write_end = os.pipe()
+    ready_read, ready_write = os.pipe()
+    with runfolder.claim(out, "fleet"):
+        pid = os.fork()
+        if pid == 0:  # the child says it runs (its fork hooks have run), then waits for the parent
+            try:
+                os.close(write_end)
+                os.write(ready_write, b"r")
+                os.read(read_end, 1)
+            finally:
+                os._exit(0)
+        os.close(read_end)
+        os.close(ready_write)
+        assert os.read(ready_read, 1) == b"r"
+        os.close(ready_read)
+        assert runfolder.in_use(out) is not None  # held while the claim lasts
+    try:
+        assert runfolder.in_use(out) is None  # the live child does not hold it
+        with runfolder.claim(out, "fleet", resume=True):  # another run can take it at once
+            pass
+    finally:
+        os.write(write_end, b"x")
+        os.close(write_end)
+        os.waitpid(pid, 0)
+
+
 def test_a_claim_refused_by_its_block_leaves_no_trace(tmp_path):
     out = tmp_path / "a" / "b"
     with pytest.raises(InputError):
