@@ -41,6 +41,16 @@ def _layers(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shape must be H,W or H,W,C (integers), got {text!r}") from None
+    if len(shape) not in (2, 3) or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"--shape must be H,W or H,W,C of positive integers, got {text!r}")
+    return shape
+
+
 def _add_set(p: argparse.ArgumentParser, keys: str) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help=f"set any setting ({keys}; repeatable; values are JSON or plain text; "
@@ -53,6 +63,8 @@ def _add_data(p: argparse.ArgumentParser, what: str = "the data") -> None:
                         "(scikit-learn's 8x8 digits), or a path (.npz with x_train, y_train, x_test, y_test, or "
                         "an MNIST folder)")
     p.add_argument("--mini", action="store_true", help="the bundled MNIST subset (same as --data mini)")
+    p.add_argument("--shape", type=_shape, default=None, metavar="H,W[,C]",
+                   help="each example's shape, for data stored flat (mode unsupervised cuts images along masks)")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -9,7 +9,9 @@ is reported with its dotted key.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -112,6 +114,12 @@ def dataset_from_args(args: argparse.Namespace, default: str = "mnist", size_ori
                              f"{data.n_train}")
         raise InputError(f"--train-size must be between 1 and {data.n_train} (the training examples available), "
                          f"got {size}")
+    shape = getattr(args, "shape", None)
+    if shape is not None:
+        if math.prod(shape) != data.n_inputs:
+            raise InputError(f"--shape {','.join(map(str, shape))} holds {math.prod(shape)} values; the examples of "
+                             f"{source} have {data.n_inputs}")
+        data = dataclasses.replace(data, shape=tuple(shape))
     return data.subset(size) if size is not None else data
 
 

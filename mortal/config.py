@@ -42,6 +42,7 @@ seed filled in; it is written beside the results so that a run can be repeated.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -131,11 +132,16 @@ class DataConfig(_Model):
     """Use only the first N training examples."""
     test_size: Optional[int] = Field(None, ge=1)
     """Use only the first N test examples."""
+    shape: Optional[tuple[int, ...]] = None
+    """Each example's shape, (H, W) or (H, W, C), for data stored flat (the unsupervised mode's
+    hybrid masks need it); None: the shape the dataset carries."""
 
     @model_validator(mode="after")
     def _npz_has_path(self) -> "DataConfig":
         if self.source == "npz" and not self.path:
             raise ValueError("source = \"npz\" needs a path")
+        if self.shape is not None and (len(self.shape) not in (2, 3) or min(self.shape) < 1):
+            raise ValueError(f"shape must be (H, W) or (H, W, C) of positive integers, got {list(self.shape)}")
         return self
 
 
@@ -145,7 +151,13 @@ def load_data(cfg: DataConfig):
 
     if cfg.path and cfg.source not in ("npz", "mnist"):
         raise ValueError(f"data.path is for source \"npz\" or \"mnist\", not {cfg.source!r}")
-    return load_dataset(cfg.path or cfg.source).subset(cfg.train_size, cfg.test_size)
+    data = load_dataset(cfg.path or cfg.source).subset(cfg.train_size, cfg.test_size)
+    if cfg.shape is not None:
+        if math.prod(cfg.shape) != data.n_inputs:
+            raise ValueError(f"data.shape {list(cfg.shape)} holds {math.prod(cfg.shape)} values; the examples have "
+                             f"{data.n_inputs}")
+        data = dataclasses.replace(data, shape=tuple(int(v) for v in cfg.shape))
+    return data
 
 
 def chip_input_width(spec: devices.ChipSpec, train: FFConfig, data: Any) -> int:

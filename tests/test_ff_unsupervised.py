@@ -293,6 +293,34 @@ def test_mortal_train_selects_the_mode_and_resumes(tmp_path, capsys):
     assert [json.loads(v)["epoch"] for v in lines] == [1, 2]
 
 
+def test_flat_data_needs_a_shape_on_the_command_line(tmp_path, capsys):
+    mini = load_mnist_mini()
+    flat = tmp_path / "flat.npz"
+    np.savez(flat, x_train=mini.train_images[:300].reshape(300, 784), y_train=mini.train_labels[:300],
+             x_test=mini.test_images[:100].reshape(100, 784), y_test=mini.test_labels[:100])
+    base = ["train", "--data", str(flat), "--preset", "ideal", "--layers", "16,16", "--epochs", "1",
+            "--set", "train.mode=unsupervised", "--set", "train.refit.epochs=1", "--quiet"]
+    assert main(base + ["--out", str(tmp_path / "refused")]) != 0
+    assert "--shape H,W" in capsys.readouterr().err
+    assert main(base + ["--shape", "27,28", "--out", str(tmp_path / "wrong")]) != 0
+    assert "holds 756 values" in capsys.readouterr().err
+    out = tmp_path / "run"
+    assert main(base + ["--shape", "28,28", "--out", str(out)]) == 0, capsys.readouterr().err
+    assert set(json.loads((out / "summary.json").read_text())["test_error"]) == {"softmax"}
+    assert main(["train", "--epochs", "2", "--resume", "--out", str(out), "--quiet"]) == 0, \
+        capsys.readouterr().err  # the shape was kept with the learner
+
+
+def test_a_config_file_gives_flat_data_its_shape(tmp_path):
+    from mortal.config import DataConfig, load_data
+
+    assert load_data(DataConfig(source="mini", train_size=10, shape=(28, 28))).shape == (28, 28)
+    with pytest.raises(ValueError, match="holds 756 values"):
+        load_data(DataConfig(source="mini", train_size=10, shape=(27, 28)))
+    with pytest.raises(ValueError, match="shape must be"):
+        DataConfig(shape=(784,))
+
+
 def test_a_sweep_over_the_mode_from_a_toml_config(tmp_path, capsys):
     config = tmp_path / "modes.toml"
     config.write_text('name = "modes"\nseed = 0\nchips = 1\n\n[chip]\npreset = "ideal"\nlayers = [24, 24]\n\n'

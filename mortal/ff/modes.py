@@ -134,7 +134,7 @@ def settle_shape(mode: Mode, given: tuple[int, ...] | None, saved: tuple[int, ..
     if mode.needs_shape and shape is None:
         raise InputError(f"mode {mode.name!r} cuts each example with another along a random image mask, so it needs "
                          "the examples' shape: give inputs as (n, H, W) or (n, H, W, C), or flat inputs with "
-                         "fit(..., example_shape=(H, W))")
+                         "fit(..., example_shape=(H, W)) (command line: --shape H,W; config file: data.shape)")
     return shape
 
 
