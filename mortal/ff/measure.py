@@ -23,7 +23,7 @@ from ..chip import Chip
 from ..errors import InputError
 from .. import ops
 
-__all__ = ["Pass", "LabelLayout", "input_scales", "forward", "label_layout"]
+__all__ = ["Pass", "LabelLayout", "input_scales", "read_layer", "forward", "label_layout"]
 
 
 @dataclass
@@ -111,6 +111,23 @@ def input_scales(chip: Chip, input_clip_rms: float) -> list[float]:
     return [float(r) / input_clip_rms if math.isfinite(r) else 1.0 for r in chip.info.input_range]
 
 
+def read_layer(chip: Chip, layer: int, h: np.ndarray, s: float, reads: int = 1,
+               correction: Sequence[np.ndarray] | None = None) -> np.ndarray:
+    """The measured outputs of ``layer`` for unit-RMS inputs ``h`` sent at scale ``s``: ``reads``
+    reads averaged (the averaging charged), times the layer's drift ``correction`` if given."""
+    sent = h * np.float32(s) if s != 1.0 else h
+    y = chip.read(layer, sent)
+    if reads > 1:
+        y = y.astype(np.float32, copy=True)
+        for _ in range(reads - 1):
+            y += chip.read(layer, sent)
+        y *= np.float32(1.0 / reads)
+        chip.ledger.charge_digital(ops.averaging_ops(reads, y.size))
+    if correction is not None:
+        y = y * correction[layer]
+    return y
+
+
 def forward(chip: Chip, x: np.ndarray, scales: Sequence[float], *, reads: int = 1,
             correction: Sequence[np.ndarray] | None = None, n_layers: int | None = None) -> Pass:
     """Run ``x`` (float32 (B, n_0), label already embedded) through the chip's first ``n_layers``
@@ -126,16 +143,7 @@ def forward(chip: Chip, x: np.ndarray, scales: Sequence[float], *, reads: int = 
     K.measure_rows(x, 1.0, h, 1.0, np.empty(batch, np.float64))
     for layer in range(n_layers):
         s = scales[layer]
-        sent = h * np.float32(s) if s != 1.0 else h
-        y = chip.read(layer, sent)
-        if reads > 1:
-            y = y.astype(np.float32, copy=True)
-            for _ in range(reads - 1):
-                y += chip.read(layer, sent)
-            y *= np.float32(1.0 / reads)
-            chip.ledger.charge_digital(ops.averaging_ops(reads, y.size))
-        if correction is not None:
-            y = y * correction[layer]
+        y = read_layer(chip, layer, h, s, reads, correction)
         normed = np.empty_like(y)
         good = np.empty(batch, np.float64)
         K.measure_rows(y, 1.0 / s, normed, 1.0, good)

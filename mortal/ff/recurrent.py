@@ -43,11 +43,11 @@ from .. import ops
 from ..chip import Chip, top_down_widths
 from ..errors import InputError
 from .config import FFConfig
-from .measure import Pass, input_scales
+from .measure import Pass, input_scales, read_layer
 from .readout import head_logits, update_head
 from .state import ControllerState
 from .targets import NegativeSampler, Targets, sample_rows
-from .train import update_layer
+from .train import update_layers
 
 __all__ = ["Step", "check_top_down_chip", "check_recurrent", "label_block", "bottom_up", "iterate", "bottom_up_pass",
            "goodness_scores", "train_batch_recurrent", "train_step_numbers", "recurrent_step_ops"]
@@ -113,18 +113,14 @@ def recurrent_step_ops(batch: int, sizes: tuple[int, ...], corrected: bool) -> i
 def _read(cfg: FFConfig, st: ControllerState, chip: Chip, layer: int, sent: np.ndarray, s: float,
           correction: list[np.ndarray] | None) -> np.ndarray:
     """The measured outputs of ``layer`` for unit-RMS inputs ``sent``: averaged reads, drift correction."""
-    reads = cfg.measurement.reads
-    x = sent * np.float32(s) if s != 1.0 else sent
-    y = chip.read(layer, x)
-    if reads > 1:
-        y = y.astype(np.float32, copy=True)
-        for _ in range(reads - 1):
-            y += chip.read(layer, x)
-        y *= np.float32(1.0 / reads)
-        chip.ledger.charge_digital(ops.averaging_ops(reads, y.size))
-    if correction is not None:
-        y = y * correction[layer]
-    return y
+    return read_layer(chip, layer, sent, s, cfg.measurement.reads, correction)
+
+
+def _map_step(step: Step, f) -> Step:
+    """A step with ``f`` applied to every array of every layer (a selection of rows, a stacking)."""
+    return Step(inputs=[f(a) for a in step.inputs], outputs=[f(a) for a in step.outputs],
+                normed=[f(a) for a in step.normed], goodness=[f(a) for a in step.goodness],
+                states=[f(a) for a in step.states])
 
 
 def _measure(step: Step, state: np.ndarray, s: float) -> None:
@@ -264,24 +260,14 @@ def train_batch_recurrent(cfg: FFConfig, st: ControllerState, chip: Chip, x: np.
         if not keep.all():
             xb, labels, wrong = xb[keep], labels[keep], wrong[keep]
             weight = None if weight is None else weight[keep]
-            start = Step(inputs=[a[keep] for a in start.inputs], outputs=[a[keep] for a in start.outputs],
-                         normed=[a[keep] for a in start.normed], goodness=[a[keep] for a in start.goodness],
-                         states=[a[keep] for a in start.states])
+            start = _map_step(start, lambda a: a[keep])
     n = xb.shape[0]
     # Positives and negatives run together (one read of 2n rows per layer and step).
-    both = Step(inputs=[np.concatenate([a, a]) for a in start.inputs],
-                outputs=[np.concatenate([a, a]) for a in start.outputs],
-                normed=[np.concatenate([a, a]) for a in start.normed],
-                goodness=[np.concatenate([a, a]) for a in start.goodness],
-                states=[np.concatenate([a, a]) for a in start.states])
+    both = _map_step(start, lambda a: np.concatenate([a, a]))
     train = train_step_numbers(cfg)
     steps = iterate(cfg, st, chip, np.concatenate([xb, xb]), both, np.concatenate([labels, wrong]), max(train))
     used = [steps[t - 1] for t in train]
     pos, neg = _stack(used, slice(0, n)), _stack(used, slice(n, 2 * n))
     w = None if weight is None else np.tile(weight, len(used))
-    scales = input_scales(chip, cfg.measurement.input_clip_rms)
-    loss = np.zeros(2)
-    for layer in range(len(pos.outputs)):
-        extra = () if update_rng is None else (update_rng,)  # only policy analog draws
-        loss += update_layer(cfg, st, chip, layer, pos, neg, scales[layer], gain, w, *extra)
+    loss = update_layers(cfg, st, chip, pos, neg, gain, w, update_rng)
     return np.array([loss[0], loss[1], online_err, batch])

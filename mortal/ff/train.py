@@ -27,7 +27,7 @@ from .readout import controller_pass, head_logits, ledger_snapshot, lr_gain, upd
 from .state import ControllerState
 from .targets import NegativeSampler, Targets, sample_rows
 
-__all__ = ["train_epoch", "train_batch", "update_layer", "BatchFn", "ANALOG_UPDATE_STREAM"]
+__all__ = ["train_epoch", "train_batch", "update_layer", "update_layers", "BatchFn", "ANALOG_UPDATE_STREAM"]
 
 #: Spawn key of the in-array updates' random stream: epoch e draws from
 #: ``SeedSequence(seed, spawn_key=(ANALOG_UPDATE_STREAM, e))``.
@@ -121,12 +121,20 @@ def train_batch(cfg: FFConfig, st: ControllerState, chip: Chip, x: np.ndarray, i
             return np.array([0.0, 0.0, online_err, batch])
     pos = controller_pass(cfg, st, chip, lay.embed(xb, labels))
     neg = controller_pass(cfg, st, chip, lay.embed(xb, wrong))
+    loss = update_layers(cfg, st, chip, pos, neg, gain, weight, update_rng)
+    return np.array([loss[0], loss[1], online_err, batch])
+
+
+def update_layers(cfg: FFConfig, st: ControllerState, chip: Chip, pos: Pass, neg: Pass, gain: float,
+                  weight: np.ndarray | None = None, update_rng: np.random.Generator | None = None) -> np.ndarray:
+    """Update every layer from a positive and a negative pass (:func:`update_layer`); returns the
+    summed mean losses [loss+, loss-].  ``update_rng``: policy ``analog``'s stream."""
     scales = input_scales(chip, cfg.measurement.input_clip_rms)
+    extra = () if update_rng is None else (update_rng,)  # only policy analog draws
     loss = np.zeros(2)
     for layer in range(len(pos.outputs)):
-        extra = () if update_rng is None else (update_rng,)  # only policy analog draws
         loss += update_layer(cfg, st, chip, layer, pos, neg, scales[layer], gain, weight, *extra)
-    return np.array([loss[0], loss[1], online_err, batch])
+    return loss
 
 
 #: ``batch(cfg, state, chip, x, idx, targets, sampler, gain, rng, update_rng) -> [loss+, loss-,

@@ -20,11 +20,10 @@ from ..chip import Chip
 from ..errors import InputError
 from .config import FFConfig
 from .hybrid import hybrid_ops, hybrid_partners, hybrids
-from .measure import input_scales
 from .readout import controller_pass, head_logits, update_head
 from .state import ControllerState
 from .targets import NegativeSampler, Targets
-from .train import update_layer
+from .train import update_layers
 
 __all__ = ["train_batch_unsupervised", "unsupervised_roles"]
 
@@ -59,9 +58,5 @@ def train_batch_unsupervised(cfg: FFConfig, st: ControllerState, chip: Chip, x: 
     neg_x = hybrids(xb, x[partner], st.example_shape, u.mask_blurs, u.mask_threshold, rng)
     chip.ledger.charge_digital(hybrid_ops(batch, st.example_shape, u.mask_blurs))
     neg = controller_pass(cfg, st, chip, lay.embed(neg_x, None))
-    scales = input_scales(chip, cfg.measurement.input_clip_rms)
-    loss = np.zeros(2)
-    for layer in range(len(pos.outputs)):
-        extra = () if update_rng is None else (update_rng,)  # only policy analog draws
-        loss += update_layer(cfg, st, chip, layer, pos, neg, scales[layer], gain, None, *extra)
+    loss = update_layers(cfg, st, chip, pos, neg, gain, None, update_rng)
     return np.array([loss[0], loss[1], online_err, batch])
