@@ -129,7 +129,7 @@ def main() -> None:
                     help="what the layers learn from (FFConfig.mode): labels written in, real against hybrid "
                          "images (unsupervised), or the recurrent network")
     ap.add_argument("--head-last", type=int, default=None,
-                    help="with --mode unsupervised: the head reads this many top hidden layers (default 3)")
+                    help="with --mode unsupervised: the head reads this many top hidden layers (default: all; 3 under --defaults hinton)")
     ap.add_argument("--mask-blurs", type=int, default=None,
                     help="with --mode unsupervised: blur passes of the hybrid masks (default 6)")
     ap.add_argument("--lr", type=float, default=None)
