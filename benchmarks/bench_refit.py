@@ -25,7 +25,10 @@ S seconds of chip time (drift goes on; ``0`` refits at once), one refit per sett
 ``--holdout N``: the chips were trained on all but the last N training images; the
 refits use those and errors are measured on the last N (the split on which settings
 are chosen).  ``--holdout 0``: the refits use all 60,000 training images and errors
-are measured on the test set.  Prints one line per refit and writes ``--out`` (JSON).
+are measured on the test set.  ``--train-size N``: the refits use the first N of those only
+(as a chip trained with ``bench_ff.py --train-size N``).  Prints one line per refit, with the
+energy the refit charged to the chip's ledger (by category; ``digital`` is the controller's
+work, also given as operations), and writes ``--out`` (JSON).
 """
 
 from __future__ import annotations
@@ -81,6 +84,8 @@ def main() -> None:
     ap.add_argument("--settle", default="0", help="comma-separated idle seconds before each teacher refit")
     ap.add_argument("--recheck-after", type=float, default=0.0,
                     help="evaluate each refitted teacher again after this many more idle seconds")
+    ap.add_argument("--train-size", type=int, default=0,
+                    help="refit on the first N training images only (0: all of the split)")
     ap.add_argument("--data", default=None)
     ap.add_argument("--out", default=None, help="JSON file for the results")
     args = ap.parse_args()
@@ -97,9 +102,14 @@ def main() -> None:
                                            data.test_labels, args.holdout)
     except ValueError as exc:
         ap.error(str(exc))
+    if args.train_size < 0:
+        ap.error(f"--train-size takes a count >= 0, got {args.train_size}")
+    if args.train_size:
+        xtr, ytr = xtr[:args.train_size], ytr[:args.train_size]
     print(machine_line(), flush=True)
     where = f"last {args.holdout} training images" if args.holdout else "test set"
     result: dict = {"command": " ".join(sys.argv), "errors_on": where, "head_layers": args.head_layers,
+                    "refit_images": int(xtr.shape[0]),
                     "head_last": args.head_last,
                     "teacher": {}, "student": {}}
 
@@ -119,11 +129,16 @@ def main() -> None:
             chip, learner = load(directory, args.head_layers, args.head_last)
             if settle:
                 chip.wait(settle)
+            before = chip.ledger.copy()
             learner.refit_head(chip, xtr, targets, epochs, weight_cost=cost)
+            spent = {k: v - before.energy_j.get(k, 0.0) for k, v in chip.ledger.energy_j.items()}
+            ops = chip.ledger.counts["digital_ops"] - before.counts["digital_ops"]
             key = f"{what} {epochs}:{cost}" + (f" after {settle:g} s" if settle else "")
             result[role][key] = e = error(learner, chip)
+            result.setdefault("refit_energy_j", {})[f"{role} {key}"] = {"by_category": spent, "digital_ops": ops}
             line = f"{role}, refit to the {what}{f' after {settle:g} s idle' if settle else ''}, " \
-                   f"{epochs} epochs, weight cost {cost}: {e:.4f}"
+                   f"{epochs} epochs, weight cost {cost}: {e:.4f} (refit {sum(spent.values()):.4g} J, " \
+                   f"digital {spent.get('digital', 0.0):.4g} J, {ops:.3g} operations)"
             if recheck:
                 chip.wait(recheck)
                 result[role][f"{key}, {recheck:g} s later"] = e2 = error(learner, chip)

@@ -10,6 +10,13 @@ multiply-accumulates (``mortal.ops.training_macs`` at the ``ideal`` preset's 1.4
 
     python benchmarks/bench_update_policies.py runs/pcm-mixed runs/pcm-analog-bl10 ...
 
+``--refits RUN:REFITS`` adds one row per head refit of ``bench_refit.py --out REFITS`` made on the
+chip that the run ``RUN`` (trained with ``--refit-epochs 0`` and saved with ``--save-dir``)
+left: the refit's error, and the run's training energy plus what that refit charged (the
+refit's digital operations re-costed for the int8 column as the run's)::
+
+    python benchmarks/bench_update_policies.py --refits runs/rram-analog:runs/rram-refits.json
+
 Speed mode times one in-array update of a ``rows x cols`` layer at a batch (both phases) and
 the float32 gradient product the ``mixed`` policy computes instead::
 
@@ -59,14 +66,58 @@ def _row(folder: Path) -> dict:
             "s_per_epoch": s["median_train_s_per_epoch"]}
 
 
-def table(folders: list[Path]) -> None:
+def _refit_rows(spec: str) -> list[dict]:
+    """Rows of ``RUN:REFITS``: the run's training with each refit of the refits file added."""
+    run, sep, refits = spec.partition(":")
+    if not sep:
+        raise SystemExit(f"--refits takes RUN:REFITS (a bench_ff.py --out folder and a bench_refit.py --out "
+                         f"file), got {spec!r}")
+    base = _row(Path(run))
+    s = json.loads((Path(run) / "summary.json").read_text())
+    if s["refit_epochs"]:
+        raise SystemExit(f"{run} was trained with a {s['refit_epochs']}-epoch head refit; --refits needs a run "
+                         "trained with --refit-epochs 0")
+    data = json.loads(Path(refits).read_text())
+    if data.get("refit_images") != s["train_size"]:
+        raise SystemExit(f"{refits} refitted on {data.get('refit_images')} images, {run} trained on "
+                         f"{s['train_size']}: give bench_refit.py --train-size {s['train_size']}")
+    fp32 = devices.get_preset(s["preset"]).energy.digital_op_j
+    int8_op = fp32 * CONTROLLER_MULTIPLY_ADD_J["int8"] / CONTROLLER_MULTIPLY_ADD_J["fp32"]
+    sizes = tuple(s["layers"])
+    head = list(range(len(sizes) - 1)) if s["head_layers"] == "all" else list(range(1, len(sizes) - 1))
+    rows = []
+    for key, spent in data["refit_energy_j"].items():
+        role, _, setting = key.partition(" labels ")
+        if role != "teacher":
+            continue
+        epochs = int(setting.split(":")[0])
+        e = dict(base["energy"])
+        for k, v in spent["by_category"].items():
+            e[k] = e.get(k, 0.0) + v
+        total = sum(e.values())
+        ops = e["digital"] / fp32
+        int8_total = total - e["digital"] + ops * int8_op
+        macs = training_macs(sizes, s["train_size"], s.get("batch_size", 100), s["epochs"], head_width(sizes, head),
+                             MNIST_CLASSES, epochs)
+        rows.append(dict(base, run=f"{base['run']}, refit {epochs} epochs",
+                         error={"softmax": data["teacher"][f"labels {setting}"]}, total=total, energy=e,
+                         digital_share=e["digital"] / total, int8_total=int8_total,
+                         int8_digital_share=ops * int8_op / int8_total,
+                         gpu=macs * devices.get_preset("ideal").energy.mac_j))
+    return rows
+
+
+def table(folders: list[Path], refits: list[str]) -> None:
     rows = [_row(f) for f in folders]
+    for spec in refits:
+        rows += _refit_rows(spec)
     print("| run | softmax error | goodness error | training energy (J) | digital share | "
           "with an int8 controller (J, digital share) | GPU reference (J) | pulses | s/epoch |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         err = r["error"] or {}
-        print(f"| {r['run']} | {err.get('softmax', float('nan')):.2%} | {err.get('goodness', float('nan')):.2%} "
+        soft, good = (f"{err[k]:.2%}" if err.get(k) is not None else "-" for k in ("softmax", "goodness"))
+        print(f"| {r['run']} | {soft} | {good} "
               f"| {r['total']:.4g} | {r['digital_share']:.1%} | {r['int8_total']:.4g} ({r['int8_digital_share']:.1%}) "
               f"| {r['gpu']:.4g} | {r['pulses']:.3g} | {r['s_per_epoch']:.1f} |")
     print()
@@ -103,6 +154,8 @@ def speed(rows: int, cols: int, batch: int, bl: int, repeats: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folders", nargs="*", type=Path, help="bench_ff.py --out folders")
+    ap.add_argument("--refits", action="append", default=[], metavar="RUN:REFITS",
+                    help="rows for each head refit (bench_refit.py --out REFITS) of the chip run RUN saved")
     ap.add_argument("--speed", action="store_true")
     ap.add_argument("--rows", type=int, default=785)
     ap.add_argument("--cols", type=int, default=1000)
@@ -112,9 +165,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.speed:
         speed(args.rows, args.cols, args.batch, args.bl, args.repeats)
-    if args.folders:
-        table(args.folders)
-    if not args.speed and not args.folders:
+    if args.folders or args.refits:
+        table(args.folders, args.refits)
+    if not args.speed and not args.folders and not args.refits:
         ap.error("give bench_ff.py output folders, or --speed")
 
 
