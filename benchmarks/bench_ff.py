@@ -52,6 +52,7 @@ import numpy as np  # noqa: E402
 
 import devices  # noqa: E402
 from _common import MNIST_CLASSES, ff_config, gemm_peak_gflops, machine_line, split_holdout  # noqa: E402
+from mortal.chip import top_down_widths  # noqa: E402
 from mortal.config import chip_top_down  # noqa: E402
 from mortal.data import load_mnist  # noqa: E402
 from mortal.ff import FFConfig, FFLearner  # noqa: E402
@@ -62,13 +63,14 @@ from mortal.updates import policy_memory  # noqa: E402
 
 
 def training_flops(sizes: tuple[int, ...], n_images: int, batch: int, head_layers: list[int],
-                   cfg: FFConfig | None = None) -> float:
+                   cfg: FFConfig | None = None, top_down: tuple[int, ...] | None = None) -> float:
     """Floating-point operations of the GEMMs of one training epoch (two per multiply-accumulate);
     ``head_layers``: the hidden layers the softmax head reads; ``cfg``: the settings whose mode
-    gives the forward passes per batch (None: the supervised mode's)."""
+    gives the passes and updates per batch (None: the supervised mode's); ``top_down``: the
+    chip's top-down inputs per layer (the recurrent mode's)."""
     cfg = FFConfig() if cfg is None else cfg
     return 2.0 * training_macs(sizes, n_images, batch, 1, head_width(sizes, head_layers), MNIST_CLASSES,
-                               passes=mode_recipe(cfg).forward_passes(cfg))
+                               top_down=top_down, **mode_recipe(cfg).reference_work(cfg))
 
 
 def _median_train_s(history: list[dict]) -> float:
@@ -198,10 +200,10 @@ def main() -> None:
         runs: dict[str, list[float]] = {e: [] for e in configs}
         for rep in range(max(1, args.repeats)):
             for entry, (preset, entry_cfg) in configs.items():
-                learner, _ = run(preset, sizes, entry_cfg, split, n_trained, None, eval_test=False)
+                learner, entry_chip = run(preset, sizes, entry_cfg, split, n_trained, None, eval_test=False)
                 runs[entry].append(_median_train_s(learner.history))
                 flops = training_flops(sizes, n_trained, entry_cfg.batch_size, learner.state.head_layers,
-                                       entry_cfg)
+                                       entry_cfg, top_down_widths(entry_chip.info))
                 gf = flops / runs[entry][-1] / 1e9
                 print(f"| {entry} (run {rep + 1}) | {runs[entry][-1]:.2f} s/epoch | {gf:.1f} GFLOP/s | "
                       f"{gf / peak:.1%} of peak |", flush=True)
@@ -216,7 +218,8 @@ def main() -> None:
     learner, chip = run(args.preset, sizes, cfg, split, n_trained, log_path, eval_every=args.eval_every,
                         save_dir=args.save_dir)
     train_s = _median_train_s(learner.history)
-    gf = training_flops(sizes, n_trained, cfg.batch_size, learner.state.head_layers, cfg) / train_s / 1e9
+    gf = training_flops(sizes, n_trained, cfg.batch_size, learner.state.head_layers, cfg,
+                        top_down_widths(chip.info)) / train_s / 1e9
     summary = {
         "preset": args.preset, "layers": list(sizes), "epochs": args.epochs, "defaults": cfg.defaults,
         "policy": cfg.policy, "bit_length": cfg.bit_length, "lr": cfg.optimizer.lr,

@@ -89,21 +89,28 @@ def head_width(sizes: Sequence[int], head_layers: Sequence[int]) -> int:
 
 
 def training_macs(sizes: Sequence[int], n_images: int, batch: int, epochs: int, head_features: int,
-                  n_classes: int = 10, refit_epochs: int = 0, passes: int = 3) -> float:
+                  n_classes: int = 10, refit_epochs: int = 0, passes: int = 3,
+                  top_down: Sequence[int] | None = None, top_down_passes: int = 0, updates: int = 2) -> float:
     """Multiply-accumulates of the same training on a digital machine.
 
     Per batch and layer ``passes`` forward passes (supervised: neutral, positive, negative; the
-    unsupervised mode's positive pass is also the head's, so 2) and the weight
-    gradient of both phases (bias row included), plus the head's logits and gradient over
-    ``head_features`` features; with ``refit_epochs``, the head refit at the end: one neutral
-    pass of every image and, per refit epoch, the head's logits and gradient.
+    unsupervised mode's positive pass is also the head's, so 2), of which ``top_down_passes``
+    also read the layer's ``top_down[i]`` top-down inputs (the recurrent mode's steps), and the
+    weight gradient of ``updates`` example sets (2: positive and negative; bias row and top-down
+    inputs included), plus the head's logits and gradient over ``head_features`` features; with
+    ``refit_epochs``, the head refit at the end: one neutral (bottom-up) pass of every image
+    and, per refit epoch, the head's logits and gradient.  ``Mode.reference_work`` gives a
+    mode's counts.
     """
     n_batches = n_images // batch
+    down = tuple(top_down) if top_down else (0,) * (len(sizes) - 1)
+    if len(down) != len(sizes) - 1:
+        raise ValueError(f"top_down names {len(down)} layers, sizes {len(sizes) - 1}")
     per_batch = 0.0
     for i in range(len(sizes) - 1):
         n_in, n_out = sizes[i], sizes[i + 1]
-        per_batch += passes * batch * n_in * n_out
-        per_batch += (2 * batch) * (n_in + 1) * n_out
+        per_batch += passes * batch * n_in * n_out + top_down_passes * batch * down[i] * n_out
+        per_batch += (updates * batch) * (n_in + down[i] + 1) * n_out
     per_batch += 2 * batch * head_features * n_classes
     total = per_batch * n_batches * epochs
     if refit_epochs:

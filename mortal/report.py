@@ -17,7 +17,7 @@ from typing import Any
 
 import devices
 
-from .config import ExperimentConfig
+from .config import ExperimentConfig, chip_top_down
 from .errors import InputError
 from .ff.modes import mode_recipe
 from .records import RECORDS_FILE, load_run, summarize
@@ -76,7 +76,8 @@ def digital_reference(config: ExperimentConfig, records: list[dict[str, Any]]) -
     The layer sizes are those of the chips as built (recorded in each result: the input width
     follows from the data and the label layout); the head reads the layers the point's
     mode names (``recipe.head_layers`` in the supervised mode), the mode's forward passes per batch,
-    and the head refit.
+    and the head refit; in the recurrent mode, its steps' top-down inputs and every trained
+    step's share of the update.
     """
     mac_j = devices.get_preset("ideal").energy.mac_j
     train, infer = {}, {}
@@ -89,8 +90,9 @@ def digital_reference(config: ExperimentConfig, records: list[dict[str, Any]]) -
         n_classes = int(res.get("n_classes", 10))
         mode = mode_recipe(p.train)
         head = head_width(sizes, mode.layer_roles(p.train, len(sizes) - 1)[1])
+        down = chip_top_down(p.chip.build_spec(), p.train, n_classes, sizes)  # recurrent: the rows from above
         macs = training_macs(sizes, int(res["n_train"]), p.train.batch_size, p.train.epochs, head, n_classes,
-                             p.train.refit.epochs, mode.forward_passes(p.train))
+                             p.train.refit.epochs, top_down=down, **mode.reference_work(p.train))
         # a mode other than the supervised one is named: points of several modes differ in passes
         named = "" if mode.name == "supervised" else f", {mode.name}"
         label = f"GPU, {'x'.join(map(str, sizes[1:]))}, {p.train.epochs} ep{named}"

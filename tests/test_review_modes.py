@@ -68,8 +68,34 @@ def test_the_digital_reference_counts_each_modes_passes_and_names_the_mode():
     assert mode_recipe(rec).forward_passes(FFConfig(mode="recurrent")) == mode_recipe("recurrent").passes == 11
     mac_j = devices.get_preset("ideal").energy.mac_j
     head = 12 + 10  # the head reads every hidden layer
-    want = training_macs((784, 12, 10), 200, 50, 1, head, 10, 30, passes=17) * mac_j
+    # the 16 steps after the bottom-up pass read the rows from above too (layer 0 hears layer 1's
+    # 10 units, layer 1 the label), and all 8 steps are trained: 16 example sets per update
+    down = (10, 10 * rec.label_copies(bounded_weights=True))  # pcm: bounded weights
+    assert mode_recipe(rec).reference_work(rec) == {"passes": 17, "top_down_passes": 16, "updates": 16}
+    want = training_macs((784, 12, 10), 200, 50, 1, head, 10, 30, passes=17, top_down=down, top_down_passes=16,
+                         updates=16) * mac_j
     assert train["GPU, 12x10, 1 ep, recurrent"] == pytest.approx(want, rel=1e-12)
+    assert want > training_macs((784, 12, 10), 200, 50, 1, head, 10, 30, passes=17) * mac_j
+
+
+def test_training_macs_counts_top_down_rows_and_every_trained_set_by_hand():
+    from mortal.ff import FFConfig
+    from mortal.ff.modes import mode_recipe
+    from mortal.ops import training_macs
+
+    # 784-6-4, top-down rows (4, 10), 2 batches of 10, head over 10 features and 10 classes:
+    # per batch, 3 passes of 10 x (784*6 + 6*4) = 141,840; 2 of them also read the rows from
+    # above, 2 x 10 x (4*6 + 10*4) = 1,280; 4 sets of 10 update (785+4)*6 + (7+10)*4 = 4,802
+    # weights: 192,080; the head 2 x 10 x 10 x 10 = 2,000.  Two batches: 2 x 337,200.
+    assert training_macs((784, 6, 4), 20, 10, 1, 10, 10, passes=3, top_down=(4, 10), top_down_passes=2,
+                         updates=4) == 674_400
+    assert training_macs((784, 6, 4), 20, 10, 1, 10, 10, passes=3) == 2 * (141_840 + 2 * 10 * (785 * 6 + 7 * 4) + 2_000)
+    with pytest.raises(ValueError, match="top_down names 1 layers, sizes 2"):
+        training_macs((784, 6, 4), 20, 10, 1, 10, 10, top_down=(4,))
+    # the default schedule: bottom-up + 5 steps x 2 runs, the steps 3-5 trained in both phases
+    rec = FFConfig(mode="recurrent")
+    assert mode_recipe(rec).reference_work(rec) == {"passes": 11, "top_down_passes": 10, "updates": 6}
+    assert mode_recipe("supervised").reference_work(FFConfig()) == {"passes": 3, "top_down_passes": 0, "updates": 2}
 
 
 def test_backprop_refuses_fewer_examples_than_a_batch_before_any_work():
@@ -196,8 +222,8 @@ def test_bench_ff_counts_the_modes_passes_and_builds_a_recurrent_chip(monkeypatc
     bench = importlib.import_module("bench_ff")
     sizes, head = (784, 20, 20), [0, 1]
     rec = FFConfig(mode="recurrent", recurrent={"train_steps": "all"})
-    assert bench.training_flops(sizes, 100, 50, head, rec) == 2.0 * training_macs(sizes, 100, 50, 1, 40, 10,
-                                                                                   passes=17)
+    assert bench.training_flops(sizes, 100, 50, head, rec, (20, 30)) == 2.0 * training_macs(
+        sizes, 100, 50, 1, 40, 10, passes=17, top_down=(20, 30), top_down_passes=16, updates=16)
     assert bench.training_flops(sizes, 100, 50, head) == 2.0 * training_macs(sizes, 100, 50, 1, 40, 10, passes=3)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (120, 784)).astype(np.uint8)

@@ -63,6 +63,10 @@ class Mode:
         gives the count for given settings.
     passes_of : callable or None
         ``cfg -> passes`` where the count depends on the settings (None: always ``passes``).
+    work_of : callable or None
+        ``cfg -> (top-down passes, gradient products)`` per training batch: of the forward passes,
+        how many also read the top-down inputs, and how many example sets update every layer
+        (None: ``(0, 2)``, a positive and a negative set and no top-down inputs).
     """
 
     name: str
@@ -76,9 +80,17 @@ class Mode:
     passes: int = 3
     passes_of: Optional[Callable[[FFConfig], int]] = None
 
+    work_of: Optional[Callable[[FFConfig], tuple[int, int]]] = None
+
     def forward_passes(self, cfg: FFConfig) -> int:
         """Forward passes through every layer per training batch with the settings ``cfg``."""
         return self.passes if self.passes_of is None else int(self.passes_of(cfg))
+
+    def reference_work(self, cfg: FFConfig) -> dict[str, int]:
+        """The per-batch counts of ``mortal.ops.training_macs`` for the settings ``cfg``:
+        ``passes``, ``top_down_passes`` and ``updates``."""
+        down, updates = (0, 2) if self.work_of is None else self.work_of(cfg)
+        return {"passes": self.forward_passes(cfg), "top_down_passes": int(down), "updates": int(updates)}
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -108,8 +120,12 @@ MODE_RECIPES: dict[str, Mode] = {
                          label_inputs=False, needs_shape=True, passes=2),
     "recurrent": Mode("recurrent", _rec.train_batch_recurrent, _rec.bottom_up_pass, _rec.goodness_scores,
                       lambda cfg, n: cfg.layer_roles(n), label_inputs=False, top_down=True,
-                      passes=11,  # default schedule: bottom-up + 5 steps x (positive, negative); no top-down rows
-                      passes_of=lambda cfg: 1 + 2 * max(_rec.train_step_numbers(cfg))),
+                      passes=11,  # default schedule: bottom-up + 5 steps x (positive, negative)
+                      passes_of=lambda cfg: 1 + 2 * max(_rec.train_step_numbers(cfg)),
+                      # every step after the bottom-up pass reads the top-down inputs too; each
+                      # trained step is one more positive and negative set of the update
+                      work_of=lambda cfg: (2 * max(_rec.train_step_numbers(cfg)),
+                                           2 * len(_rec.train_step_numbers(cfg)))),
 }
 
 
