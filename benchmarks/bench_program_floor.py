@@ -30,7 +30,8 @@ weights 0 pulses, 20 % one, 5.5 % two, 3 % three, 1.7 % four, 3 % five or more):
   one-directional pairs, the cached weights and row sums), so it is a lower bound
   on any kernel for the same physics in float64 arithmetic.
 
-Per requested entry and against the plain float32 product ``x @ W`` (batch 100)
+The layer's full refresh of its cached weights and read-noise sums (every weight) is timed
+beside them.  Per requested entry and against the plain float32 product ``x @ W`` (batch 100)
 of the same layer: a training step on ``ideal`` costs about four such products
 per layer (three forward passes and the gradient), so these ratios say how much
 of an ``ideal`` step the programming alone would cost at each floor.
@@ -177,7 +178,10 @@ def main() -> None:
         arithmetic_floor(delta, g, t_rel, nu, 1.0 / step, clock["now"], t0, nu_step,
                          np.uint64(rng.integers(0, 2**63)))
 
-    kernels = {"program": program, "stream": stream, "arithmetic": arithmetic}
+    def refresh() -> None:
+        layer.refresh(clock["now"])
+
+    kernels = {"program": program, "stream": stream, "arithmetic": arithmetic, "refresh": refresh}
     times: dict[str, list[float]] = {k: [] for k in kernels}
     for rep in range(args.repeat + 2):  # the first two compile and warm up
         for name, fn in kernels.items():
@@ -186,7 +190,7 @@ def main() -> None:
             fn()
             if rep >= 2:
                 times[name].append(time.perf_counter() - t)
-    t_prog, t_stream, t_arith = (float(np.median(times[k])) for k in kernels)
+    t_prog, t_stream, t_arith, t_refresh = (float(np.median(times[k])) for k in kernels)
     x = rng.standard_normal((100, rows), dtype=np.float32)
     w = layer.w_eff.copy()
     t_mm = median_time(lambda: x @ w, repeat=max(args.repeat, 30))
@@ -199,6 +203,8 @@ def main() -> None:
     for name, t in (("Crossbar.program", t_prog), ("state floor: stream the state only", t_stream),
                     ("arithmetic floor: the physics' own arithmetic, float64", t_arith)):
         print(f"| {name} | {1e3 * t:.2f} | {1e9 * t / requested:.1f} | {t / t_mm:.1f} |")
+    print(f"| Crossbar.refresh (the cached weights and noise sums of every weight) | {1e3 * t_refresh:.2f} | "
+          f"{1e9 * t_refresh / (rows * cols):.1f} per weight | {t_refresh / t_mm:.1f} |")
     print(f"plain product: {1e3 * t_mm:.3f} ms; program / state floor: {t_prog / t_stream:.2f}; "
           f"program / arithmetic floor: {t_prog / t_arith:.2f}; "
           f"streaming rate {2 * state_bytes / t_stream / 1e9:.1f} GB/s (reads + writes, upper bound)")
