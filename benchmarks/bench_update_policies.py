@@ -40,14 +40,10 @@ from _common import MNIST_CLASSES
 CATS = ("digital", "program", "adc", "array", "dac", "neuron", "drivers", "translators")
 
 
-def _row(folder: Path) -> dict:
-    s = json.loads((folder / "summary.json").read_text())
-    # Training energy: each epoch's train_energy_j (the head refit is in the last epoch's);
-    # evaluations on held-out or test images are left out.
-    e: dict[str, float] = {}
-    for line in (folder / "epochs.jsonl").read_text().splitlines():
-        for k, v in json.loads(line)["train_energy_j"].items():
-            e[k] = e.get(k, 0.0) + float(v)
+def _priced(s: dict, e: dict[str, float], refit_epochs: int) -> dict:
+    """Totals of the training energy ``e`` (by category) of the run summarized by ``s`` with a
+    head refit of ``refit_epochs``: digital share, the same re-costed with an int8 controller,
+    and the GPU reference."""
     total = sum(e.values())
     fp32 = devices.get_preset(s["preset"]).energy.digital_op_j
     int8_op = fp32 * CONTROLLER_MULTIPLY_ADD_J["int8"] / CONTROLLER_MULTIPLY_ADD_J["fp32"]
@@ -57,13 +53,22 @@ def _row(folder: Path) -> dict:
     head = list(range(len(sizes) - 1)) if s["head_layers"] == "all" else list(range(1, len(sizes) - 1))
     # bench_ff trains MNIST (10 classes); summaries before it recorded its batch size used 100
     macs = training_macs(sizes, s["train_size"], s.get("batch_size", 100), s["epochs"], head_width(sizes, head),
-                         MNIST_CLASSES, s["refit_epochs"])
-    gpu = macs * devices.get_preset("ideal").energy.mac_j
+                         MNIST_CLASSES, refit_epochs)
+    return {"total": total, "energy": e, "digital_share": e["digital"] / total, "int8_total": int8_total,
+            "int8_digital_share": ops * int8_op / int8_total, "gpu": macs * devices.get_preset("ideal").energy.mac_j}
+
+
+def _row(folder: Path) -> dict:
+    s = json.loads((folder / "summary.json").read_text())
+    # Training energy: each epoch's train_energy_j (the head refit is in the last epoch's);
+    # evaluations on held-out or test images are left out.
+    e: dict[str, float] = {}
+    for line in (folder / "epochs.jsonl").read_text().splitlines():
+        for k, v in json.loads(line)["train_energy_j"].items():
+            e[k] = e.get(k, 0.0) + float(v)
     return {"run": folder.name, "preset": s["preset"], "policy": s["policy"], "bl": s.get("bit_length"),
-            "lr": s.get("lr"), "error": s["test_error"], "total": total, "energy": e,
-            "digital_share": e["digital"] / total, "int8_total": int8_total,
-            "int8_digital_share": ops * int8_op / int8_total, "gpu": gpu, "pulses": s["pulses"],
-            "s_per_epoch": s["median_train_s_per_epoch"]}
+            "lr": s.get("lr"), "error": s["test_error"], "pulses": s["pulses"],
+            "s_per_epoch": s["median_train_s_per_epoch"], **_priced(s, e, s["refit_epochs"])}
 
 
 def _refit_rows(spec: str) -> list[dict]:
@@ -81,10 +86,6 @@ def _refit_rows(spec: str) -> list[dict]:
     if data.get("refit_images") != s["train_size"]:
         raise SystemExit(f"{refits} refitted on {data.get('refit_images')} images, {run} trained on "
                          f"{s['train_size']}: give bench_refit.py --train-size {s['train_size']}")
-    fp32 = devices.get_preset(s["preset"]).energy.digital_op_j
-    int8_op = fp32 * CONTROLLER_MULTIPLY_ADD_J["int8"] / CONTROLLER_MULTIPLY_ADD_J["fp32"]
-    sizes = tuple(s["layers"])
-    head = list(range(len(sizes) - 1)) if s["head_layers"] == "all" else list(range(1, len(sizes) - 1))
     rows = []
     for key, spent in data["refit_energy_j"].items():
         role, _, setting = key.partition(" labels ")
@@ -94,16 +95,8 @@ def _refit_rows(spec: str) -> list[dict]:
         e = dict(base["energy"])
         for k, v in spent["by_category"].items():
             e[k] = e.get(k, 0.0) + v
-        total = sum(e.values())
-        ops = e["digital"] / fp32
-        int8_total = total - e["digital"] + ops * int8_op
-        macs = training_macs(sizes, s["train_size"], s.get("batch_size", 100), s["epochs"], head_width(sizes, head),
-                             MNIST_CLASSES, epochs)
-        rows.append(dict(base, run=f"{base['run']}, refit {epochs} epochs",
-                         error={"softmax": data["teacher"][f"labels {setting}"]}, total=total, energy=e,
-                         digital_share=e["digital"] / total, int8_total=int8_total,
-                         int8_digital_share=ops * int8_op / int8_total,
-                         gpu=macs * devices.get_preset("ideal").energy.mac_j))
+        rows.append({**base, "run": f"{base['run']}, refit {epochs} epochs",
+                     "error": {"softmax": data["teacher"][f"labels {setting}"]}, **_priced(s, e, epochs)})
     return rows
 
 
