@@ -8,8 +8,9 @@ evaluates on those (the split on which settings are chosen); without it the 10,0
 images are evaluated.  ``--set key=value`` (repeatable) changes a learner setting
 (``FFConfig.changed``, e.g. ``--set recurrent.train_steps=all``); the learner starts from
 Hinton's plain table (``defaults="hinton"``) and the ``direct`` policy unless ``--policy``
-says otherwise.  ``--eval-every K`` evaluates every K epochs (0: at the end only).  Prints one
-line per epoch and a JSON summary.
+says otherwise.  ``--eval-every K`` evaluates every K epochs (0: at the end only).  Prints the
+machine, one line per epoch and a JSON summary; ``--out FILE`` also writes the summary, with
+every epoch's record, to FILE.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import devices  # noqa: E402
+from _common import machine_line  # noqa: E402
 from mortal.data import load_mnist  # noqa: E402
 from mortal.ff import FFConfig, FFLearner  # noqa: E402
 
@@ -50,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-every", type=int, default=0)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--out", default=None, help="JSON file for the summary and every epoch's record")
     args = ap.parse_args(argv)
+    print(f"# {machine_line()}", flush=True)
     data = load_mnist(os.environ.get("MORTAL_DATA"))
     x = data.train_images.reshape(len(data.train_images), -1)
     y = data.train_labels.astype(np.int64)
@@ -89,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": time.perf_counter() - t0, "train_energy_j": records[-1]["total_energy_j"],
     }
     print(json.dumps(summary))
+    if args.out:
+        Path(args.out).write_text(json.dumps({**summary, "command": " ".join(sys.argv), "epochs_log": records},
+                                             indent=2, default=float))
     return 0
 
 
