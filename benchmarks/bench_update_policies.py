@@ -73,7 +73,7 @@ def _row(folder: Path) -> dict:
 
 def _refit_rows(spec: str) -> list[dict]:
     """Rows of ``RUN:REFITS``: the run's training with each refit of the refits file added."""
-    run, sep, refits = spec.partition(":")
+    run, sep, refits = spec.rpartition(":")
     if not sep:
         raise SystemExit(f"--refits takes RUN:REFITS (a bench_ff.py --out folder and a bench_refit.py --out "
                          f"file), got {spec!r}")
@@ -83,6 +83,9 @@ def _refit_rows(spec: str) -> list[dict]:
         raise SystemExit(f"{run} was trained with a {s['refit_epochs']}-epoch head refit; --refits needs a run "
                          "trained with --refit-epochs 0")
     data = json.loads(Path(refits).read_text())
+    if data.get("errors_on", s.get("evaluated_on")) != s.get("evaluated_on", data.get("errors_on")):
+        raise SystemExit(f"{refits} measured errors on the {data.get('errors_on')}, {run} on the "
+                         f"{s.get('evaluated_on')}: give bench_refit.py the run's --holdout")
     if data.get("refit_images") != s["train_size"]:
         raise SystemExit(f"{refits} refitted on {data.get('refit_images')} images, {run} trained on "
                          f"{s['train_size']}: give bench_refit.py --train-size {s['train_size']}")
@@ -95,8 +98,9 @@ def _refit_rows(spec: str) -> list[dict]:
         e = dict(base["energy"])
         for k, v in spent["by_category"].items():
             e[k] = e.get(k, 0.0) + v
-        rows.append({**base, "run": f"{base['run']}, refit {epochs} epochs",
-                     "error": {"softmax": data["teacher"][f"labels {setting}"]}, **_priced(s, e, epochs)})
+        refit = dict(s, head_layers=data.get("head_layers", s["head_layers"]))  # the refitted head's layers
+        rows.append({**base, "run": f"{base['run']}, refit {setting} (epochs:weight cost)",
+                     "error": {"softmax": data["teacher"][f"labels {setting}"]}, **_priced(refit, e, epochs)})
     return rows
 
 

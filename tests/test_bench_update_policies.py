@@ -45,7 +45,7 @@ def test_a_refit_row_adds_the_refits_energy_to_the_trainings(tmp_path, monkeypat
     bench = _bench(monkeypatch)
     run, refits = _run(tmp_path), _refits(tmp_path)
     (row,) = bench._refit_rows(f"{run}:{refits}")
-    assert row["run"] == "run, refit 3 epochs"
+    assert row["run"] == "run, refit 3:0.0 (epochs:weight cost)"
     assert row["error"] == {"softmax": 0.25}
     # training 0.004 + 0.002 + 0.001 J, refit 0.003 + 0.0001 J
     assert row["total"] == pytest.approx(0.0101)
@@ -67,6 +67,16 @@ def test_refit_rows_refuse_a_run_with_its_own_refit_or_other_images(tmp_path, mo
     run = _run(tmp_path, refit_epochs=30)
     with pytest.raises(SystemExit, match="30-epoch head refit"):
         bench._refit_rows(f"{run}:{_refits(tmp_path)}")
+    held = tmp_path / "held"
+    held.mkdir()
+    run = _run(held)
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "evaluated_on": "test set"}))
+    refits = _refits(held)
+    data = json.loads(refits.read_text())
+    refits.write_text(json.dumps({**data, "errors_on": "last 10000 training images"}))
+    with pytest.raises(SystemExit, match="--holdout"):
+        bench._refit_rows(f"{run}:{refits}")
     other = tmp_path / "other"
     other.mkdir()
     run = _run(other)
