@@ -32,10 +32,9 @@ weights 0 pulses, 20 % one, 5.5 % two, 3 % three, 1.7 % four, 3 % five or more):
   on any kernel for the same physics in float64 arithmetic.
 
 The layer's full refresh of its cached weights and read-noise sums (every weight) is timed
-beside them.  Per requested entry and against the plain float32 product ``x @ W`` (batch 100)
-of the same layer: a training step on ``ideal`` costs about four such products
-per layer (three forward passes and the gradient), so these ratios say how much
-of an ``ideal`` step the programming alone would cost at each floor.
+beside them.  Times are given per requested entry and against the plain float32 product
+``x @ W`` (batch 100) of the same layer; ``bench_time_split.py`` measures what an ``ideal``
+training step costs, against which these are read.
 """
 
 from __future__ import annotations
@@ -214,6 +213,7 @@ def main() -> None:
     print(f"plain product: {1e3 * t_mm:.3f} ms; program / state floor: {t_prog / t_stream:.2f}; "
           f"program / arithmetic floor: {t_prog / t_arith:.2f}; "
           f"streaming rate {2 * state_bytes / t_stream / 1e9:.1f} GB/s (reads + writes, upper bound)")
+
 
 if __name__ == "__main__":
     main()

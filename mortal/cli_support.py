@@ -9,9 +9,7 @@ is reported with its dotted key.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -116,10 +114,10 @@ def dataset_from_args(args: argparse.Namespace, default: str = "mnist", size_ori
                          f"got {size}")
     shape = getattr(args, "shape", None)
     if shape is not None:
-        if math.prod(shape) != data.n_inputs:
-            raise InputError(f"--shape {','.join(map(str, shape))} holds {math.prod(shape)} values; the examples of "
-                             f"{source} have {data.n_inputs}")
-        data = dataclasses.replace(data, shape=tuple(shape))
+        try:
+            data = data.with_shape(shape)
+        except ValueError as exc:
+            raise InputError(f"--{exc}") from None
     return data.subset(size) if size is not None else data
 
 

@@ -42,7 +42,6 @@ seed filled in; it is written beside the results so that a run can be repeated.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import math
@@ -153,10 +152,10 @@ def load_data(cfg: DataConfig):
         raise ValueError(f"data.path is for source \"npz\" or \"mnist\", not {cfg.source!r}")
     data = load_dataset(cfg.path or cfg.source).subset(cfg.train_size, cfg.test_size)
     if cfg.shape is not None:
-        if math.prod(cfg.shape) != data.n_inputs:
-            raise ValueError(f"data.shape {list(cfg.shape)} holds {math.prod(cfg.shape)} values; the examples have "
-                             f"{data.n_inputs}")
-        data = dataclasses.replace(data, shape=tuple(int(v) for v in cfg.shape))
+        try:
+            data = data.with_shape(cfg.shape)
+        except ValueError as exc:
+            raise ValueError(f"data.{exc}") from None
     return data
 
 

@@ -784,3 +784,16 @@ def test_full_as_dataset(full, monkeypatch):
     expected = full.test_images.reshape(10000, 784).astype(np.float32) / np.float32(255.0)
     np.testing.assert_array_equal(ds.test_inputs, expected, strict=True)
     assert np.bincount(ds.train_labels).tolist() == FULL_TRAIN_COUNTS
+
+
+def test_with_shape_gives_each_example_a_new_shape_or_refuses_naming_the_counts():
+    ds = small_dataset(d=6, shape=(6,))
+    shaped = ds.with_shape((3, 2))
+    assert shaped.shape == (3, 2) and ds.shape == (6,)
+    assert shaped.train_inputs is ds.train_inputs  # the examples are not copied
+    assert ds.with_shape((1, 3, 2)).shape == (1, 3, 2)
+    with pytest.raises(ValueError, match=r"shape 4,2 holds 8 values; the examples of made up have 6"):
+        ds.with_shape((4, 2))
+    for bad in [(6,), (1, 1, 2, 3), (0, 6), (True, 6), (1.5, 4)]:
+        with pytest.raises(ValueError, match=r"\(H, W\) or \(H, W, C\)"):
+            ds.with_shape(bad)

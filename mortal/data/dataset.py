@@ -93,6 +93,18 @@ class Dataset:
         """Input width d (the product of ``shape``)."""
         return self.train_inputs.shape[1]
 
+    def with_shape(self, shape: tuple[int, ...]) -> Dataset:
+        """The same examples with each one's ``shape`` given anew (for data stored flat); ValueError
+        unless ``shape`` is (H, W) or (H, W, C) of positive ints holding exactly ``n_inputs`` values."""
+        shape = tuple(shape)
+        if len(shape) not in (2, 3) or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1
+                                           for v in shape):
+            raise ValueError(f"shape must be (H, W) or (H, W, C) of positive integers, got {list(shape)}")
+        if math.prod(shape) != self.n_inputs:
+            raise ValueError(f"shape {','.join(map(str, shape))} holds {math.prod(shape)} values; the examples of "
+                             f"{self.source} have {self.n_inputs}")
+        return dataclasses.replace(self, shape=tuple(int(v) for v in shape))
+
     def subset(self, train_size: int | None = None, test_size: int | None = None) -> Dataset:
         """The first ``train_size`` training and ``test_size`` test examples.
 
