@@ -110,12 +110,6 @@ def recurrent_step_ops(batch: int, sizes: tuple[int, ...], corrected: bool) -> i
     return ops.forward_ops(batch, sizes, n_layers, corrected) + 3 * batch * sum(sizes[1:])
 
 
-def _read(cfg: FFConfig, st: ControllerState, chip: Chip, layer: int, sent: np.ndarray, s: float,
-          correction: list[np.ndarray] | None) -> np.ndarray:
-    """The measured outputs of ``layer`` for unit-RMS inputs ``sent``: averaged reads, drift correction."""
-    return read_layer(chip, layer, sent, s, cfg.measurement.reads, correction)
-
-
 def _map_step(step: Step, f) -> Step:
     """A step with ``f`` applied to every array of every layer (a selection of rows, a stacking)."""
     return Step(inputs=[f(a) for a in step.inputs], outputs=[f(a) for a in step.outputs],
@@ -157,7 +151,7 @@ def bottom_up(cfg: FFConfig, st: ControllerState, chip: Chip, x: np.ndarray, n_l
     for layer in range(n_layers):
         sent = np.zeros((batch, below.shape[1] + down[layer]), np.float32)
         sent[:, : below.shape[1]] = below
-        y = _read(cfg, st, chip, layer, sent, scales[layer], corr)  # type: ignore[arg-type]
+        y = read_layer(chip, layer, sent, scales[layer], cfg.measurement.reads, corr)  # type: ignore[arg-type]
         step.inputs.append(sent)
         step.outputs.append(y)
         _measure(step, y, scales[layer])
@@ -183,7 +177,7 @@ def iterate(cfg: FFConfig, st: ControllerState, chip: Chip, x: np.ndarray, start
             below = image if layer == 0 else prev.normed[layer - 1]
             above = label if layer == n_layers - 1 else prev.normed[layer + 1]
             sent = np.concatenate([below, above], axis=1)
-            y = _read(cfg, st, chip, layer, sent, scales[layer], st.correction)
+            y = read_layer(chip, layer, sent, scales[layer], cfg.measurement.reads, st.correction)
             state = d * prev.states[layer] + (np.float32(1.0) - d) * y
             step.inputs.append(sent)
             step.outputs.append(y)
