@@ -69,7 +69,9 @@ def machine_line() -> str:
     """One line describing where the benchmark ran."""
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}, "
             f"OpenBLAS tuning vars: {', '.join(f'{v}={os.environ.get(v)}' for v in BLAS_VARS)}, "
-            f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}")
+            f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}, "
+            f"OPENBLAS_THREAD_TIMEOUT={os.environ.get('OPENBLAS_THREAD_TIMEOUT')}, "
+            f"MORTAL_KERNEL_THREADS={os.environ.get('MORTAL_KERNEL_THREADS')}")
 
 
 def split_holdout(train_images, train_labels, test_images, test_labels, holdout: int):

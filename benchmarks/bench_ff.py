@@ -44,6 +44,10 @@ import os
 import sys
 import time
 
+from mortal import process_env
+
+process_env.apply()  # as the command line: BLAS's short spin, the kernels' threads (before numpy)
+
 if "--unset-blas-tuning" in sys.argv:  # before numpy loads OpenBLAS; both variables together
     for _var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         os.environ.pop(_var, None)

@@ -25,13 +25,17 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
+from mortal import process_env
 
-import devices
-from devices import crossbar as CB
-from _common import MNIST_CLASSES, ff_config, machine_line
-from mortal.data import load_mnist
-from mortal.ff import FFLearner
+process_env.apply()  # as the command line: BLAS's short spin, the kernels' threads (before numpy)
+
+import numpy as np  # noqa: E402
+
+import devices  # noqa: E402
+from devices import crossbar as CB  # noqa: E402
+from _common import MNIST_CLASSES, ff_config, machine_line  # noqa: E402
+from mortal.data import load_mnist  # noqa: E402
+from mortal.ff import FFLearner  # noqa: E402
 
 #: Seconds and counts gathered by the wrappers of :func:`instrument`.
 STATS: dict[str, float] = {}

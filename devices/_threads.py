@@ -9,9 +9,12 @@ streams and writes only its own devices, and sums over rows are added per fixed 
 
 The thread count is ``MORTAL_KERNEL_THREADS`` (default 1: everything on the caller's thread),
 at most the limit of :func:`limit_threads` on the calling thread.  One is the default because
-it measured best beside two BLAS threads: an FF epoch on ``pcm`` (784-1000-1000-1000, mixed
-policy) took 1.55x ``ideal`` with one kernel thread and 1.63x with two, the kernels' second
-thread competing with BLAS's for the two cores (``benchmarks/RESULTS.md``).
+it measured best beside two BLAS threads as OpenBLAS runs them by default: an FF epoch on
+``pcm`` (784-1000-1000-1000, mixed policy) took 1.55x ``ideal`` with one kernel thread and 1.63x
+with two, the kernels' second thread competing for the two cores with BLAS threads that spin
+while they wait for the next product.  With that spin cut short (``OPENBLAS_THREAD_TIMEOUT``),
+two kernel threads are faster; the ``mortal`` command line and the benchmarks set both
+variables before numpy loads (``benchmarks/RESULTS.md``, "Sharing the cores with BLAS").
 """
 
 from __future__ import annotations

@@ -25,7 +25,11 @@ import sys
 from typing import Sequence
 
 from . import __version__
-from . import commands
+from . import process_env
+
+process_env.apply()  # before numpy loads (commands imports it): BLAS's spin, the kernels' threads
+
+from . import commands  # noqa: E402
 from .commands import EXIT_CLUSTER, EXIT_FAIL, EXIT_OK, EXIT_USAGE
 
 __all__ = ["main", "EXIT_OK", "EXIT_FAIL", "EXIT_USAGE", "EXIT_CLUSTER"]

@@ -38,10 +38,11 @@ What the controller's optimizer becomes under ``analog``:
   the controller as before.
 
 Emulation: over a batch the coincidences of one cell are a sum of Bernoulli
-variables (``BL`` per sample) with mean ``BL sum_b p_x p_d``: four matrix
-products of the probability matrices give the means and exact variances of the
-positive and the negative count of every cell, and one pass draws each count
-with those two moments (:func:`mortal.ff.analog.coincidences`).  The
+variables (``BL`` per sample) with mean ``BL sum_b p_x p_d``: four sums over
+the samples that drive a row (the probability matrices' four products, taken
+over the nonzero row probabilities only) give the means and exact variances of
+the positive and the negative count of every cell, and the same pass draws each
+count with those two moments (:func:`mortal.ff.analog.coincidences`).  The
 joint law of cells that share a row or column within a sample (they see the
 same pulse train) is not kept, only each cell's own law; ``exact=True``
 simulates every pulse slot of every sample instead (for tests).

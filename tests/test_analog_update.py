@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 import devices
-from mortal.ff import _kernels as K
 from mortal.data import load_mnist_mini
+from mortal.ff import _kernels as K
 from mortal.errors import InputError
 from mortal.ff import CHIP_FILE, FFConfig, FFLearner, latest_checkpoint
-from mortal.ff.analog import Coincidences, apply_analog_update, coincidences, pulse_probabilities
+from mortal.ff.analog import Coincidences, apply_analog_update, coincidences, pulse_probabilities, sampler_threads
 from mortal.updates import check_pulse_chip
 
 
@@ -79,6 +79,25 @@ def test_batched_sampler_agrees_with_pulse_trains_in_mean_and_variance(name, bat
         assert (bl * (np.abs(q) * (s > 0)).sum(axis=0)).max() > K.NORMAL_ABOVE
 
 
+def test_draws_do_not_depend_on_the_sampler_threads():
+    """The batched sampler splits rows among BLAS's threads; every cell's draw is fixed by the
+    key and the cell, and rows that no sample drives come out all zero."""
+    from threadpoolctl import threadpool_limits
+
+    px, pd = _probs(4, 12, 5 * K.ROW_BLOCK + 3, 17, 0.0, 0.9)
+    px[:, 3:11] = 0.0  # rows no sample drives, across a block boundary
+    pd[:, 5] = 0.0
+    got = []
+    for threads in (1, 2, 3):
+        with threadpool_limits(threads):
+            assert sampler_threads() == threads
+            got.append(coincidences(px, pd, 6, np.random.default_rng(5)))
+    assert got[0].net[3:11].any() == False and got[0].net[:, 5].any() == False  # noqa: E712
+    assert got[0].net.any() and got[0].gross > 0
+    for other in got[1:]:
+        assert np.array_equal(other.net, got[0].net) and other.gross == got[0].gross
+
+
 def test_the_agreement_check_fails_for_a_wrong_variance():
     """A sampler that takes the variance of each count equal to its mean (Poisson: the
     -BL sum p^2 term left out) is told apart from the pulse trains."""
@@ -86,14 +105,10 @@ def test_the_agreement_check_fails_for_a_wrong_variance():
     bl = 6
     slow = _draws(px, pd, bl, 3000, True, 3)
     rng = np.random.default_rng(2)
-    ax, ad = np.abs(px), np.abs(pd)
-    wrong = []
-    for _ in range(3000):
-        net = np.zeros((4, 3), np.int32)
-        zeros = np.zeros((4, 3), np.float32)
-        K.coincidence_counts(px.T @ pd, ax.T @ ad, zeros, zeros, float(bl), bl * 4,
-                             np.uint64(int(rng.integers(0, 2**63))), net)
-        wrong.append(net)
+    ax, ad = np.abs(px).astype(np.float64), np.abs(pd).astype(np.float64)
+    s, a = px.astype(np.float64).T @ pd, ax.T @ ad
+    m_pos, m_neg = 0.5 * bl * (a + s), 0.5 * bl * (a - s)
+    wrong = [rng.poisson(m_pos) - rng.poisson(m_neg) for _ in range(3000)]
     bad_mean, bad_var = _disagreements(np.array(wrong, np.float64), slow)
     assert bad_var >= 6 and bad_mean <= 1
 

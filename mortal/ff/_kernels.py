@@ -1,7 +1,7 @@
 """Numba kernels of the in-array updates (policy ``analog``): coincidence sampling.
 
 Private: :mod:`mortal.ff.analog` validates inputs once and calls these.  The reference of
-:func:`coincidence_counts` is :func:`coincidence_exact` (every pulse slot simulated), compared
+:func:`coincidence_rows` is :func:`coincidence_exact` (every pulse slot simulated), compared
 in ``tests/test_analog_update.py``.
 """
 
@@ -32,6 +32,8 @@ _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
 _TWO53 = 1.0 / 9007199254740992.0
+#: Rows per block of :func:`coincidence_rows`'s parts.
+ROW_BLOCK = 8
 #: Above this mean a count is drawn from a normal with its exact mean and variance.
 NORMAL_ABOVE = 30.0
 
@@ -111,37 +113,106 @@ def _count(mean, var, cap, key, k):
 
 
 @_jit
-def coincidence_counts(sgn, ab, sq, sq_sgn, bl, cap, key, net):
-    """Net coincidences per cell from the batch's moment matrices; returns the gross count.
-
-    All float32 (rows, cols), over the batch ``b`` with row probabilities ``px`` and column
-    probabilities ``pd`` carrying the sign of their value:
-    ``sgn = sum_b px pd``, ``ab = sum_b |px||pd|``, ``sq = sum_b px^2 pd^2``,
-    ``sq_sgn = sum_b sign(px pd) px^2 pd^2``.  Coincidences of one sign pair are a sum of
-    Bernoulli variables, ``bl`` per sample, with mean ``bl (ab +- sgn) / 2`` and variance
-    ``mean - bl (sq +- sq_sgn) / 2``; each sign is drawn with those moments (``_count``,
-    at most ``cap``) and ``net`` (int32) receives positive minus negative.
-    """
-    rows, cols = net.shape
-    row_gross = np.zeros(rows, np.int64)
+def row_entries(px):
+    """The nonzero entries of ``px`` float32 (batch, rows), row by row: returns ``ptr`` int64
+    (rows + 1), ``sample`` int64 and ``value`` float32 (nonzeros), row i's entries at
+    ``ptr[i]:ptr[i + 1]`` in sample order."""
+    batch, rows = px.shape
+    ptr = np.zeros(rows + 1, np.int64)
+    for b in range(batch):
+        for i in range(rows):
+            if px[b, i] != 0.0:
+                ptr[i + 1] += 1
     for i in range(rows):
+        ptr[i + 1] += ptr[i]
+    sample = np.empty(ptr[rows], np.int64)
+    value = np.empty(ptr[rows], np.float32)
+    fill = ptr[:rows].copy()
+    for b in range(batch):
+        for i in range(rows):
+            v = px[b, i]
+            if v != 0.0:
+                sample[fill[i]] = b
+                value[fill[i]] = v
+                fill[i] += 1
+    return ptr, sample, value
+
+
+@_jit
+def coincidence_rows(part, parts, ptr, sample, value, pd, bl, cap, key, net, row_gross):
+    """Net coincidences of part ``part`` of ``parts`` of the rows, drawn from each cell's exact
+    moments: the blocks of ``ROW_BLOCK`` rows whose index is ``part`` modulo ``parts`` (rows
+    driven by few samples cost little, so interleaved blocks share the work evenly).
+
+    ``ptr``, ``sample``, ``value``: the row probabilities by row (:func:`row_entries` of
+    ``px``); ``pd`` float32 (batch, cols) the column probabilities; both carry the sign of their
+    value.  Per cell, over the samples ``b`` whose row pulses can fire, four sums:
+    ``s = sum_b px pd``, ``a = sum_b |px||pd|``, ``q = sum_b px^2 pd^2`` and
+    ``qs = sum_b sign(px pd) px^2 pd^2``.  Coincidences of one sign pair are a sum of Bernoulli
+    variables, ``bl`` per sample, with mean ``bl (a +- s) / 2`` and variance
+    ``mean - bl (q +- qs) / 2``; each sign is drawn with those moments (``_count``, at most
+    ``cap``), ``net`` (int32) receives positive minus negative and ``row_gross[i]`` both.
+    A row that no sample drives is all zero.  The draws of cell (i, j) are fixed by ``key``
+    and the cell, whichever rows a call covers.
+    """
+    cols = pd.shape[1]
+    s = np.empty(cols, np.float32)
+    a = np.empty(cols, np.float32)
+    q = np.empty(cols, np.float32)
+    qs = np.empty(cols, np.float32)
+    drawn = np.empty(cols, np.bool_)
+    h = 0.5 * bl
+    rows = ptr.size - 1
+    for i in range(rows):
+        if (i // ROW_BLOCK) % parts != part:
+            continue
+        if ptr[i] == ptr[i + 1]:
+            net[i, :] = 0
+            row_gross[i] = 0
+            continue
+        s[:] = 0.0
+        a[:] = 0.0
+        q[:] = 0.0
+        qs[:] = 0.0
+        for t in range(ptr[i], ptr[i + 1]):
+            b = sample[t]
+            v = value[t]
+            av = abs(v)
+            vv = v * av
+            v2 = v * v
+            for j in range(cols):
+                d = pd[b, j]
+                ad = abs(d)
+                s[j] += v * d
+                a[j] += av * ad
+                qs[j] += vv * (d * ad)
+                q[j] += v2 * (d * d)
+        # Most cells draw no coincidence: a count is 0 when its first uniform is at most
+        # 1 - mean (``_count``).  That test runs over the whole row in one vectorizable pass;
+        # ``_count`` draws the cells it leaves, from the same uniforms.
+        base = np.uint64(i * cols) * np.uint64(4)
+        for j in range(cols):
+            aj = float(a[j])
+            sj = float(s[j])
+            m_pos = h * (aj + sj)
+            m_neg = h * (aj - sj)
+            k = base + np.uint64(j) * np.uint64(4)
+            u_pos = _uniform(key, k)
+            u_neg = _uniform(key, k + np.uint64(2))
+            drawn[j] = ((m_pos > 0.0) & (u_pos > 1.0 - m_pos)) | ((m_neg > 0.0) & (u_neg > 1.0 - m_neg))
+            net[i, j] = 0
         g = 0
         for j in range(cols):
-            a = float(ab[i, j])
-            s = float(sgn[i, j])
-            q = float(sq[i, j])
-            qs = float(sq_sgn[i, j])
-            m_pos = 0.5 * bl * (a + s)
-            m_neg = 0.5 * bl * (a - s)
-            v_pos = m_pos - 0.5 * bl * (q + qs)
-            v_neg = m_neg - 0.5 * bl * (q - qs)
-            k = np.uint64(i * cols + j) * np.uint64(4)
-            n_pos = _count(m_pos, v_pos, cap, key, k)
-            n_neg = _count(m_neg, v_neg, cap, key, k + np.uint64(2))
-            net[i, j] = n_pos - n_neg
-            g += n_pos + n_neg
+            if drawn[j]:
+                aj, sj, qj, qsj = float(a[j]), float(s[j]), float(q[j]), float(qs[j])
+                m_pos = h * (aj + sj)
+                m_neg = h * (aj - sj)
+                k = base + np.uint64(j) * np.uint64(4)
+                n_pos = _count(m_pos, m_pos - h * (qj + qsj), cap, key, k)
+                n_neg = _count(m_neg, m_neg - h * (qj - qsj), cap, key, k + np.uint64(2))
+                net[i, j] = n_pos - n_neg
+                g += n_pos + n_neg
         row_gross[i] = g
-    return row_gross.sum()
 
 
 @_jit
@@ -161,7 +232,7 @@ def _train(p, key, k, bits, line_pulses, side):
 @_jit
 def coincidence_exact(px, pd, bl, key, net, line_pulses):
     """Pulse trains simulated bit by bit, sample by sample (the reference of
-    :func:`coincidence_counts`); returns the gross coincidence count.
+    :func:`coincidence_rows`); returns the gross coincidence count.
 
     px : float32 (batch, rows), pd : float32 (batch, cols): signed pulse probabilities.
     net : int32 (rows, cols) receives, over every sample and each of its ``bl`` time slots,

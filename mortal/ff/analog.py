@@ -2,7 +2,8 @@
 
 Update management turns each sample's row vector and column signal into signed pulse
 probabilities (:func:`pulse_probabilities`); :func:`coincidences` draws the coincidences of a
-batch of pulse trains, batched from the exact per-cell moments or, for tests, slot by slot;
+batch of pulse trains, batched from the exact per-cell moments (one pass over the rows, on as
+many threads as BLAS has) or, for tests, slot by slot;
 :func:`apply_analog_update` sends the net counts to the chip as pulses and charges the
 periphery and the controller.
 """
@@ -10,6 +11,7 @@ periphery and the controller.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +22,7 @@ from ..errors import InputError
 from ..updates import check_pulse_chip
 from . import _kernels as K
 
-__all__ = ["pulse_probabilities", "coincidences", "Coincidences", "apply_analog_update"]
+__all__ = ["pulse_probabilities", "coincidences", "Coincidences", "apply_analog_update", "sampler_threads"]
 
 
 def _bit_length(bl: object) -> int:
@@ -122,8 +124,10 @@ def coincidences(px: np.ndarray, pd: np.ndarray, bit_length: int, rng: np.random
     ``px`` float (batch, rows) and ``pd`` float (batch, cols) are signed probabilities (magnitude
     in [0, 1]); ``bit_length`` slots per sample; ``rng`` gives the draw's key (one integer).
     Batched (default): per cell, the positive and the negative count drawn from their exact
-    means and variances (see the module docstring); the driver pulses drawn as normals with the
-    exact moments of their Bernoulli sums.  ``exact``: every slot of every sample simulated.
+    means and variances (:func:`mortal.ff._kernels.coincidence_rows`, in one pass over the rows
+    that some sample drives, on as many threads as BLAS has: the sampling takes the place of the
+    update's matrix products); the driver pulses drawn as normals with the exact moments of
+    their Bernoulli sums.  ``exact``: every slot of every sample simulated.
     """
     bl = _bit_length(bit_length)
     pxa, pda = _probabilities(px, "px"), _probabilities(pd, "pd")
@@ -133,19 +137,18 @@ def coincidences(px: np.ndarray, pd: np.ndarray, bit_length: int, rng: np.random
         raise InputError(f"rng must be a numpy Generator, got {type(rng).__name__}")
     key = np.uint64(int(rng.integers(0, 2**63)))
     rows, cols = pxa.shape[1], pda.shape[1]
-    net = np.zeros((rows, cols), np.int32)
     if exact:
+        net = np.zeros((rows, cols), np.int32)
         lines = np.zeros(2, np.int64)
         gross = K.coincidence_exact(pxa, pda, bl, key, net, lines)
         return Coincidences(net, int(gross), int(lines[0]), int(lines[1]))
+    net = np.empty((rows, cols), np.int32)  # every cell written by the kernel
+    ptr, sample, value = K.row_entries(pxa)
+    row_gross = np.zeros(rows, np.int64)
+    _on_threads(K.coincidence_rows, rows, ptr, sample, value, pda, float(bl), bl * pxa.shape[0], key, net,
+                row_gross)
+    gross = int(row_gross.sum())
     ax, ad = np.abs(pxa), np.abs(pda)
-    sgn = pxa.T @ pda
-    ab = ax.T @ ad
-    sx2, sd2 = pxa * ax, pda * ad
-    sq_sgn = sx2.T @ sd2
-    sq = (ax * ax).T @ (ad * ad)
-    cap = bl * pxa.shape[0]
-    gross = K.coincidence_counts(sgn, ab, sq, sq_sgn, float(bl), cap, key, net)
     lines = []
     for a in (ax, ad):
         a64 = a.astype(np.float64)
@@ -153,6 +156,44 @@ def coincidences(px: np.ndarray, pd: np.ndarray, bit_length: int, rng: np.random
         var = bl * float((a64 * (1.0 - a64)).sum())
         lines.append(int(min(max(round(mean + math.sqrt(var) * rng.standard_normal()), 0), bl * a.size)))
     return Coincidences(net, int(gross), lines[0], lines[1])
+
+
+_blas = None
+
+
+def sampler_threads() -> int:
+    """Threads of the batched sampler: BLAS's current thread count (``OPENBLAS_NUM_THREADS``,
+    or a ``threadpoolctl`` limit such as a fleet worker's one thread); the smallest count where
+    several BLAS libraries are loaded (numpy's and scipy's), 1 without BLAS."""
+    global _blas
+    if _blas is None:
+        from threadpoolctl import ThreadpoolController
+
+        _blas = ThreadpoolController().select(user_api="blas")
+    return max(1, min([int(c.num_threads) for c in _blas.lib_controllers], default=1))
+
+
+def _on_threads(kernel, rows: int, *args) -> None:
+    """``kernel(part, parts, *args)`` for each part, one per thread of :func:`sampler_threads`
+    (the kernel releases the GIL); the caller's thread takes part 0, and every part has finished
+    when this returns (the first error is raised again)."""
+    n = max(1, min(sampler_threads(), -(-rows // K.ROW_BLOCK)))
+    errors: list[BaseException] = []
+
+    def block(t: int) -> None:
+        try:
+            kernel(t, n, *args)
+        except BaseException as exc:  # raised again below, after every block has finished
+            errors.append(exc)
+
+    helpers = [threading.Thread(target=block, args=(t,), name="mortal-sampler", daemon=True) for t in range(1, n)]
+    for h in helpers:
+        h.start()
+    block(0)
+    for h in helpers:
+        h.join()
+    if errors:
+        raise errors[0]
 
 
 def apply_analog_update(chip: Chip, layer: int, x: np.ndarray, d: np.ndarray, eta: float, bit_length: int,
