@@ -1,0 +1,68 @@
+"""``bench_recurrent.py --checkpoint-dir/--resume``: a stopped run continues to the result of an
+uninterrupted one (on a small MNIST file made from the bundled subset)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import devices
+from mortal.data import load_mnist_mini
+from mortal.errors import InputError
+from mortal.ff import CHIP_FILE, latest_checkpoint
+
+COMMON = ["--layers", "16,16", "--eval-every", "0", "--set", "labels.strength=4"]
+
+
+@pytest.fixture
+def bench(monkeypatch, tmp_path):
+    d = load_mnist_mini()
+    path = tmp_path / "small.npz"
+    np.savez(path, x_train=d.train_images[:200], y_train=d.train_labels[:200],
+             x_test=d.test_images[:100], y_test=d.test_labels[:100])
+    monkeypatch.setenv("MORTAL_DATA", str(path))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    return importlib.import_module("bench_recurrent")
+
+
+def _digest(directory: Path) -> str:
+    return devices.load_chip(latest_checkpoint(directory) / CHIP_FILE).state_digest()
+
+
+def test_a_stopped_run_resumes_to_the_uninterrupted_result(bench, tmp_path, monkeypatch):
+    whole = tmp_path / "whole"
+    assert bench.main(COMMON + ["--epochs", "2", "--checkpoint-dir", str(whole), "--out", str(tmp_path / "w.json")]) == 0
+    # the same run, stopped after its first epoch's checkpoint (the learner saves it before the
+    # epoch's line is printed)
+    part = tmp_path / "part"
+
+    def stop_after_epoch_1(*args, **kwargs):
+        if args and str(args[0]).startswith("epoch 1:"):
+            raise KeyboardInterrupt
+    monkeypatch.setattr(bench, "print", stop_after_epoch_1, raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        bench.main(COMMON + ["--epochs", "2", "--checkpoint-dir", str(part)])
+    monkeypatch.delattr(bench, "print")
+    assert latest_checkpoint(part).name == "epoch-0001"
+    assert bench.main(COMMON + ["--epochs", "2", "--checkpoint-dir", str(part), "--resume",
+                                "--out", str(tmp_path / "r.json")]) == 0
+    w, r = (json.loads((tmp_path / f).read_text()) for f in ("w.json", "r.json"))
+    assert r["resumed"] and not w["resumed"]
+    assert [e["epoch"] for e in r["epochs_log"]] == [1, 2]  # the epoch before the resume is kept
+    assert [e["train_error_online"] for e in r["epochs_log"]] == [e["train_error_online"] for e in w["epochs_log"]]
+    assert r["error"] == w["error"] and r["train_energy_j"] == w["train_energy_j"]
+    assert _digest(part) == _digest(whole)
+
+
+def test_resume_needs_the_folder_and_the_run_settings(bench, tmp_path):
+    with pytest.raises(SystemExit):
+        bench.main(COMMON + ["--epochs", "2", "--resume"])
+    part = tmp_path / "part"
+    assert bench.main(COMMON + ["--epochs", "1", "--checkpoint-dir", str(part)]) == 0
+    other = ["--layers", "16,16", "--eval-every", "0", "--set", "labels.strength=2"]
+    with pytest.raises(InputError):
+        bench.main(other + ["--epochs", "2", "--checkpoint-dir", str(part), "--resume"])
