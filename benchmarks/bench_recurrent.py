@@ -12,9 +12,8 @@ says otherwise.  ``--eval-every K`` evaluates every K epochs (0: at the end only
 machine, one line per epoch and a JSON summary; ``--out FILE`` also writes the summary, with
 every epoch's record, to FILE.
 
-A long run (the published network, 784-2000-2000-2000-2000 for 60 epochs, is about 15 hours on
-one core here) can be stopped and continued: ``--checkpoint-dir DIR`` saves the learner and the
-chip after every epoch, and the same command with ``--resume`` added continues from DIR's latest
+A long run (2000-unit layers for 60 epochs, as published, take many hours on one core) can be
+stopped and continued: ``--checkpoint-dir DIR`` saves the learner and the chip after every epoch, and the same command with ``--resume`` added continues from DIR's latest
 checkpoint to the same final result as an uninterrupted run (the learner checks that the
 settings and the data are the run's; ``--epochs`` may be raised, but a run that reached its end
 has evaluated the test set on its chip, so raising it continues from a chip that was read).  The
@@ -88,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     copies = cfg.label_copies(spec.programming.mode != "exact")
     if args.resume:
         chip = devices.load_chip(latest_checkpoint(args.checkpoint_dir) / CHIP_FILE)
+        if tuple(chip.info.layer_sizes) != sizes or chip.info.preset != args.preset:
+            ap.error(f"--resume: {args.checkpoint_dir} holds a {chip.info.preset} chip of layers "
+                     f"{chip.info.layer_sizes}, not {args.preset} {sizes}")
     else:
         chip = devices.make_chip(spec, sizes, args.seed, top_down=devices.top_down_layout(sizes, 10 * copies))
 

@@ -20,7 +20,8 @@ the two cores (measured: 8 ms against 2 ms serial for the read periphery of a
 programming kernel against 7.3 s serial).  The programming and refresh kernels
 can run blocks of rows on Python threads (``devices._threads``,
 ``MORTAL_KERNEL_THREADS``, default 1: a second thread measured no gain beside two
-BLAS threads).  Per-row generator seeds keep the results independent of the
+BLAS threads spinning for OpenBLAS's default time; the command line shortens the
+spin and sets two, ``mortal.process_env``).  Per-row generator seeds keep the results independent of the
 order rows are processed in and of the thread count.
 """
 

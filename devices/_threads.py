@@ -13,8 +13,10 @@ it measured best beside two BLAS threads as OpenBLAS runs them by default: an FF
 ``pcm`` (784-1000-1000-1000, mixed policy) took 1.55x ``ideal`` with one kernel thread and 1.63x
 with two, the kernels' second thread competing for the two cores with BLAS threads that spin
 while they wait for the next product.  With that spin cut short (``OPENBLAS_THREAD_TIMEOUT``),
-two kernel threads are faster; the ``mortal`` command line and the benchmarks set both
-variables before numpy loads (``benchmarks/RESULTS.md``, "Sharing the cores with BLAS").
+two kernel threads are faster (programming and refreshes of 784-2000-2000-2000-2000 on ``pcm``:
+97 against 162 ms per batch); the ``mortal`` command line and the speed benchmarks
+(``bench_ff.py``, ``bench_time_split.py``, ``bench_chip.py``) set both variables before numpy
+loads (``mortal.process_env``; ``benchmarks/RESULTS.md``, "Sharing the cores with BLAS").
 """
 
 from __future__ import annotations

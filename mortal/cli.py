@@ -27,7 +27,7 @@ from typing import Sequence
 from . import __version__
 from . import process_env
 
-process_env.apply()  # before numpy loads (commands imports it): BLAS's spin, the kernels' threads
+process_env.apply()  # before anything loads numpy: BLAS's spin, the kernels' threads
 
 from . import commands  # noqa: E402
 from .commands import EXIT_CLUSTER, EXIT_FAIL, EXIT_OK, EXIT_USAGE

@@ -1,8 +1,10 @@
 """Settings a program gives its own process before numpy loads: :func:`apply`.
 
-The command line (:mod:`mortal.cli`) and the benchmark scripts call it first thing.  A library
+The command line (importing :mod:`mortal.cli` applies it) and the speed benchmarks
+(``bench_ff.py``, ``bench_time_split.py``, ``bench_chip.py``) call it first thing.  A library
 user's process is left as it is (``import mortal`` changes nothing); such a user can set the
-same variables before starting Python.
+same variables before starting Python.  The spin setting is OpenBLAS's (numpy's wheels bring
+OpenBLAS); another BLAS ignores it.
 
 Why: after every matrix product OpenBLAS's worker threads spin, waiting for the next one, for
 about 2^28 cycles (a tenth of a second) before they sleep.  Between its products the learner runs

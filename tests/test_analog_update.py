@@ -54,7 +54,9 @@ def _probs(seed, batch, rows, cols, lo, hi):
 
 
 # (name, batch, rows, cols, bit length, probability range): small counts (Poisson-like),
-# binomial mixtures with large probabilities, and counts above NORMAL_ABOVE.
+# binomial mixtures with large probabilities, and counts above NORMAL_ABOVE.  Sparse rows (the
+# inputs of a real batch) change only which samples enter each cell's sums: the row kernel is
+# checked on them exactly, against ``_count`` cell by cell, further below.
 REGIMES = [("small", 6, 4, 3, 4, (0.02, 0.25)), ("mixture", 4, 4, 3, 6, (0.3, 0.95)),
            ("normal", 3, 3, 3, 40, (0.7, 1.0))]
 
@@ -77,6 +79,67 @@ def test_batched_sampler_agrees_with_pulse_trains_in_mean_and_variance(name, bat
         assert np.all(np.abs(v - var) <= 4.0 * vse)
     if name == "normal":
         assert (bl * (np.abs(q) * (s > 0)).sum(axis=0)).max() > K.NORMAL_ABOVE
+
+
+def _oracle(px, pd, bl, key):
+    """Each cell drawn by ``_count`` from its four moments, summed in sample order in float32 as
+    the kernel sums them."""
+    rows, cols = px.shape[1], pd.shape[1]
+    net = np.zeros((rows, cols), np.int64)
+    gross = 0
+    h = 0.5 * bl
+    for i in range(rows):
+        s, a, q, qs = (np.zeros(cols, np.float32) for _ in range(4))
+        for b in np.flatnonzero(px[:, i]):
+            v, d = px[b, i], pd[b]
+            av = np.float32(abs(v))
+            s += v * d
+            a += av * np.abs(d)
+            qs += (v * av) * (d * np.abs(d))
+            q += (v * v) * (d * d)
+        for j in range(cols):
+            m_pos, m_neg = h * (float(a[j]) + float(s[j])), h * (float(a[j]) - float(s[j]))
+            k = (i * cols + j) * 4
+            n_pos = K._count(m_pos, m_pos - h * (float(q[j]) + float(qs[j])), bl * px.shape[0], np.uint64(key),
+                             np.uint64(k))
+            n_neg = K._count(m_neg, m_neg - h * (float(q[j]) - float(qs[j])), bl * px.shape[0], np.uint64(key),
+                             np.uint64(k + 2))
+            net[i, j] = n_pos - n_neg
+            gross += n_pos + n_neg
+    return net, gross
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3, 7])
+def test_the_row_kernel_draws_every_cell_as_count_does_from_its_moments(parts):
+    """``coincidence_rows`` against ``_count`` called cell by cell: the zero test before the
+    draws, the rows no sample drives, and the split of the rows into parts change no draw."""
+    px, pd = _probs(3, 9, 4 * K.ROW_BLOCK + 5, 6, 0.0, 1.0)
+    px[np.random.default_rng(8).random(px.shape) < 0.6] = 0.0
+    px[:, K.ROW_BLOCK - 2:K.ROW_BLOCK + 3] = 0.0
+    pd[:, 4] = 0.0
+    px[0, 0], pd[0, 0] = 1.0, -1.0  # certain coincidences
+    for bl, key in ((5, 11), (40, 12)):  # 40: some means above NORMAL_ABOVE
+        want_net, want_gross = _oracle(px, pd, bl, key)
+        rows = px.shape[1]
+        ptr, sample, value = K.row_entries(px)
+        net = np.full((rows, pd.shape[1]), -99, np.int32)  # every cell must be written
+        row_gross = np.full(rows, -1, np.int64)
+        for part in range(parts):
+            K.coincidence_rows(part, parts, ptr, sample, value, pd, float(bl), bl * px.shape[0], np.uint64(key),
+                               net, row_gross)
+        assert np.array_equal(net, want_net) and int(row_gross.sum()) == want_gross
+        assert want_gross > 0 and not net[K.ROW_BLOCK - 2:K.ROW_BLOCK + 3].any()
+
+
+def test_count_in_the_poisson_limit():
+    """``_count`` with the variance equal to the mean (every probability tiny) draws a Poisson
+    count: its mean, variance and zero frequency."""
+    mean, n = 2.5, 20000
+    draws = np.array([K._count(mean, mean, 1000, np.uint64(21), np.uint64(4 * t)) for t in range(n)], np.float64)
+    se = np.sqrt(mean / n)
+    assert abs(draws.mean() - mean) < 4 * se
+    assert abs(draws.var() - mean) < 4 * np.sqrt(2 * mean ** 2 / n + mean / n)
+    assert abs((draws == 0).mean() - np.exp(-mean)) < 4 * np.sqrt(np.exp(-mean) / n)
 
 
 def test_draws_do_not_depend_on_the_sampler_threads():

@@ -33,7 +33,7 @@ def _digest(directory: Path) -> str:
     return devices.load_chip(latest_checkpoint(directory) / CHIP_FILE).state_digest()
 
 
-def test_a_stopped_run_resumes_to_the_uninterrupted_result(bench, tmp_path, monkeypatch):
+def test_a_stopped_run_resumes_to_the_uninterrupted_result(bench, tmp_path, monkeypatch, capsys):
     whole = tmp_path / "whole"
     assert bench.main(COMMON + ["--epochs", "2", "--checkpoint-dir", str(whole), "--out", str(tmp_path / "w.json")]) == 0
     # the same run, stopped after its first epoch's checkpoint (the learner saves it before the
@@ -48,8 +48,11 @@ def test_a_stopped_run_resumes_to_the_uninterrupted_result(bench, tmp_path, monk
         bench.main(COMMON + ["--epochs", "2", "--checkpoint-dir", str(part)])
     monkeypatch.delattr(bench, "print")
     assert latest_checkpoint(part).name == "epoch-0001"
+    capsys.readouterr()
     assert bench.main(COMMON + ["--epochs", "2", "--checkpoint-dir", str(part), "--resume",
                                 "--out", str(tmp_path / "r.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "epoch 2:" in printed and "epoch 1:" not in printed  # it continued, it did not start over
     w, r = (json.loads((tmp_path / f).read_text()) for f in ("w.json", "r.json"))
     assert r["resumed"] and not w["resumed"]
     assert [e["epoch"] for e in r["epochs_log"]] == [1, 2]  # the epoch before the resume is kept
@@ -66,3 +69,6 @@ def test_resume_needs_the_folder_and_the_run_settings(bench, tmp_path):
     other = ["--layers", "16,16", "--eval-every", "0", "--set", "labels.strength=2"]
     with pytest.raises(InputError):
         bench.main(other + ["--epochs", "2", "--checkpoint-dir", str(part), "--resume"])
+    for wrong in (["--layers", "16,12"], ["--preset", "pcm"]):
+        with pytest.raises(SystemExit):
+            bench.main(COMMON + wrong + ["--epochs", "2", "--checkpoint-dir", str(part), "--resume"])

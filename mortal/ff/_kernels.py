@@ -14,9 +14,10 @@ import numpy as np
 
 from .. import _kernels as base
 
-# The flags of the learner's kernels (no fastmath, no cache).  The kernels are serial: numba's
-# threading layer does not survive a forked worker (the fleet's process pool), and the learning
-# modules do not import the device layer's threads (tests/test_layering.py).
+# The flags of the learner's kernels (no fastmath, no cache).  No kernel uses numba's threading
+# layer: it does not survive a forked worker (the fleet's process pool).  ``coincidence_rows``
+# runs its parts on Python threads instead (``mortal.ff.analog``; the kernels release the GIL);
+# the learning modules do not import the device layer's threads (tests/test_layering.py).
 _jit = numba.njit(fastmath=base.FASTMATH, cache=base.CACHE, nogil=True, error_model="numpy")
 # Small helpers inlined into their callers (an out-of-line numba call costs more than they do).
 _jit_inline = numba.njit(fastmath=base.FASTMATH, cache=base.CACHE, nogil=True, error_model="numpy",

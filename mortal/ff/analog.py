@@ -164,7 +164,9 @@ _blas = None
 def sampler_threads() -> int:
     """Threads of the batched sampler: BLAS's current thread count (``OPENBLAS_NUM_THREADS``,
     or a ``threadpoolctl`` limit such as a fleet worker's one thread); the smallest count where
-    several BLAS libraries are loaded (numpy's and scipy's), 1 without BLAS."""
+    several BLAS libraries are loaded (numpy's and scipy's; those loaded at the first call are
+    the ones counted), 1 without BLAS.  It is BLAS's count, not ``MORTAL_KERNEL_THREADS``: the
+    sampler takes the place of the update's matrix products, which ran on BLAS's threads."""
     global _blas
     if _blas is None:
         from threadpoolctl import ThreadpoolController
