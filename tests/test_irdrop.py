@@ -269,3 +269,21 @@ def test_the_chip_kernel_streams_the_same_model(rows, cols, tile_rows, tile_cols
     assert np.abs(w - want).max() <= 2 * np.spacing(np.float32(np.abs(want).max()))
     # the wires matter at this size: the check could fail
     assert np.abs(want - (g_now[0] - g_now[1]) * w_max).max() > 100 * np.spacing(np.float32(np.abs(want).max()))
+
+
+@pytest.mark.parametrize("rows,tile_rows", [(70, 16), (33, 32)])
+def test_the_chip_kernel_does_not_depend_on_the_thread_count(monkeypatch, rows, tile_rows):
+    # Blocks of tile_rows rows run on several threads; each block sums in one fixed order.
+    from devices._wires import ir_pair_weights
+
+    rng = np.random.default_rng(rows)
+    g_now = rng.uniform(0.0, 1.2, (2, rows, 45)).astype(np.float32)
+    outs = []
+    for n in (1, 2, 3):
+        monkeypatch.setenv("MORTAL_KERNEL_THREADS", str(n))
+        w = np.full((rows, 45), np.nan, np.float32)
+        ir_pair_weights(g_now, 0.04, 3e-4, tile_rows, 16, 0.7, w)
+        outs.append(w)
+    assert np.isfinite(outs[0]).all()
+    for other in outs[1:]:
+        np.testing.assert_array_equal(outs[0], other)
