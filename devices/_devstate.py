@@ -81,6 +81,74 @@ def ln_rows(x, out, xbits, mbits):
         out[j] = s + e * 0.6931471805599453
 
 
+#: float32 constants of :func:`ln_rows32` and :func:`exp_rows32`.
+_F32 = np.float32
+_SQRT2_32 = _F32(1.4142135623730951)
+_LN2_32 = _F32(0.6931471805599453)
+_INV_LN2_32 = _F32(1.4426950408889634)
+# ln 2 in two parts (Cody and Waite): k * _LN2_HI is exact in float32 for |k| < 2^15.
+_LN2_HI = _F32(0.693359375)
+_LN2_LO = _F32(-2.12194440e-4)
+#: Arguments of :func:`exp_rows32` are clipped to [-EXP32_LIMIT, EXP32_LIMIT].
+EXP32_LIMIT = 80.0
+
+
+@JIT
+def ln_rows32(x, out, xbits, mbits):
+    """``out[j] = ln(x[j])`` in float32 arithmetic, for normal float32 ``x[j] > 0`` (float32 arrays
+    of one length; ``xbits`` an int32 view of ``x``, ``mbits`` of a float32 scratch array).
+
+    As :func:`ln_rows`: ``x = m 2^e``, m moved into [sqrt(1/2), sqrt(2)), ``ln m = 2 atanh(f)``
+    summed to f^9 (the first term left out is below 8e-10); the rest is float32 rounding, an
+    absolute error of a few ulp of ``max(|ln x|, 1)``.
+    """
+    n = x.shape[0]
+    mant = mbits.view(np.float32)
+    one = _F32(1.0)
+    half = _F32(0.5)
+    c1, c3, c5, c7, c9 = _F32(2.0), _F32(2.0 / 3.0), _F32(0.4), _F32(2.0 / 7.0), _F32(2.0 / 9.0)
+    for j in range(n):
+        b = xbits[j]
+        mbits[j] = (b & np.int32(0x007FFFFF)) | np.int32(0x3F800000)
+        out[j] = _F32(((b >> np.int32(23)) & np.int32(0xFF)) - np.int32(127))
+    for j in range(n):
+        m = mant[j]
+        big = m > _SQRT2_32
+        m = m * half if big else m
+        e = out[j] + one if big else out[j]
+        f = (m - one) / (m + one)
+        f2 = f * f
+        out[j] = f * (c1 + f2 * (c3 + f2 * (c5 + f2 * (c7 + f2 * c9)))) + e * _LN2_32
+
+
+@JIT
+def exp_rows32(x, out, kbits):
+    """``out[j] = exp(x[j])`` in float32 arithmetic, ``x[j]`` clipped to [-80, 80] (float32 arrays;
+    ``kbits`` an int32 view of a float32 scratch array of that length).
+
+    ``x = k ln 2 + r`` with ``|r| <= ln 2 / 2`` (``ln 2`` in two parts, so ``r`` is exact to
+    float32 rounding), ``exp r`` from its Taylor polynomial to r^7 (the first term left out is
+    below 6e-9, relative), times ``2^k`` set in the exponent bits: a relative error of a few
+    float32 ulp.  ``out`` must be another array than ``x``: over overlapping arrays the loop runs
+    unvectorized.
+    """
+    n = x.shape[0]
+    scale = kbits.view(np.float32)
+    lim = _F32(EXP32_LIMIT)
+    half = _F32(0.5)
+    one = _F32(1.0)
+    c2, c3, c4, c5, c6, c7 = _F32(0.5), _F32(1.0 / 6.0), _F32(1.0 / 24.0), _F32(1.0 / 120.0), _F32(1.0 / 720.0), \
+        _F32(1.0 / 5040.0)
+    for j in range(n):
+        v = min(max(x[j], -lim), lim)
+        k = np.floor(v * _INV_LN2_32 + half)
+        r = (v - k * _LN2_HI) - k * _LN2_LO
+        out[j] = one + r * (one + r * (c2 + r * (c3 + r * (c4 + r * (c5 + r * (c6 + r * c7))))))
+        kbits[j] = (np.int32(k) + np.int32(127)) << np.int32(23)
+    for j in range(n):
+        out[j] *= scale[j]
+
+
 @JIT_INLINE
 def exp_neg(x):
     """exp(-x) for x >= 0 without a libm call, vectorizable: :func:`exp_bounded` of -x / 8,

@@ -14,7 +14,7 @@ import numpy as np
 from ._devstate import (
     PP_NU_STEP, PP_RESET_LEVEL, PP_RESET_STD, PP_VERIFY_READS, RP_GMIN, RP_LAW,
     RP_QEXP, RP_QFLOOR, RP_QMAX, RP_QS, RP_SPAN, RP_TREAD, device_gsat, device_sigma, device_step, drifted, exp_neg,
-    ln_rows, program_device, pulses_to, verify_sigma, wear,
+    exp_rows32, ln_rows, ln_rows32, program_device, pulses_to, verify_sigma, wear,
 )
 from ._kernels import D_T0, JIT, ROW_CHUNK, exp_bounded, normal_from_bits, row_seed, xorshift_next
 from ._threads import n_chunks, run_chunks
@@ -25,19 +25,33 @@ def _refresh_chunks(c0, c1, g, t_rel, nu, nu_step, t_base, now, dp, rp, w_max, w
     receives chunk ``ch``'s column sums of the read-noise variance."""
     keep = g_now.size > 0
     rows, cols = w_eff.shape
+    f32 = np.float32
     t0 = dp[D_T0]
     law = rp[RP_LAW] != 0.0
     qs, qexp, qfloor, qmax, tread = rp[RP_QS], rp[RP_QEXP], rp[RP_QFLOOR], rp[RP_QMAX], rp[RP_TREAD]
     gmin_rel, span_rel = rp[RP_GMIN], rp[RP_SPAN]
     lift = gmin_rel / span_rel
-    xin = np.empty(cols, np.float64)
-    lnv = np.empty(cols, np.float64)
-    mscr = np.empty(cols, np.float64)
-    xbits = xin.view(np.int64)
-    mbits = mscr.view(np.int64)
-    gd = np.empty((2, cols), np.float64)
+    since = now - t_base
+    inv_t0 = 1.0 / t0
+    # The read noise's time factor shares the drift's logarithm: with t = age + t0,
+    # ln((t + t_read) / (2 t_read)) = ln(t / t0) + ln(t0 / (2 t_read)) + log1p(t_read / t), and
+    # log1p(e) = e to within e^2 / 2 (e <= t_read / t0, 1e-8 for the presets).
+    ln_shift = math.log(t0 / (2.0 * tread)) if law else 0.0
+    x_top = 1e38  # float32 range: ages beyond 1e38 t0 count as 1e38 t0
+    xin = np.empty(cols, f32)
+    lnv = np.empty((2, cols), f32)
+    arg = np.empty(cols, f32)
+    ex = np.empty(cols, f32)
+    scr = np.empty(cols, f32)
+    xbits = xin.view(np.int32)
+    sbits = scr.view(np.int32)
+    gd = np.empty((2, cols), f32)
+    ev = np.empty((2, cols), f32)
     var = np.zeros(cols, np.float64)
-    qv = np.empty(cols, np.float64)
+    qv = np.empty(cols, f32)
+    ns32 = f32(nu_step)
+    e32 = f32(tread / t0) if law else f32(0.0)
+    lo32, hi32, zero32 = f32(-64.0), f32(8.0), f32(0.0)
     for i in range(c0 * ROW_CHUNK, min(c1 * ROW_CHUNK, rows)):
         col_var = parts[i // ROW_CHUNK]
         for j in range(cols):
@@ -46,38 +60,48 @@ def _refresh_chunks(c0, c1, g, t_rel, nu, nu_step, t_base, now, dp, rp, w_max, w
             gr = g[k, i]
             tr = t_rel[k, i]
             nr = nu[k, i]
-            for j in range(cols):
-                xin[j] = 1.0 + min(max(now - (t_base + float(tr[j])), 0.0), 1e280) / t0
-            ln_rows(xin, lnv, xbits, mbits)
-            for j in range(cols):
-                gd[k, j] = float(gr[j]) * exp_neg(float(nr[j]) * nu_step * lnv[j])
-            if keep:
-                gk = g_now[k, i]
+            lk = lnv[k]
+            ek = ev[k]
+            for j in range(cols):  # x = (age + t0) / t0, the age in float64 (a float32 difference would lose it)
+                xin[j] = f32(min(1.0 + min(max(since - float(tr[j]), 0.0), 1e300) * inv_t0, x_top))
+            if law:  # e = t_read / (age + t0)
                 for j in range(cols):
-                    gk[j] = np.float32(gd[k, j])
+                    ek[j] = e32 / xin[j]
+            ln_rows32(xin, lk, xbits, sbits)
+            for j in range(cols):
+                arg[j] = max(-(f32(nr[j]) * ns32) * lk[j], lo32)
+            exp_rows32(arg, ex, sbits)  # (into another array: a loop over overlapping arrays does not vectorize)
+            gk = gd[k]
+            for j in range(cols):
+                gk[j] = gr[j] * ex[j]
+            if keep:
+                gn = g_now[k, i]
+                for j in range(cols):
+                    gn[j] = gk[j]
             if law:
                 # Q_s = min(q_s / max(rel^q_exponent, q_floor), q_max) at the programmed conductance
                 for j in range(cols):
-                    xin[j] = max(gmin_rel + float(gr[j]) * span_rel, 1e-300)
-                ln_rows(xin, lnv, xbits, mbits)
+                    xin[j] = f32(max(gmin_rel + float(gr[j]) * span_rel, 1e-30))
+                ln_rows32(xin, arg, xbits, sbits)
+                q32 = f32(qexp)
                 for j in range(cols):
-                    p = qexp * lnv[j]
-                    power = exp_neg(-p) if p <= 0.0 else exp_bounded(min(p, 8.0))
-                    qv[j] = min(qs / max(power, qfloor), qmax)
-                # time factor sqrt(ln((t + t_read) / (2 t_read))), t = age + t0
+                    arg[j] = min(q32 * arg[j], hi32)
+                exp_rows32(arg, ex, sbits)
+                qs32, qf32, qm32 = f32(qs), f32(qfloor), f32(qmax)
                 for j in range(cols):
-                    xin[j] = (min(max(now - (t_base + float(tr[j])), 0.0), 1e280) + t0 + tread) / (2.0 * tread)
-                ln_rows(xin, lnv, xbits, mbits)
+                    qv[j] = min(qs32 / max(ex[j], qf32), qm32)
+                sh32, lf32, wm32 = f32(ln_shift), f32(lift), f32(w_max)
                 for j in range(cols):
-                    s = (lift + gd[k, j]) * qv[j] * np.sqrt(max(lnv[j], 0.0)) * w_max
-                    var[j] += s * s if gd[k, j] > 0.0 else 0.0
+                    tf = np.sqrt(max(lk[j] + sh32 + ek[j], zero32))
+                    sd = (lf32 + gk[j]) * qv[j] * tf * wm32
+                    var[j] += float(sd) * float(sd) if gk[j] > zero32 else 0.0
         acc = 0.0
         vacc = 0.0
         wr = w_eff[i]
         for j in range(cols):
-            wr[j] = np.float32((gd[0, j] - gd[1, j]) * w_max)
+            wr[j] = np.float32((float(gd[0, j]) - float(gd[1, j])) * w_max)
         for j in range(cols):
-            acc += gd[0, j] + gd[1, j]
+            acc += float(gd[0, j]) + float(gd[1, j])
             vacc += var[j]
             col_var[j] += var[j]
         row_gsum[i] = acc
@@ -94,8 +118,12 @@ def refresh_kernel(g, t_rel, nu, nu_step, t_base, now, dp, rp, w_max, w_eff, row
     :func:`devices._devstate.device_sigma` per device).
     g_now : float32 (2, rows, cols) receives the drifted conductances, or has size 0 (not wanted).
 
-    Row by row in vectorized stages (``ln`` from bit operations, ``exp`` from a short series),
-    blocks of rows on several threads (:mod:`devices._threads`); the column sums are added
+    Row by row in vectorized stages of float32 arithmetic (``ln`` from bit operations and ``exp``
+    from a short series, :func:`devices._devstate.ln_rows32` and ``exp_rows32``: twice the
+    vector width of float64; the weights are float32 and the read noise a percent, so a few
+    float32 roundings, a relative error near 1e-6, change nothing a read can show); the ages
+    and every sum are float64.  The read noise's time factor reuses the drift's logarithm.
+    Blocks of rows run on several threads (:mod:`devices._threads`); the column sums are added
     per chunk of ``ROW_CHUNK`` rows, chunk by chunk in order, so that the result does not
     depend on the thread count.
     """

@@ -256,6 +256,55 @@ def drift_factor_error(age, nu, t0):
     return np.maximum(np.where(a < 0.05, young, old), staged) + 16 * np.finfo(np.float64).eps
 
 
+#: float32 machine epsilon (the refresh kernel's arithmetic).
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+def ln32_error(x):
+    """Bound on the absolute error of ``_devstate.ln_rows32`` at ``x`` given in float64 (its
+    rounding to float32 included): the series' truncation (below 8e-10) and a handful of float32
+    roundings of terms up to ``max(|ln x|, 1)``: 4.5 eps32 of that."""
+    return 4.5 * EPS32 * np.maximum(np.abs(np.log(np.asarray(x, dtype=np.float64))), 1.0)
+
+
+#: Bound on the relative error of ``_devstate.exp_rows32`` (Taylor to r^7 for |r| <= ln 2 / 2,
+#: 6e-9, and a few float32 roundings; the measured worst case is below one eps32).
+EXP32_ERR = 4.0 * EPS32
+
+
+def drift_factor_error32(age, nu, t0):
+    """Bound on the relative error of the refresh kernel's drifted conductance ``g f`` (float32):
+    ``exp_rows32(-nu ln_rows32(1 + a))`` with ``nu`` rounded to float32 (1.5 eps32 on the
+    argument ``nu ln(1 + a)``), the logarithm's error times ``nu``, the exponential's, and the
+    product with ``g``."""
+    a = np.maximum(np.asarray(age, dtype=np.float64), 0.0) / t0
+    nu = np.asarray(nu, dtype=np.float64)
+    return (1.5 * EPS32 * nu * np.log1p(a) + nu * ln32_error(1.0 + a) + EXP32_ERR + 1.5 * EPS32
+            + 16 * np.finfo(np.float64).eps)
+
+
+def device_sigma_error32(g_prog, age, rp, t0: float):
+    """Bound on the relative error of the refresh kernel's read-noise std (float32), beyond the
+    error of the drifted conductance it multiplies: the power ``exp_rows32(q ln_rows32(rel))``
+    (the argument off by ``|q|`` times the logarithm's error and 1.5 eps32 of itself), ``Q_s``'s
+    division (1.5 eps32), the time factor ``sqrt(L)`` with ``L`` summed from three float32
+    terms (the drift's logarithm, ``ln(t0 / (2 t_read))`` and ``t_read / (age + t0)``, which
+    stands for ``log1p`` of itself: off by its square over 2), and three products."""
+    g_prog = np.asarray(g_prog, dtype=np.float64)
+    q_exp = rp_get(rp, "q_exponent")
+    rel = np.maximum(rp_get(rp, "gmin_rel") + g_prog * rp_get(rp, "span_rel"), 1e-30)
+    p = q_exp * np.log(rel)
+    e_pow = EXP32_ERR + 1.5 * EPS32 * np.abs(p) + abs(q_exp) * ln32_error(rel)
+    tr = rp_get(rp, "t_read")
+    age = np.maximum(np.asarray(age, dtype=np.float64), 0.0)
+    lnd = np.log1p(age / t0)
+    shift = math.log(t0 / (2.0 * tr))
+    e = tr / (age + t0)
+    ln_l = lnd + shift + np.log1p(e)
+    d_l = ln32_error(1.0 + age / t0) + 0.5 * EPS32 * abs(shift) + EPS32 * (np.abs(ln_l) + e) + e * e / 2.0
+    return e_pow + 1.5 * EPS32 + d_l / (2.0 * np.maximum(ln_l, 1e-3)) + 0.5 * EPS32 + 3.0 * EPS32
+
+
 def drift_exponent(g, xi, dp):
     """``|mu(g) + sigma(g) xi|`` with the clipped log-linear mu and sigma of ``DriftSpec``
     (``ln g`` with g floored at 1e-6)."""

@@ -322,6 +322,26 @@ def test_ln_fast_and_exp_bounded_match_the_exact_functions():
     assert rel[np.abs(x) <= 4.0].max() < 1e-8
 
 
+def test_float32_ln_and_exp_rows_match_the_exact_functions():
+    # ln_rows32 (the refresh kernel's): within ln32_error of ln at the float32 value, on normal
+    # float32 numbers over their whole range and densely around 1 and sqrt(2) (the fold).
+    x = np.concatenate([np.logspace(-37.9, 38.4, 4001), np.linspace(0.5, 2.0, 3001),
+                        [1.0, 1.4142135, 1.4142137, np.finfo(np.float32).smallest_normal]]).astype(np.float32)
+    out, scratch = np.full(x.size, np.nan, np.float32), np.empty(x.size, np.float32)
+    S.ln_rows32(x, out, x.view(np.int32), scratch.view(np.int32))
+    err = np.abs(out - ref.ln_fast(x))
+    assert (err <= ref.ln32_error(x)).all()
+    assert err.max() > 0.0 and out[x == 1.0][0] == 0.0
+    # exp_rows32: within EXP32_ERR (relative) on [-80, 80]; beyond, the argument is clipped.
+    x = np.concatenate([np.linspace(-80.0, 80.0, 16001), [0.0, 1e-12, -0.3465736, 0.3465736]]).astype(np.float32)
+    out = np.full(x.size, np.nan, np.float32)
+    S.exp_rows32(x, out, np.empty(x.size, np.float32).view(np.int32))
+    assert (np.abs(out / ref.exp_bounded(x) - 1.0) <= ref.EXP32_ERR).all()
+    clip = np.array([-1e3, 1e3], np.float32)
+    S.exp_rows32(clip, out[:2], np.empty(2, np.float32).view(np.int32))
+    np.testing.assert_allclose(out[:2], np.exp([-80.0, 80.0]), rtol=ref.EXP32_ERR)
+
+
 def test_drift_factor_matches_reference():
     t0 = 20.0
     ages = np.concatenate([[-5.0, 0.0, 1e-9, 1e-6, 0.0199, 0.02, 0.0201, 0.999, 1.0, 1.001],
@@ -572,11 +592,12 @@ def test_refresh_kernel_matches_reference(rows, cols, spec, keep_g_now):
     P.refresh_kernel(g, t_rel, nu, n_step, T_BASE, NOW, dp, rp, w_max, w, gsum, rvar, cvar, g_now)
     w_ref, gsum_ref, rvar_ref, cvar_ref, gnow_ref = ref.refresh_kernel(g, t_rel, nu, n_step, T_BASE, NOW, dp, rp,
                                                                        w_max)
-    # Per device: the kernel's drift factor is good to drift_factor_error (its series and fast
-    # ln / exp), its read-noise std to device_sigma_error; a variance doubles the relative error.
+    # Per device: the kernel's drifted conductance is good to drift_factor_error32 (float32
+    # arithmetic, fast ln / exp), its read-noise std to device_sigma_error32 beyond that; a
+    # variance doubles the relative error.
     age = NOW - (T_BASE + t_rel.astype(np.float64))
-    e_drift = ref.drift_factor_error(age, nu.astype(np.float64) * n_step, spec.drift.t0_s)
-    e_sigma = ref.device_sigma_error(g, age, rp, spec.drift.t0_s) if spec.read_noise.device_law != "none" else 0.0
+    e_drift = ref.drift_factor_error32(age, nu.astype(np.float64) * n_step, spec.drift.t0_s)
+    e_sigma = ref.device_sigma_error32(g, age, rp, spec.drift.t0_s) if spec.read_noise.device_law != "none" else 0.0
     dg = gnow_ref * e_drift  # bound on each drifted conductance's error
     var_dev = (ref.device_sigma(g, gnow_ref, age, rp, spec.drift.t0_s) * w_max) ** 2
     dvar = (var_dev * 2.0 * (e_drift + e_sigma)).sum(axis=0)
