@@ -1,0 +1,55 @@
+"""``bench_program_replay.py``: the captured calls of one batch replay from their own state, with
+and without pair refreshes, and leave ``Crossbar.program`` and the refresh level as they were."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from devices import _devstate as S
+from devices import crossbar as CB
+from mortal.data import load_mnist_mini
+
+
+@pytest.fixture
+def bench(monkeypatch, tmp_path):
+    d = load_mnist_mini()
+    path = tmp_path / "small.npz"
+    np.savez(path, x_train=d.train_images[:400], y_train=d.train_labels[:400],
+             x_test=d.test_images[:100], y_test=d.test_labels[:100])
+    monkeypatch.setenv("MORTAL_DATA", str(path))
+    # the script applies process_env at import; keep this process's settings
+    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "28")
+    monkeypatch.setenv("MORTAL_KERNEL_THREADS", "1")
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    return importlib.import_module("bench_program_replay")
+
+
+def test_replays_every_layer_of_the_batch_and_restores_what_it_changed(bench, capsys, monkeypatch):
+    program = CB.Crossbar.program
+    levels = []
+    real = bench.replay
+
+    def spy(prog, c, repeat, flush):  # the refresh level of each replay
+        levels.append(float(c["layer"].pp[S.PP_REFRESH_AT]))
+        return real(prog, c, repeat, flush)
+    monkeypatch.setattr(bench, "replay", spy)
+    bench.main(["--layers", "24,24", "--train-size", "400", "--epoch", "2", "--batch", "3", "--repeat", "2"])
+    out = capsys.readouterr().out
+    rows = [ln for ln in out.splitlines() if ln.startswith("| 784x24") or ln.startswith("| 24x24")]
+    assert len(rows) == 2, out
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert float(cells[1]) > 0 and float(cells[2]) > 0 and int(cells[3]) > 0
+    assert "per batch:" in out
+    assert CB.Crossbar.program is program
+    # each layer replayed at its own refresh level, then with the level out of reach
+    assert levels[0] < np.inf and levels[1] == np.inf and levels[2] < np.inf and levels[3] == np.inf
+
+
+def test_refuses_a_batch_beyond_the_epoch(bench):
+    with pytest.raises(SystemExit):
+        bench.main(["--train-size", "400", "--batch", "5"])
