@@ -19,6 +19,11 @@ from ._devstate import (
 from ._kernels import D_T0, JIT, ROW_CHUNK, exp_bounded, normal_from_bits, row_seed, xorshift_next
 from ._threads import n_chunks, run_chunks
 
+#: ``t_read / t0`` up to which the refresh takes the read noise's time logarithm from the drift's
+#: (``_refresh_chunks``); above it, the logarithm is computed on its own.
+TIME_LOG_SHORTCUT = 1e-4
+
+
 @JIT
 def _refresh_chunks(c0, c1, g, t_rel, nu, nu_step, t_base, now, dp, rp, w_max, w_eff, row_gsum, row_var, parts, g_now):
     """Chunks ``c0`` to ``c1`` (of ``ROW_CHUNK`` rows) of :func:`refresh_kernel`; ``parts[ch]``
@@ -33,24 +38,28 @@ def _refresh_chunks(c0, c1, g, t_rel, nu, nu_step, t_base, now, dp, rp, w_max, w
     lift = gmin_rel / span_rel
     since = now - t_base
     inv_t0 = 1.0 / t0
-    # The read noise's time factor shares the drift's logarithm: with t = age + t0,
-    # ln((t + t_read) / (2 t_read)) = ln(t / t0) + ln(t0 / (2 t_read)) + log1p(t_read / t), and
-    # log1p(e) = e to within e^2 / 2 (e <= t_read / t0, 1e-8 for the presets).
+    # The read noise's time factor, with t = age + t0: ln((t + t_read) / (2 t_read)) =
+    # ln((t + t_read) / t0) + ln(t0 / (2 t_read)).  Where t_read / t0 <= TIME_LOG_SHORTCUT (the
+    # presets: 1e-8) the first term is the drift's logarithm ln(t / t0) plus e = t_read / t
+    # (log1p(e) = e to within e^2 / 2 <= 5e-9); otherwise it is a logarithm of its own.
     ln_shift = math.log(t0 / (2.0 * tread)) if law else 0.0
+    own_log = law and tread > TIME_LOG_SHORTCUT * t0
     x_top = 1e38  # float32 range: ages beyond 1e38 t0 count as 1e38 t0
     xin = np.empty(cols, f32)
-    lnv = np.empty((2, cols), f32)
+    lnv = np.empty(cols, f32)
+    tl = np.empty(cols, f32)
     arg = np.empty(cols, f32)
+    abits = arg.view(np.int32)
     ex = np.empty(cols, f32)
     scr = np.empty(cols, f32)
     xbits = xin.view(np.int32)
     sbits = scr.view(np.int32)
     gd = np.empty((2, cols), f32)
-    ev = np.empty((2, cols), f32)
     var = np.zeros(cols, np.float64)
     qv = np.empty(cols, f32)
     ns32 = f32(nu_step)
     e32 = f32(tread / t0) if law else f32(0.0)
+    sh32 = f32(ln_shift)
     lo32, hi32, zero32 = f32(-64.0), f32(8.0), f32(0.0)
     for i in range(c0 * ROW_CHUNK, min(c1 * ROW_CHUNK, rows)):
         col_var = parts[i // ROW_CHUNK]
@@ -60,16 +69,20 @@ def _refresh_chunks(c0, c1, g, t_rel, nu, nu_step, t_base, now, dp, rp, w_max, w
             gr = g[k, i]
             tr = t_rel[k, i]
             nr = nu[k, i]
-            lk = lnv[k]
-            ek = ev[k]
             for j in range(cols):  # x = (age + t0) / t0, the age in float64 (a float32 difference would lose it)
                 xin[j] = f32(min(1.0 + min(max(since - float(tr[j]), 0.0), 1e300) * inv_t0, x_top))
-            if law:  # e = t_read / (age + t0)
+            ln_rows32(xin, lnv, xbits, sbits)
+            if own_log:  # tl = L = ln((t + t_read) / t0) + ln(t0 / (2 t_read))
                 for j in range(cols):
-                    ek[j] = e32 / xin[j]
-            ln_rows32(xin, lk, xbits, sbits)
+                    arg[j] = xin[j] + e32
+                ln_rows32(arg, tl, abits, sbits)
+                for j in range(cols):
+                    tl[j] += sh32
+            elif law:  # the same from ln(t / t0) and t_read / t
+                for j in range(cols):
+                    tl[j] = lnv[j] + sh32 + e32 / xin[j]
             for j in range(cols):
-                arg[j] = max(-(f32(nr[j]) * ns32) * lk[j], lo32)
+                arg[j] = max(-(f32(nr[j]) * ns32) * lnv[j], lo32)
             exp_rows32(arg, ex, sbits)  # (into another array: a loop over overlapping arrays does not vectorize)
             gk = gd[k]
             for j in range(cols):
@@ -90,9 +103,9 @@ def _refresh_chunks(c0, c1, g, t_rel, nu, nu_step, t_base, now, dp, rp, w_max, w
                 qs32, qf32, qm32 = f32(qs), f32(qfloor), f32(qmax)
                 for j in range(cols):
                     qv[j] = min(qs32 / max(ex[j], qf32), qm32)
-                sh32, lf32, wm32 = f32(ln_shift), f32(lift), f32(w_max)
+                lf32, wm32 = f32(lift), f32(w_max)
                 for j in range(cols):
-                    tf = np.sqrt(max(lk[j] + sh32 + ek[j], zero32))
+                    tf = np.sqrt(max(tl[j], zero32))
                     sd = (lf32 + gk[j]) * qv[j] * tf * wm32
                     var[j] += float(sd) * float(sd) if gk[j] > zero32 else 0.0
         acc = 0.0

@@ -283,13 +283,15 @@ def drift_factor_error32(age, nu, t0):
             + 16 * np.finfo(np.float64).eps)
 
 
-def device_sigma_error32(g_prog, age, rp, t0: float):
+def device_sigma_error32(g_prog, age, rp, t0: float, shortcut: float):
     """Bound on the relative error of the refresh kernel's read-noise std (float32), beyond the
     error of the drifted conductance it multiplies: the power ``exp_rows32(q ln_rows32(rel))``
     (the argument off by ``|q|`` times the logarithm's error and 1.5 eps32 of itself), ``Q_s``'s
-    division (1.5 eps32), the time factor ``sqrt(L)`` with ``L`` summed from three float32
-    terms (the drift's logarithm, ``ln(t0 / (2 t_read))`` and ``t_read / (age + t0)``, which
-    stands for ``log1p`` of itself: off by its square over 2), and three products."""
+    division (1.5 eps32), the time factor ``sqrt(L)`` with ``L = ln((t + t_read) / t0) +
+    ln(t0 / (2 t_read))`` (t = age + t0) summed in float32, and three products.  The first
+    logarithm: if ``t_read / t0 <= shortcut`` (``_pulses.TIME_LOG_SHORTCUT``) the drift's
+    ``ln(t / t0)`` plus ``e = t_read / t``, which stands for ``log1p(e)`` (off by at most ``e^2 /
+    2``), else ``ln_rows32`` of its own argument."""
     g_prog = np.asarray(g_prog, dtype=np.float64)
     q_exp = rp_get(rp, "q_exponent")
     rel = np.maximum(rp_get(rp, "gmin_rel") + g_prog * rp_get(rp, "span_rel"), 1e-30)
@@ -297,11 +299,14 @@ def device_sigma_error32(g_prog, age, rp, t0: float):
     e_pow = EXP32_ERR + 1.5 * EPS32 * np.abs(p) + abs(q_exp) * ln32_error(rel)
     tr = rp_get(rp, "t_read")
     age = np.maximum(np.asarray(age, dtype=np.float64), 0.0)
-    lnd = np.log1p(age / t0)
-    shift = math.log(t0 / (2.0 * tr))
     e = tr / (age + t0)
-    ln_l = lnd + shift + np.log1p(e)
-    d_l = ln32_error(1.0 + age / t0) + 0.5 * EPS32 * abs(shift) + EPS32 * (np.abs(ln_l) + e) + e * e / 2.0
+    shift = math.log(t0 / (2.0 * tr))
+    ln_l = np.log((age + t0 + tr) / t0) + shift
+    if tr <= shortcut * t0:
+        first = ln32_error(1.0 + age / t0) + EPS32 * e + e * e / 2.0
+    else:
+        first = ln32_error((age + t0 + tr) / t0) + 0.5 * EPS32 * (1.0 + age / t0 + tr / t0) / ((age + t0 + tr) / t0)
+    d_l = first + 0.5 * EPS32 * abs(shift) + EPS32 * np.abs(ln_l)
     return e_pow + 1.5 * EPS32 + d_l / (2.0 * np.maximum(ln_l, 1e-3)) + 0.5 * EPS32 + 3.0 * EPS32
 
 

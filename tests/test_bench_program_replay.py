@@ -40,7 +40,9 @@ def test_replays_every_layer_of_the_batch_and_restores_what_it_changed(bench, ca
     bench.main(["--layers", "24,24", "--train-size", "400", "--epoch", "2", "--batch", "3", "--repeat", "2"])
     out = capsys.readouterr().out
     rows = [ln for ln in out.splitlines() if ln.startswith("| 784x24") or ln.startswith("| 24x24")]
-    assert len(rows) == 2, out
+    # both layers of the batch, in layer order (the script stops if a replay does not reproduce
+    # the captured call's result and weights)
+    assert [r.split("|")[1].strip() for r in rows] == ["784x24", "24x24"], out
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert float(cells[1]) > 0 and float(cells[2]) > 0 and int(cells[3]) > 0
@@ -50,6 +52,7 @@ def test_replays_every_layer_of_the_batch_and_restores_what_it_changed(bench, ca
     assert levels[0] < np.inf and levels[1] == np.inf and levels[2] < np.inf and levels[3] == np.inf
 
 
-def test_refuses_a_batch_beyond_the_epoch(bench):
-    with pytest.raises(SystemExit):
+def test_refuses_a_batch_beyond_the_epoch(bench, capsys):
+    with pytest.raises(SystemExit) as exc:
         bench.main(["--train-size", "400", "--batch", "5"])
+    assert exc.value.code == 2 and "--batch <= 4" in capsys.readouterr().err

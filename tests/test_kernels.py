@@ -577,8 +577,9 @@ def _device_state(rng, shape, gsat, n_step, t0, future=True):
 
 
 @pytest.mark.parametrize("rows,cols", [(1, 1), (7, 5), (40, 33)])
-@pytest.mark.parametrize("spec", [PCM, devices.variant("rram", read_noise={"device_law": "pcm_1f"}), RRAM],
-                         ids=["pcm", "rram-law", "no-law"])
+@pytest.mark.parametrize("spec", [PCM, devices.variant("rram", read_noise={"device_law": "pcm_1f"}), RRAM,
+                                  devices.variant("pcm", read_noise={"t_read_s": 5.0})],
+                         ids=["pcm", "rram-law", "no-law", "pcm-slow-read"])
 @pytest.mark.parametrize("keep_g_now", [True, False])
 def test_refresh_kernel_matches_reference(rows, cols, spec, keep_g_now):
     rng = np.random.default_rng(rows * cols + 3 * keep_g_now)
@@ -597,7 +598,8 @@ def test_refresh_kernel_matches_reference(rows, cols, spec, keep_g_now):
     # variance doubles the relative error.
     age = NOW - (T_BASE + t_rel.astype(np.float64))
     e_drift = ref.drift_factor_error32(age, nu.astype(np.float64) * n_step, spec.drift.t0_s)
-    e_sigma = ref.device_sigma_error32(g, age, rp, spec.drift.t0_s) if spec.read_noise.device_law != "none" else 0.0
+    e_sigma = (ref.device_sigma_error32(g, age, rp, spec.drift.t0_s, P.TIME_LOG_SHORTCUT)
+               if spec.read_noise.device_law != "none" else 0.0)
     dg = gnow_ref * e_drift  # bound on each drifted conductance's error
     var_dev = (ref.device_sigma(g, gnow_ref, age, rp, spec.drift.t0_s) * w_max) ** 2
     dvar = (var_dev * 2.0 * (e_drift + e_sigma)).sum(axis=0)

@@ -80,12 +80,10 @@ def test_ageing_raises_the_error_and_column_compensation_does_no_harm(wild_teach
     # earlier device layer, with one exponent per device for life, recovered 1.25 points), and
     # what the test holds is that ageing hurts, compensation does not, and the outputs are
     # scaled up as the conductances shrink.
-    # How much a year costs varies from chip to chip: fresh -> aged (one reading each) for wild
-    # chips of seeds 1-4 trained as this teacher, +2.70 / +1.35 / +0.50 / +2.60 points, and
-    # +1.50 / +0.90 / +1.90 / +1.65 with the float64 refresh kernel before (another random
-    # stream).  Two readings of one chip differ by ~7 images (0.35 points), so the test compares
-    # the means of two readings before and after and asks for one point.
-    assert (aged + again) / 2 > (fresh + fresh2) / 2 + 0.01
+    # This chip: +1.30 points from one reading to one reading, +1.63 between the means of two
+    # readings before and after (float32 refresh; 10 years: +12.7).  Two readings of one chip
+    # differ by ~7 images (0.35 points), so the means of two readings are compared.
+    assert (aged + again) / 2 > (fresh + fresh2) / 2 + 0.015
     assert compensated <= max(aged, again) + 0.005  # 10 images; two readings of the aged chip differ by ~7
     assert compensated > fresh - 0.01  # it does not make the chip better than new
     assert all(float(f.mean()) > 1.2 for f in factors)
