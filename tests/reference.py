@@ -262,14 +262,16 @@ EPS32 = float(np.finfo(np.float32).eps)
 
 def ln32_error(x):
     """Bound on the absolute error of ``_devstate.ln_rows32`` at ``x`` given in float64 (its
-    rounding to float32 included): the series' truncation (below 8e-10) and a handful of float32
-    roundings of terms up to ``max(|ln x|, 1)``: 4.5 eps32 of that."""
-    return 4.5 * EPS32 * np.maximum(np.abs(np.log(np.asarray(x, dtype=np.float64))), 1.0)
+    rounding to float32 included): the series' truncation (below 8e-10) and float32 roundings of
+    terms up to ``max(|ln x|, 1)``: 2 eps32 of that, twice the worst case measured over 40
+    million random normal float32 numbers (0.99 eps32)."""
+    return 2.0 * EPS32 * np.maximum(np.abs(np.log(np.asarray(x, dtype=np.float64))), 1.0)
 
 
 #: Bound on the relative error of ``_devstate.exp_rows32`` (Taylor to r^7 for |r| <= ln 2 / 2,
-#: 6e-9, and a few float32 roundings; the measured worst case is below one eps32).
-EXP32_ERR = 4.0 * EPS32
+#: 6e-9, and float32 roundings): 1.5 eps32 (the worst case measured over 40 million random
+#: arguments in [-80, 80]: 0.85 eps32; without the r^7 term it reaches 2.1 eps32).
+EXP32_ERR = 1.5 * EPS32
 
 
 def drift_factor_error32(age, nu, t0):
