@@ -13,10 +13,10 @@ import numpy as np
 
 from ._devstate import (
     PP_NU_STEP, PP_RESET_LEVEL, PP_RESET_STD, PP_VERIFY_READS, RP_GMIN, RP_LAW,
-    RP_QEXP, RP_QFLOOR, RP_QMAX, RP_QS, RP_SPAN, RP_TREAD, device_gsat, device_sigma, device_step, drifted, exp_neg,
-    exp_rows32, ln_rows, ln_rows32, program_device, pulses_to, verify_sigma, wear,
+    RP_QEXP, RP_QFLOOR, RP_QMAX, RP_QS, RP_SPAN, RP_TREAD, device_gsat, device_sigma, device_step, drifted,
+    exp_rows32, ln_rows32, program_device, pulses_to, verify_sigma, wear,
 )
-from ._kernels import D_T0, JIT, ROW_CHUNK, exp_bounded, normal_from_bits, row_seed, xorshift_next
+from ._kernels import D_T0, JIT, ROW_CHUNK, normal_from_bits, row_seed, xorshift_next
 from ._threads import n_chunks, run_chunks
 
 #: ``t_read / t0`` up to which the refresh takes the read noise's time logarithm from the drift's
@@ -135,7 +135,8 @@ def refresh_kernel(g, t_rel, nu, nu_step, t_base, now, dp, rp, w_max, w_eff, row
     from a short series, :func:`devices._devstate.ln_rows32` and ``exp_rows32``: twice the
     vector width of float64; the weights are float32 and the read noise a percent, so a few
     float32 roundings, a relative error near 1e-6, change nothing a read can show); the ages
-    and every sum are float64.  The read noise's time factor reuses the drift's logarithm.
+    and every sum are float64.  The read noise's time factor reuses the drift's logarithm where
+    ``t_read / t0 <= TIME_LOG_SHORTCUT``.
     Blocks of rows run on several threads (:mod:`devices._threads`); the column sums are added
     per chunk of ``ROW_CHUNK`` rows, chunk by chunk in order, so that the result does not
     depend on the thread count.
