@@ -13,12 +13,14 @@ machine, one line per epoch and a JSON summary; ``--out FILE`` also writes the s
 every epoch's record, to FILE.
 
 A long run (2000-unit layers for 60 epochs, as published, take many hours on one core) can be
-stopped and continued: ``--checkpoint-dir DIR`` saves the learner and the chip after every epoch, and the same command with ``--resume`` added continues from DIR's latest
-checkpoint to the same final result as an uninterrupted run (the learner checks that the
-settings and the data are the run's; ``--epochs`` may be raised, but a run that reached its end
+stopped and continued: ``--checkpoint-dir DIR`` saves the learner and the chip after every
+epoch, and the same command with ``--resume`` added continues from DIR's latest checkpoint to
+the same final result as an uninterrupted run (the learner checks that the settings and the
+data are the run's; ``--epochs`` may be raised, but a run that reached its end
 has evaluated the test set on its chip, so raising it continues from a chip that was read).  The
 summary then covers every epoch of the run, those before the resume included (``wall_s`` is
-this process's).
+this process's).  The summary gives the mean and the median training time per epoch (an epoch
+paused from outside counts in the mean).
 """
 
 from __future__ import annotations
@@ -109,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         "train_images": int(x.shape[0]), "evaluated_on": evaluated, "settings": changes,
         "recurrent": cfg.recurrent.model_dump(), "error": records[-1]["test_error"],
         "train_s_per_epoch": float(np.mean([r["train_wall_s"] for r in records])),
+        # (an epoch paused from outside, e.g. with SIGSTOP, counts in the mean, hardly in the median)
+        "train_s_per_epoch_median": float(np.median([r["train_wall_s"] for r in records])),
         "wall_s": time.perf_counter() - t0, "train_energy_j": records[-1]["total_energy_j"],
         "resumed": bool(args.resume),
     }

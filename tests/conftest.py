@@ -4,11 +4,14 @@ The ``chip`` fixture is parametrized over every preset in ``devices.PRESETS``,
 so the contract suite runs on each of them; a new preset is tested without
 touching the tests.  ``snapshot`` and ``assert_same_state`` compare the whole
 observable and hidden state of two chips (or one chip before and after).
+``bench_script`` imports a script of ``benchmarks/`` on a small MNIST file.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -69,6 +72,24 @@ def snapshot():
 def assert_same_state():
     """Function ``assert_same_state(snap_a, snap_b)`` asserting bit-identical state."""
     return _assert_same_state
+
+
+@pytest.fixture
+def bench_script(monkeypatch, tmp_path):
+    """Function ``bench_script(name, n_train)``: the module ``benchmarks/<name>.py``, imported with
+    ``MORTAL_DATA`` set to an MNIST file of the bundled subset's first ``n_train`` training and
+    100 test images."""
+    from mortal.data import load_mnist_mini
+
+    def load(name: str, n_train: int):
+        d = load_mnist_mini()
+        path = tmp_path / "small.npz"
+        np.savez(path, x_train=d.train_images[:n_train], y_train=d.train_labels[:n_train],
+                 x_test=d.test_images[:100], y_test=d.test_labels[:100])
+        monkeypatch.setenv("MORTAL_DATA", str(path))
+        monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+        return importlib.import_module(name)
+    return load
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -14,9 +14,9 @@ import pytest
 
 import devices
 from mortal.data import load_mnist_mini
-from mortal.ff import _kernels as K
 from mortal.errors import InputError
 from mortal.ff import CHIP_FILE, FFConfig, FFLearner, latest_checkpoint
+from mortal.ff import _kernels as K
 from mortal.ff.analog import Coincidences, apply_analog_update, coincidences, pulse_probabilities, sampler_threads
 from mortal.updates import check_pulse_chip
 

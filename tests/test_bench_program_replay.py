@@ -3,29 +3,17 @@ and without pair refreshes, and leave ``Crossbar.program`` and the refresh level
 
 from __future__ import annotations
 
-import importlib
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from devices import _devstate as S
 from devices import crossbar as CB
-from mortal.data import load_mnist_mini
 
 
 @pytest.fixture
-def bench(monkeypatch, tmp_path):
-    d = load_mnist_mini()
-    path = tmp_path / "small.npz"
-    np.savez(path, x_train=d.train_images[:400], y_train=d.train_labels[:400],
-             x_test=d.test_images[:100], y_test=d.test_labels[:100])
-    monkeypatch.setenv("MORTAL_DATA", str(path))
-    # the script applies process_env at import; keep this process's settings
-    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "28")
-    monkeypatch.setenv("MORTAL_KERNEL_THREADS", "1")
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    return importlib.import_module("bench_program_replay")
+def bench(bench_script):
+    # (its process_env.apply() at import changes nothing here: numpy is loaded)
+    return bench_script("bench_program_replay", 400)
 
 
 def test_replays_every_layer_of_the_batch_and_restores_what_it_changed(bench, capsys, monkeypatch):

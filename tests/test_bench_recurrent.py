@@ -3,7 +3,6 @@ uninterrupted one (on a small MNIST file made from the bundled subset)."""
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
@@ -11,7 +10,6 @@ import numpy as np
 import pytest
 
 import devices
-from mortal.data import load_mnist_mini
 from mortal.errors import InputError
 from mortal.ff import CHIP_FILE, latest_checkpoint
 
@@ -19,14 +17,8 @@ COMMON = ["--layers", "16,16", "--eval-every", "0", "--set", "labels.strength=4"
 
 
 @pytest.fixture
-def bench(monkeypatch, tmp_path):
-    d = load_mnist_mini()
-    path = tmp_path / "small.npz"
-    np.savez(path, x_train=d.train_images[:200], y_train=d.train_labels[:200],
-             x_test=d.test_images[:100], y_test=d.test_labels[:100])
-    monkeypatch.setenv("MORTAL_DATA", str(path))
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    return importlib.import_module("bench_recurrent")
+def bench(bench_script):
+    return bench_script("bench_recurrent", 200)
 
 
 def _digest(directory: Path) -> str:
@@ -55,6 +47,8 @@ def test_a_stopped_run_resumes_to_the_uninterrupted_result(bench, tmp_path, monk
     assert "epoch 2:" in printed and "epoch 1:" not in printed  # it continued, it did not start over
     w, r = (json.loads((tmp_path / f).read_text()) for f in ("w.json", "r.json"))
     assert r["resumed"] and not w["resumed"]
+    times = [e["train_wall_s"] for e in r["epochs_log"]]
+    assert r["train_s_per_epoch_median"] == pytest.approx(float(np.median(times)))
     assert [e["epoch"] for e in r["epochs_log"]] == [1, 2]  # the epoch before the resume is kept
     assert [e["train_error_online"] for e in r["epochs_log"]] == [e["train_error_online"] for e in w["epochs_log"]]
     assert r["error"] == w["error"] and r["train_energy_j"] == w["train_energy_j"]
