@@ -7,10 +7,11 @@ Run:  MORTAL_DATA=/path/to/mnist.npz python benchmarks/bench_program_replay.py [
 Trains one chip as ``bench_ff.py --speed`` does (the measured defaults without the head refit,
 policy ``mixed``, this process's BLAS and kernel settings: ``mortal.process_env``), and keeps,
 for every layer, the state, the request and the result of its ``Crossbar.program`` call in batch
-``--batch`` of epoch ``--epoch`` (a layer whose update asks for no pulse makes no call).  Each captured call is then replayed ``--repeat`` times from its captured
-state, with the caches flushed before each (a 128 MB buffer is written; a refresh of the cached
-weights that falls due at the call's time runs first, untimed), as in training, where
-the reads and products between two calls evict the layer's state.  A second replay moves the
+``--batch`` of epoch ``--epoch`` (a layer whose update asks for no pulse makes no call).  Each
+captured call is then replayed ``--repeat`` times from its captured state, with the caches
+flushed before each (a 128 MB buffer is written; a refresh of the cached weights that falls due
+at the call's time runs first, untimed), as in training, where the reads and products between
+two calls evict the layer's state.  A second replay moves the
 refresh level of one-directional pairs (``programming.refresh_at``) out of reach, so that the
 difference is what the pair refreshes of that call cost.  A replay that does not reproduce the
 captured call's result and weights stops the benchmark.
