@@ -51,7 +51,10 @@ class DriftCompensator:
         The fixed reference input, sent with the neutral label (no labels needed).
         A few hundred images suffice.
     mode : "global" or "column"
-        One factor per layer, or one per output column.
+        One factor per layer, or one per output column.  Per-column factors suit the
+        softmax head; for the per-label goodness readout one factor per layer does better,
+        because a column's factor also absorbs its neuron's non-linear response to the
+        shrunken currents and reweights the columns in the goodness sums.
     floor : float
         Columns whose mean reference output is below ``floor`` times the
         layer mean (at calibration or now) take the layer's global factor.
