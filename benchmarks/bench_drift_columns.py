@@ -36,6 +36,7 @@ import devices
 from _common import machine_line
 from mortal.care import SECONDS_PER_DAY, DriftCompensator
 from mortal.data import load_mnist
+from mortal.errors import InputError
 from mortal.ff.learner import CHIP_FILE, latest_checkpoint, load_learner
 
 
@@ -52,14 +53,14 @@ def spread(v: np.ndarray) -> dict[str, float]:
     return {"mean": float(v.mean()), "sd": float(v.std()), "min": float(v.min()), "max": float(v.max())}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--teacher-dir", required=True, help="a checkpoint folder saved by bench_mortality.py")
     ap.add_argument("--ages", default="1,365", help="comma-separated idle times in days")
     ap.add_argument("--reference", type=int, default=200, help="training images the compensators read")
     ap.add_argument("--data", default=None)
     ap.add_argument("--out", default=None, help="JSON file for the results")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     try:
         ages = [float(v) for v in args.ages.split(",")]
     except ValueError:
@@ -70,7 +71,7 @@ def main() -> None:
         ap.error(f"--reference takes a count >= 1, got {args.reference}")
     try:
         snap = latest_checkpoint(args.teacher_dir) / CHIP_FILE
-    except Exception as exc:  # the library's own message names the folder and what is missing
+    except (FileNotFoundError, InputError) as exc:  # the message names the folder and what is missing
         ap.error(str(exc))
     data = load_mnist(args.data)
     reference = data.train_images[: args.reference]
